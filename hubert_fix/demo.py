@@ -1,0 +1,80 @@
+"""``hubert-fix demo``: the whole job on the embedded tiny HuBERT checkpoint.
+
+Export as-is, show how ONNX Runtime fails on the raw export (and where it silently
+computes garbage), check, repair, validate against fairseq's PyTorch output, summarise.
+Everything it writes goes to one folder (default ``./hubert-fix-demo``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hubert_fix import runner
+from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError
+from hubert_fix.extras import export_module, pytorch_reference
+from hubert_fix.model_io import one_line, save_model
+from hubert_fix.validate import ValidationReport, validate
+
+if TYPE_CHECKING:
+    from hubert_fix.cli import Console
+
+
+def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
+    from hubert_fix.cli import format_report, format_validation
+
+    export = export_module()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnusableInputError(f"{out_dir}: cannot create the demo folder: {one_line(exc.strerror or exc)}") from None
+    console.progress(f"loading the embedded checkpoint {checkpoint.name}")
+    model = export.load_checkpoint(checkpoint)
+    reference = pytorch_reference(model, output_layer=None, fp16=False, device="cpu")
+
+    console.out(f"1. export {checkpoint.name} as-is (TorchScript exporter, opset 17)")
+    raw = export.export_raw(model)
+    raw_path = out_dir / "hubert_base_tiny.raw.onnx"
+    save_model(raw, raw_path)
+    console.out(f"   wrote {raw_path}")
+
+    console.out("2. run the raw export on ONNX Runtime over the edge-length matrix")
+    raw_report = validate(raw, str(raw_path), device="cpu", reference=reference, progress=console.progress)
+    console.out(_indent(format_validation(raw_report)))
+
+    console.out(f"3. hubert-fix check {raw_path}")
+    found = runner.check(raw, str(raw_path))
+    console.out(_indent(format_report(found)))
+
+    console.out("4. hubert-fix repair")
+    repaired, report = runner.repair(raw, str(raw_path))
+    repaired_path = out_dir / "hubert_base_tiny.onnx"
+    save_model(repaired, repaired_path)
+    console.out(f"   {len(report.edits)} edit(s), wrote {repaired_path}")
+
+    console.out(f"5. hubert-fix validate {repaired_path} --checkpoint {checkpoint.name}")
+    fixed_report = validate(repaired, str(repaired_path), device="auto", reference=reference, progress=console.progress)
+    console.out(_indent(format_validation(fixed_report)))
+    (out_dir / "report.json").write_text(
+        json.dumps(
+            {"raw": raw_report.to_dict(), "repair": report.to_dict(), "repaired": fixed_report.to_dict()},
+            indent=2,
+        )
+    )
+    console.out("summary")
+    console.out(f"   raw export:      {_tally(raw_report)}")
+    console.out(f"   repaired export: {_tally(fixed_report)} ({len(report.edits)} edit(s), on {fixed_report.provider})")
+    console.out(f"   files in {out_dir}/ (report.json has every figure)")
+    return EXIT_OK if fixed_report.ok else EXIT_FOUND
+
+
+def _tally(report: ValidationReport) -> str:
+    passed = sum(c.ok for c in report.cases)
+    worst = max((c.max_abs_diff for c in report.cases if c.max_abs_diff is not None), default=None)
+    diff = f", worst max abs diff {worst:.2e}" if worst is not None else ""
+    return f"{passed}/{len(report.cases)} cases pass{diff}"
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"   {line}" for line in text.splitlines())

@@ -1,0 +1,563 @@
+"""Symbolic dimension facts: which dims of which tensors are *proven* equal.
+
+The passes decide on proven facts only. ONNX shape inference alone is not enough:
+a Slice with dynamic ends (HuBERT's ``padding_mask[:, :-extra]``) makes it invent a
+fresh ``unk__N`` symbol for every dim of its output, so the Where condition built
+from the mask looks like ``[unk__8, unk__7]`` although its first axis is ``batch``.
+:func:`analyze` therefore combines two sources:
+
+* the dims ONNX shape inference (``data_prop=True``) gives each tensor, used as is
+  when they are static or symbolic (a model-declared ``dim_param`` such as ``batch``
+  is equal to itself everywhere; an invented ``unk__N`` only to the same ``unk__N``);
+* a *provenance walk* from ``(tensor, axis)`` back through ops that provably carry
+  that axis unchanged (elementwise ops, Transpose, Reduce*, Slice on other axes,
+  Squeeze/Unsqueeze, Reshape whose shape vector is traced from ``Shape``, ...). Two
+  dims whose walks end at the same root are equal. The walk stops at any op it does
+  not know, so an unknown op can only make *fewer* dims equal, never more.
+
+The graph is never modified: inference runs on a separate, weight-free export.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
+
+logger = logging.getLogger(__name__)
+
+#: A dimension: a static size or a symbol (model-declared ``dim_param`` or ONNX's ``unk__N``).
+Dim = int | str
+
+#: Where a provenance walk ends: a static size, a model-declared symbol, or the
+#: ``(tensor name, axis)`` at which the walk had to stop.
+Root = int | str | tuple[str, int]
+
+#: Constants up to this many elements stay inline in the inference copy, because
+#: Reshape/Slice/Unsqueeze/Reduce need their *values*; larger ones become shape-only inputs.
+SMALL_CONSTANT = 64
+
+# Ops whose output 0 has the shape of input 0, axis for axis.
+_SAME_SHAPE_OPS = frozenset(
+    {
+        "Abs", "BatchNormalization", "Cast", "CastLike", "Ceil", "Celu", "Clip", "Cos",
+        "Dropout", "Elu", "Erf", "Exp", "Floor", "Gelu", "HardSigmoid", "HardSwish",
+        "Identity", "InstanceNormalization", "IsInf", "IsNaN", "LayerNormalization",
+        "LeakyRelu", "Log", "LogSoftmax", "LpNormalization", "Mish", "Neg", "Not",
+        "PRelu", "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin",
+        "Softmax", "Softplus", "Softsign", "Sqrt", "Tanh", "ThresholdedRelu",
+    }
+)  # fmt: skip
+
+# Multidirectional (numpy-style) broadcasting ops: every input takes part.
+_BROADCAST_OPS = frozenset(
+    {
+        "Add", "And", "BitShift", "Div", "Equal", "Greater", "GreaterOrEqual", "Less",
+        "LessOrEqual", "Max", "Mean", "Min", "Mod", "Mul", "Or", "Pow", "Sub", "Sum",
+        "Where", "Xor",
+    }
+)  # fmt: skip
+
+_REDUCE_OPS = frozenset(
+    {
+        "ArgMax", "ArgMin", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
+        "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum",
+        "ReduceSumSquare",
+    }
+)  # fmt: skip
+
+_POOL_OPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"})
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def producer(tensor: gs.Tensor) -> gs.Node | None:
+    """The node that produces ``tensor`` (None for graph inputs and initializers)."""
+    return tensor.inputs[0] if isinstance(tensor, gs.Variable) and tensor.inputs else None
+
+
+def const_value(tensor: gs.Tensor | None, limit: int = SMALL_CONSTANT) -> np.ndarray | None:
+    """The value of a small constant tensor (an initializer or a Constant node's output).
+
+    Returns None when the value is not a compile-time constant or has more than
+    ``limit`` elements (large weights are never loaded just to be looked at).
+    """
+    if tensor is None:
+        return None
+    if isinstance(tensor, gs.Constant):
+        if int(np.prod(tensor.shape, dtype=np.int64)) > limit:
+            return None
+        return np.asarray(tensor.values)
+    node = producer(tensor)
+    if node is None or node.op != "Constant":
+        return None
+    for key in ("value", "value_int", "value_ints", "value_float", "value_floats"):
+        if key in node.attrs:
+            value = node.attrs[key]
+            if isinstance(value, gs.Constant):
+                return const_value(value, limit)
+            return np.asarray(value)
+    return None
+
+
+def int_list(tensor: gs.Tensor | None) -> list[int] | None:
+    """A small constant as a flat list of ints, or None."""
+    value = const_value(tensor)
+    if value is None or value.dtype.kind not in "iu":
+        return None
+    return [int(v) for v in value.reshape(-1)]
+
+
+def _input(node: gs.Node, index: int) -> gs.Tensor | None:
+    """Input ``index`` of ``node``; None when absent or given as the empty name."""
+    if index >= len(node.inputs):
+        return None
+    tensor = node.inputs[index]
+    return None if tensor.name == "" else tensor
+
+
+def node_axes(node: gs.Node, input_index: int, attr: str = "axes") -> list[int] | None:
+    """Axes given either as an attribute (old opsets) or as a constant input (new ones)."""
+    if attr in node.attrs:
+        value = node.attrs[attr]
+        return [int(v) for v in np.asarray(value).reshape(-1)]
+    return int_list(_input(node, input_index))
+
+
+# --------------------------------------------------------------- weight-free inference
+
+
+def _value_info(name: str, dtype: object, shape: object) -> onnx.ValueInfoProto:
+    elem = dtype_to_onnx(dtype) if dtype is not None else onnx.TensorProto.UNDEFINED
+    return onnx.helper.make_tensor_value_info(name, elem, list(shape) if shape is not None else None)
+
+
+def _inference_model(graph: gs.Graph) -> onnx.ModelProto:
+    """A copy of ``graph`` for shape inference that does not copy large weights.
+
+    Large initializers and large Constant nodes become graph inputs that carry only
+    dtype and shape; small ones stay inline because inference needs their values.
+    """
+    nodes: list[onnx.NodeProto] = []
+    inputs = [_value_info(t.name, t.dtype, t.shape) for t in graph.inputs]
+    initializers: list[onnx.TensorProto] = []
+    seen: set[str] = {t.name for t in graph.inputs}
+    for node in graph.nodes:
+        value = node.attrs.get("value") if node.op == "Constant" else None
+        if isinstance(value, gs.Constant) and int(np.prod(value.shape, dtype=np.int64)) > SMALL_CONSTANT:
+            inputs.append(_value_info(node.outputs[0].name, value.dtype, value.shape))
+            seen.add(node.outputs[0].name)
+            continue
+        nodes.append(OnnxExporter.export_node(node))
+        for tensor in node.inputs:
+            if not isinstance(tensor, gs.Constant) or tensor.name in seen:
+                continue
+            seen.add(tensor.name)
+            if int(np.prod(tensor.shape, dtype=np.int64)) > SMALL_CONSTANT:
+                inputs.append(_value_info(tensor.name, tensor.dtype, tensor.shape))
+            else:
+                initializers.append(OnnxExporter.export_tensor_proto(tensor))
+    outputs = [_value_info(t.name, t.dtype, t.shape) for t in graph.outputs]
+    onnx_graph = onnx.helper.make_graph(nodes, graph.name or "graph", inputs, outputs, initializers)
+    opsets = list(graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)])
+    known = {o.domain for o in opsets}
+    for domain in sorted({n.domain for n in graph.nodes if n.domain} - known):
+        opsets.append(onnx.helper.make_opsetid(domain, 1))
+    return onnx.helper.make_model(onnx_graph, opset_imports=opsets, ir_version=8)
+
+
+def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[Dim | None, ...] | None]:
+    """Tensor name -> dims from ONNX shape inference (None per dim when unknown)."""
+    shapes: dict[str, tuple[Dim | None, ...] | None] = {}
+    try:
+        model = onnx.shape_inference.infer_shapes(
+            _inference_model(graph), check_type=False, strict_mode=False, data_prop=True
+        )
+    except Exception as err:  # noqa: BLE001 - inference is best effort; the walk still works
+        logger.warning("ONNX shape inference failed (%s); using declared shapes only", err)
+        return shapes
+    g = model.graph
+    for info in [*g.input, *g.value_info, *g.output]:
+        ttype = info.type.tensor_type
+        if not ttype.HasField("shape"):
+            shapes.setdefault(info.name, None)
+            continue
+        dims: list[Dim | None] = []
+        for d in ttype.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param"):
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        shapes[info.name] = tuple(dims)
+    return shapes
+
+
+# ------------------------------------------------------------------------ the facts
+
+
+@dataclass
+class GraphFacts:
+    """Shapes of a graph's tensors and a provenance walk to prove dims equal."""
+
+    graph: gs.Graph
+    inferred: dict[str, tuple[Dim | None, ...] | None]
+    declared: frozenset[str]  # dim_params named by the model's inputs/outputs
+    _roots: dict[tuple[str, int], Root] = field(default_factory=dict, repr=False)
+    _active: set[tuple[str, int]] = field(default_factory=set, repr=False)
+
+    # ---- public interface
+
+    def shape(self, tensor: gs.Tensor) -> tuple[Dim, ...] | None:
+        """The dims of ``tensor`` (None when its rank is unknown).
+
+        A dim the walk proves static or model-declared is shown that way even where
+        inference lost it; the others keep ONNX's symbol or a label naming their root.
+        """
+        raw = self._raw_shape(tensor)
+        if raw is None:
+            return None
+        return tuple(self._label(tensor, axis, d) for axis, d in enumerate(raw))
+
+    def rank(self, tensor: gs.Tensor) -> int | None:
+        raw = self._raw_shape(tensor)
+        return None if raw is None else len(raw)
+
+    def dtype(self, tensor: gs.Tensor) -> np.dtype | None:
+        """The element type when gs knows it (declared, constant or set by the exporter)."""
+        dtype = getattr(tensor, "dtype", None)
+        if dtype is None:
+            return None
+        try:
+            return np.dtype(dtype)
+        except TypeError:
+            return None
+
+    def same_dim(self, a: gs.Tensor, axis_a: int, b: gs.Tensor, axis_b: int) -> bool:
+        """True only when ``a.shape[axis_a] == b.shape[axis_b]`` is proven for every input."""
+        da, db = self._raw_dim(a, axis_a), self._raw_dim(b, axis_b)
+        if da is not None and da == db:
+            return True  # equal static sizes, or the very same symbol
+        ra, rb = self.root(a, axis_a), self.root(b, axis_b)
+        return ra is not None and ra == rb
+
+    def is_one(self, tensor: gs.Tensor, axis: int) -> bool:
+        """True when the dim is proven to be 1 (broadcast-neutral)."""
+        return self._raw_dim(tensor, axis) == 1 or self.root(tensor, axis) == 1
+
+    def describe(self, tensor: gs.Tensor) -> str:
+        """The shape for reports, e.g. ``[batch, unk__7, 32]`` (``[?]`` for unknown rank)."""
+        dims = self.shape(tensor)
+        return "[?]" if dims is None else "[" + ", ".join(str(d) for d in dims) + "]"
+
+    def dim_str(self, tensor: gs.Tensor, axis: int) -> str:
+        dims = self.shape(tensor)
+        return "?" if dims is None or not -len(dims) <= axis < len(dims) else str(dims[axis])
+
+    # ---- the provenance walk
+
+    def root(self, tensor: gs.Tensor, axis: int) -> Root | None:
+        """Where ``tensor``'s ``axis`` comes from (memoised); None when the rank is unknown."""
+        rank = self.rank(tensor)
+        if rank is None or not -rank <= axis < rank:
+            return None
+        key = (tensor.name, axis % rank)
+        if key not in self._roots:
+            if key in self._active:  # a cycle cannot happen in a valid graph; stay safe
+                return key
+            self._active.add(key)
+            try:
+                self._roots[key] = self._walk(tensor, axis % rank)
+            finally:
+                self._active.discard(key)
+        return self._roots[key]
+
+    def _walk(self, tensor: gs.Tensor, axis: int) -> Root:
+        """Follow ``(tensor, axis)`` back while each step provably keeps the dim."""
+        while True:
+            known = self._raw_dim(tensor, axis)
+            if isinstance(known, int):
+                return known
+            step = _step(self, tensor, axis)
+            if step is None:
+                # A model-declared symbol is its own root; walking on (when possible)
+                # lets an output's name (e.g. "frames") meet the input it comes from.
+                return known if isinstance(known, str) and known in self.declared else (tensor.name, axis)
+            if not isinstance(step, tuple):
+                return step
+            tensor, axis = step
+
+    # ---- internals
+
+    def _raw_shape(self, tensor: gs.Tensor) -> tuple[Dim | None, ...] | None:
+        if isinstance(tensor, gs.Constant):
+            return tuple(int(d) for d in tensor.shape)
+        shape = self.inferred.get(tensor.name)
+        if shape is None and tensor.shape is not None:
+            shape = tuple(d if isinstance(d, (int, str)) else None for d in tensor.shape)
+        return shape
+
+    def _raw_dim(self, tensor: gs.Tensor, axis: int) -> Dim | None:
+        shape = self._raw_shape(tensor)
+        if shape is None or not -len(shape) <= axis < len(shape):
+            return None
+        return shape[axis]
+
+    def _label(self, tensor: gs.Tensor, axis: int, raw: Dim | None) -> Dim:
+        if isinstance(raw, int) or (isinstance(raw, str) and raw in self.declared):
+            return raw
+        root = self.root(tensor, axis)
+        if isinstance(root, (int, str)):
+            return root
+        if isinstance(raw, str):
+            return raw
+        if root is not None:
+            root_raw = self.inferred.get(root[0])
+            if root_raw is not None and isinstance(root_raw[root[1]], str):
+                return root_raw[root[1]]
+            return f"{root[0]}[{root[1]}]"
+        return "?"
+
+
+def analyze(graph: gs.Graph) -> GraphFacts:
+    """Facts about ``graph`` as it is now; call again after editing it."""
+    declared: set[str] = set()
+    for tensor in [*graph.inputs, *graph.outputs]:
+        for d in tensor.shape or ():
+            if isinstance(d, str) and d:
+                declared.add(d)
+    return GraphFacts(graph=graph, inferred=_inferred_shapes(graph), declared=frozenset(declared))
+
+
+# ------------------------------------------------------------------- one walk step
+
+Step = tuple[gs.Tensor, int] | int | str | None
+
+
+def _step(facts: GraphFacts, tensor: gs.Tensor, axis: int) -> Step:
+    """One step back: the ``(input, axis)`` that ``(tensor, axis)`` provably equals.
+
+    May also return a root directly (a static size or a declared symbol), or None
+    when no step is proven (unknown op, dynamic axes, ...), which ends the walk.
+    """
+    node = producer(tensor)
+    if node is None:
+        return None
+    out_index = next(i for i, t in enumerate(node.outputs) if t is tensor)
+    op = node.op
+    first = _input(node, 0)
+    if first is None:
+        return None
+    if op in _SAME_SHAPE_OPS:
+        return (first, axis) if out_index == 0 else None
+    if op in _BROADCAST_OPS:
+        return _broadcast_step(facts, node, tensor, axis)
+    if op == "Concat":
+        # Concat requires equal dims on every axis but the concatenation axis.
+        rank = facts.rank(tensor)
+        cat = int(node.attrs.get("axis", 0))
+        return None if rank is None or cat % rank == axis else (first, axis)
+    if op == "Transpose":
+        rank = facts.rank(tensor)
+        if rank is None:
+            return None
+        perm = node.attrs.get("perm") or list(range(rank))[::-1]
+        return (first, int(perm[axis]))
+    if op in _REDUCE_OPS:
+        return _reduce_step(facts, node, axis)
+    if op == "Slice":
+        return _slice_step(facts, node, axis)
+    if op == "Unsqueeze":
+        rank = facts.rank(tensor)
+        axes = node_axes(node, 1)
+        if rank is None or axes is None:
+            return None
+        axes = sorted(a % rank for a in axes)
+        if axis in axes:
+            return 1
+        return (first, axis - sum(1 for a in axes if a < axis))
+    if op == "Squeeze":
+        in_rank = facts.rank(first)
+        axes = node_axes(node, 1)
+        if in_rank is None or not axes:
+            return None
+        kept = [i for i in range(in_rank) if i not in {a % in_rank for a in axes}]
+        return (first, kept[axis]) if axis < len(kept) else None
+    if op == "Reshape":
+        element = shape_element(facts, _input(node, 1), axis)
+        if element == 0 and not node.attrs.get("allowzero", 0):
+            return (first, axis)
+        if isinstance(element, int):
+            return element if element > 0 else None
+        return element
+    if op in _POOL_OPS:
+        return (first, 0) if axis == 0 and out_index == 0 else None
+    if op == "MatMul":
+        return _matmul_step(facts, node, tensor, axis)
+    return None
+
+
+def _broadcast_step(facts: GraphFacts, node: gs.Node, tensor: gs.Tensor, axis: int) -> Step:
+    """Through a broadcasting op, when every other operand is 1 there or the same dim."""
+    out_rank = facts.rank(tensor)
+    operands = [t for t in node.inputs if t.name != ""]
+    ranks = [facts.rank(t) for t in operands]
+    if out_rank is None or any(r is None for r in ranks):
+        return None
+    carriers: list[tuple[gs.Tensor, int]] = []
+    for operand, rank in zip(operands, ranks):
+        op_axis = axis - (out_rank - rank)
+        if op_axis < 0 or facts.is_one(operand, op_axis):
+            continue  # broadcast-neutral on this axis
+        carriers.append((operand, op_axis))
+    if not carriers:
+        return 1
+    roots = {facts.root(t, a) for t, a in carriers}
+    if len(roots) == 1 and None not in roots:
+        return carriers[0]
+    return None
+
+
+def _reduce_step(facts: GraphFacts, node: gs.Node, axis: int) -> Step:
+    data = node.inputs[0]
+    in_rank = facts.rank(data)
+    if in_rank is None:
+        return None
+    keepdims = bool(node.attrs.get("keepdims", 1))
+    if node.op in ("ArgMax", "ArgMin"):
+        axes: list[int] | None = [int(node.attrs.get("axis", 0))]
+    else:
+        axes = node_axes(node, 1)
+    if axes is None:
+        if _input(node, 1) is not None:
+            return None  # dynamic axes
+        if node.attrs.get("noop_with_empty_axes", 0):
+            return (data, axis)
+        axes = list(range(in_rank))
+    reduced = {a % in_rank for a in axes}
+    if keepdims:
+        return 1 if axis in reduced else (data, axis)
+    kept = [i for i in range(in_rank) if i not in reduced]
+    return (data, kept[axis]) if axis < len(kept) else None
+
+
+def _slice_step(facts: GraphFacts, node: gs.Node, axis: int) -> Step:
+    data = node.inputs[0]
+    rank = facts.rank(data)
+    if rank is None:
+        return None
+    if "starts" in node.attrs:  # opset < 10: everything is an attribute
+        axes = node.attrs.get("axes") or list(range(len(node.attrs["starts"])))
+    else:
+        axes = int_list(_input(node, 3))
+        if axes is None:
+            if _input(node, 3) is not None:
+                return None
+            starts = _input(node, 1)
+            length = None if starts is None else _vector_length(facts, starts)
+            if length is None:
+                return None
+            axes = list(range(length))
+    return None if axis in {a % rank for a in axes} else (data, axis)
+
+
+def _matmul_step(facts: GraphFacts, node: gs.Node, tensor: gs.Tensor, axis: int) -> Step:
+    a, b = node.inputs[0], node.inputs[1]
+    ra, rb, r = facts.rank(a), facts.rank(b), facts.rank(tensor)
+    if ra is None or rb is None or r is None or ra < 2:
+        return None
+    if axis == r - 1:
+        return (b, rb - 1) if rb >= 2 else None
+    if axis == r - 2:
+        return (a, ra - 2)
+    a_axis = axis - (r - ra)
+    if rb <= 2:
+        return (a, a_axis) if a_axis >= 0 else None
+    b_axis = axis - (r - rb)
+    if b_axis < 0 or facts.is_one(b, b_axis):
+        return (a, a_axis) if a_axis >= 0 else None
+    if a_axis >= 0 and facts.root(a, a_axis) == facts.root(b, b_axis):
+        return (a, a_axis)
+    return None
+
+
+def shape_element(facts: GraphFacts, vector: gs.Tensor | None, index: int) -> Step:
+    """Element ``index`` of a traced shape vector: an int, ``(tensor, axis)`` or None.
+
+    Follows the exporter's idiom ``Concat(Unsqueeze(Gather(Shape(T), k)), [c], ...)``.
+    """
+    if vector is None:
+        return None
+    values = int_list(vector)
+    if values is not None:
+        return values[index] if index < len(values) else None
+    node = producer(vector)
+    if node is None:
+        return None
+    if node.op in ("Cast", "Identity"):
+        return shape_element(facts, node.inputs[0], index)
+    if node.op == "Shape":
+        source = node.inputs[0]
+        rank = facts.rank(source)
+        if rank is None:
+            return None
+        start = int(node.attrs.get("start", 0))
+        start = start % rank if start < 0 else start
+        return (source, start + index)
+    if node.op == "Concat":
+        offset = index
+        for part in node.inputs:
+            length = _vector_length(facts, part)
+            if length is None:
+                return None
+            if offset < length:
+                return shape_element(facts, part, offset)
+            offset -= length
+        return None
+    if node.op == "Unsqueeze" and index == 0 and facts.rank(node.inputs[0]) == 0:
+        return _scalar_element(facts, node.inputs[0])
+    return None
+
+
+def _scalar_element(facts: GraphFacts, scalar: gs.Tensor) -> Step:
+    """A scalar that is a constant or ``Gather(Shape(T), k)``, as int or ``(T, k)``."""
+    values = int_list(scalar)
+    if values is not None and len(values) == 1:
+        return values[0]
+    node = producer(scalar)
+    if node is None:
+        return None
+    if node.op in ("Cast", "Identity"):
+        return _scalar_element(facts, node.inputs[0])
+    if node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0:
+        index = int_list(_input(node, 1))
+        if index is None or len(index) != 1:
+            return None
+        return shape_element(facts, node.inputs[0], index[0]) if index[0] >= 0 else _negative_shape_index(
+            facts, node.inputs[0], index[0]
+        )
+    return None
+
+
+def _negative_shape_index(facts: GraphFacts, vector: gs.Tensor, index: int) -> Step:
+    length = _vector_length(facts, vector)
+    return None if length is None else shape_element(facts, vector, index % length)
+
+
+def _vector_length(facts: GraphFacts, vector: gs.Tensor) -> int | None:
+    shape = facts.shape(vector)
+    if shape is not None and len(shape) == 1 and isinstance(shape[0], int):
+        return shape[0]
+    return None
+
+
+def iter_nodes(graph: gs.Graph, op: str) -> Iterator[gs.Node]:
+    """The graph's nodes of type ``op``, in graph order (a snapshot: safe to edit while iterating)."""
+    return iter([n for n in graph.nodes if n.op == op])

@@ -1,0 +1,38 @@
+"""The optional [export] extra (torch + fairseq), imported only where it is needed.
+
+The repair path never imports torch or fairseq; ``export``, ``validate --checkpoint``
+and ``demo`` reach them through here, so a missing extra is one clear error.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from hubert_fix.errors import MissingExtraError
+from hubert_fix.validate import Reference
+
+
+def export_module() -> ModuleType:
+    """``hubert_fix.export``, or MissingExtraError naming what to install."""
+    try:
+        from hubert_fix import export
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"this command needs torch and fairseq ({exc.name} is missing): pip install 'hubert-fix[export]'"
+        ) from None
+    return export
+
+
+def pytorch_reference(model: Any, *, output_layer: int | None, fp16: bool, device: str) -> Reference:
+    """fairseq's PyTorch features for (source, padding_mask), as validation's reference."""
+    export = export_module()
+
+    def features(source: np.ndarray, padding_mask: np.ndarray) -> np.ndarray:
+        return export.reference_features(
+            model, source, padding_mask, output_layer=output_layer, fp16=fp16, device=device
+        )
+
+    return features

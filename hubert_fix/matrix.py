@@ -1,0 +1,117 @@
+"""The validation input matrix, derived from the model's conv feature extractor.
+
+Naive repairs break at particular lengths, and those lengths depend on the conv stack
+(kernel and stride of each layer), so they are computed here, never hard-coded:
+
+- the shortest input that gives exactly 1 frame;
+- lengths where ``samples % frames == 0`` (HuBERT's trace-frozen ``[:, :-extra]`` slice
+  then becomes empty);
+- the length where ``frames == C`` (the misaligned Where then runs and, with padding,
+  corrupts silently);
+- typical 1 s and 10 s inputs, and batches of 2 and 3 with different padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ConvStack = tuple[tuple[int, int], ...]  # (kernel, stride) per conv layer, input first
+
+SAMPLE_RATE = 16000
+
+
+def frames(samples: int, stack: ConvStack) -> int:
+    """Number of output frames for ``samples`` input samples (no padding, dilation 1)."""
+    length = samples
+    for kernel, stride in stack:
+        if length < kernel:
+            return 0
+        length = (length - kernel) // stride + 1
+    return length
+
+
+def min_samples(stack: ConvStack, n_frames: int) -> int:
+    """The shortest input giving exactly ``n_frames`` frames (inverse of ``frames``)."""
+    length = n_frames
+    for kernel, stride in reversed(stack):
+        length = (length - 1) * stride + kernel
+    return length
+
+
+def mod_zero_samples(stack: ConvStack, at_least: int, search: int = 10_000) -> int | None:
+    """The shortest length >= ``at_least`` with more than one frame and samples % frames == 0.
+
+    Such lengths need not exist for every stack and size (with a large receptive field
+    they stop existing past some frame count), so the search looks at most ``search``
+    frame counts ahead and returns None when there is none.
+    """
+    first = max(2, frames(at_least, stack))
+    for count in range(first, first + search):
+        low = max(at_least, min_samples(stack, count))
+        high = min_samples(stack, count + 1) - 1  # the longest input giving ``count`` frames
+        candidate = -(-low // count) * count  # the first multiple of ``count`` >= low
+        if candidate <= high:
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One validation input: per-item real lengths, padded to ``padded_to`` (default: the longest)."""
+
+    name: str
+    lengths: tuple[int, ...]
+    padded_to: int | None = None
+
+    @property
+    def samples(self) -> int:
+        return max(self.lengths) if self.padded_to is None else self.padded_to
+
+    @property
+    def batch(self) -> int:
+        return len(self.lengths)
+
+    def expected_frames(self, stack: ConvStack) -> int:
+        return frames(self.samples, stack)
+
+    def inputs(self, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``source`` float32 [B, samples] (zeros past each length) and ``padding_mask`` bool."""
+        rng = np.random.default_rng([seed, self.batch, self.samples])
+        source = np.zeros((self.batch, self.samples), dtype=np.float32)
+        padding_mask = np.ones((self.batch, self.samples), dtype=bool)
+        for row, length in enumerate(self.lengths):
+            source[row, :length] = rng.standard_normal(length).astype(np.float32) * 0.1
+            padding_mask[row, :length] = False
+        return source, padding_mask
+
+
+def cases(stack: ConvStack, embed_dim: int, *, full: bool = True) -> list[Case]:
+    """The matrix for a model with this conv stack and encoder width ``embed_dim`` (C).
+
+    ``full=False`` leaves out the 10 s input (for quick checks).
+    """
+    one_frame = min_samples(stack, 1)
+    second = SAMPLE_RATE
+    frames_eq_c = min_samples(stack, embed_dim)
+    mod_zero_1s = mod_zero_samples(stack, second)
+    mod_zero = [n for n in (mod_zero_samples(stack, 0), mod_zero_1s) if n is not None]
+    matrix = [Case("1 frame (shortest input)", (one_frame,))]
+    matrix += [Case(f"samples % frames == 0 ({frames(n, stack)} frames)", (n,)) for n in sorted(set(mod_zero))]
+    matrix += [
+        Case(f"frames == C ({embed_dim})", (frames_eq_c,)),
+        # One utterance padded to a fixed size: the raw export runs here and silently
+        # zeroes channels instead of frames.
+        Case(f"frames == C ({embed_dim}), batch 1 padded", ((frames_eq_c * 3) // 4,), padded_to=frames_eq_c),
+        Case("1 s", (second,)),
+    ]
+    if full:
+        matrix.append(Case("10 s", (10 * second,)))
+    longest = mod_zero_1s or second  # padded to a samples % frames == 0 length where there is one
+    matrix += [
+        Case("batch 2, padded", (second, (second * 9) // 16)),
+        Case(f"batch 3, padded, {longest} samples", (longest, (longest * 3) // 4, one_frame)),
+        Case(f"batch 2, frames == C ({embed_dim}), padded", (frames_eq_c, frames_eq_c // 2)),
+    ]
+    return matrix

@@ -1,0 +1,18 @@
+"""The rewrite passes, in the order ``repair`` runs them.
+
+``DEFAULT_PASSES`` is the registry: the CLI lists it and ``--skip NAME`` filters it.
+where-broadcast runs first so that the graph ORT can load is the one whose slices
+are then checked.
+"""
+
+from __future__ import annotations
+
+from hubert_fix.passinfra import Pass
+
+from .frozen_slice import FrozenSliceEnd
+from .where_broadcast import WhereBroadcast
+
+DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenSliceEnd())
+
+
+__all__ = ["DEFAULT_PASSES", "FrozenSliceEnd", "WhereBroadcast"]

@@ -1,0 +1,260 @@
+"""frozen-slice-end: fix ``x[:, :-n]`` whose ``if n > 0`` guard the trace dropped.
+
+HuBERT's ``forward_padding_mask`` does::
+
+    extra = padding_mask.size(1) % features.size(1)
+    if extra > 0:
+        padding_mask = padding_mask[:, :-extra]
+
+Tracing freezes the ``if`` (taken for the example input), so the graph always slices
+with ``ends = -extra``. When ``samples % frames == 0`` at run time the end is ``-0 == 0``
+and the slice is empty: the model fails or returns NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
+
+from hubert_fix.dims import GraphFacts, const_value, int_list, producer
+from hubert_fix.passinfra import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
+
+logger = logging.getLogger(__name__)
+
+# Ops that pass a one-element value through unchanged (value-wise) on its way to `ends`.
+_WRAPPERS = frozenset({"Unsqueeze", "Reshape", "Squeeze", "Cast", "Identity", "Concat"})
+# Ops whose output is >= 0 when all their inputs are (for Concat/Gather/Slice: the data input).
+_NONNEG_IF_INPUTS = frozenset({"Add", "Mul", "Max", "Min", "Div", "Cast", "Identity", "Sum"})
+_NONNEG_IF_FIRST = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Gather", "Slice", "Expand", "Concat"})
+
+
+@dataclass(frozen=True)
+class _Plan:
+    slice_node: gs.Node
+    axis: int
+    dtype: np.dtype
+    names: dict[str, str]
+    edit: Edit
+
+
+class FrozenSliceEnd:
+    """Rewrite a Slice end ``-n`` to ``dim - n`` when n is proven non-negative.
+
+    Candidate: a ``Slice`` (opset >= 10 input form) whose ``ends`` is a negation of some
+    n, possibly through single-element Unsqueeze/Reshape/Squeeze/Cast/Concat:
+    ``Neg(n)``, ``Mul(n, -1)`` / ``Mul(-1, n)`` with a constant -1 (the dynamo
+    exporter's form), or ``Sub(0, n)``.
+
+    Repaired when n is a remainder ``Mod(a, b)`` (the trim-to-multiple idiom
+    ``extra = len % k; if extra > 0: x = x[:-extra]``), ``axes`` is one constant axis
+    (or absent with one end: axis 0), ``steps`` is absent or constant positive, and n
+    is proven >= 0: ONNX ``Mod`` with ``fmod=0`` takes the divisor's sign, and the
+    divisor is built from ``Shape`` values through Gather/Cast/Unsqueeze/Add/Mul/Div.
+    Then ``ends := Add(Gather(Shape(data), [axis]), ends)``, i.e. ``dim - n``: for
+    0 < n <= dim that is the same position as ``-n``; for n == 0 it is ``dim`` (keep
+    everything), which is what the dropped ``if n > 0`` guard did.
+
+    Declined, not blocking: n is not a remainder. An unguarded ``x[:, :-n]`` is empty for
+    n == 0 in PyTorch too, and nothing shows that a guard was dropped.
+    Declined, blocking: a remainder whose sign is not proven (e.g. it divides by a graph
+    input), the axis is not one constant, or steps are not constant positive.
+
+    Before::
+
+        n = Mod(Gather(Shape(mask), 1), Gather(Shape(features), 1))
+        Slice(mask, starts=[0], ends=Unsqueeze(Neg(n)), axes=[1])    # n == 0 -> empty
+
+    After::
+
+        Slice(mask, starts=[0], ends=Add(Gather(Shape(mask), [1]), Unsqueeze(Neg(n))), axes=[1])
+
+    Why a remainder is the evidence: ``x[:-(len % k)]`` without a guard would empty x
+    whenever len is a multiple of k, in PyTorch too, so code that slices by a remainder
+    guards it (fairseq does); the trace is what dropped the guard.
+
+    Idempotent: after the repair ``ends`` is produced by Add, not by a negation.
+    """
+
+    name = "frozen-slice-end"
+
+    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+        taken = taken_names(graph)
+        candidates = [node for node in graph.nodes if node.op == "Slice"]
+        outcomes = [_examine(node, facts, taken) for node in candidates]
+        return settle(self.name, outcomes, lambda plan: _apply(plan, graph), apply=apply)
+
+
+def _is_const(tensor: gs.Tensor, value: int) -> bool:
+    """True when ``tensor`` is a constant whose every element equals ``value``."""
+    array = const_value(tensor)
+    return array is not None and array.size >= 1 and bool(np.all(array == value))
+
+
+def negated_operand(ends: gs.Tensor) -> tuple[gs.Node, gs.Tensor] | None:
+    """If ``ends`` is ``-n`` (through one-element wrappers), the negating node and n."""
+    tensor = ends
+    while True:
+        node = producer(tensor)
+        if node is None:
+            return None
+        if node.op in _WRAPPERS:
+            if node.op == "Concat" and len(node.inputs) != 1:
+                return None
+            tensor = node.inputs[0]
+            continue
+        if node.op == "Neg":
+            return node, node.inputs[0]
+        if node.op == "Mul" and len(node.inputs) == 2:
+            a, b = node.inputs
+            if _is_const(b, -1):
+                return node, a
+            if _is_const(a, -1):
+                return node, b
+            return None
+        if node.op == "Sub" and len(node.inputs) == 2 and _is_const(node.inputs[0], 0):
+            return node, node.inputs[1]
+        return None
+
+
+def _is_remainder(tensor: gs.Tensor) -> bool:
+    """True when ``tensor`` is a ``Mod`` result (through value-preserving wrappers)."""
+    node = producer(tensor)
+    while node is not None and node.op in ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Identity"):
+        node = producer(node.inputs[0])
+    return node is not None and node.op == "Mod"
+
+
+def proven_nonnegative(tensor: gs.Tensor, depth: int = 0) -> bool:
+    """True when every element of ``tensor`` is >= 0 for every input of the model.
+
+    Sizes from ``Shape``/``Size`` are >= 0; ONNX ``Mod`` with ``fmod=0`` takes the sign of
+    the divisor (with ``fmod=1`` the dividend's); the rest keep the sign of their inputs.
+    """
+    if depth > 32:
+        return False
+    values = const_value(tensor)
+    if values is not None:
+        return values.size > 0 and bool(np.all(values >= 0))
+    node = producer(tensor)
+    if node is None:
+        return False
+    inputs = [t for t in node.inputs if t.name != ""]
+    if node.op in ("Shape", "Size"):
+        return True
+    if node.op == "Mod":
+        sign_from = inputs[0] if node.attrs.get("fmod", 0) else inputs[1]
+        return proven_nonnegative(sign_from, depth + 1)
+    if node.op in _NONNEG_IF_INPUTS:
+        return all(proven_nonnegative(t, depth + 1) for t in inputs)
+    if node.op in _NONNEG_IF_FIRST:
+        data = inputs if node.op == "Concat" else inputs[:1]
+        return all(proven_nonnegative(t, depth + 1) for t in data)
+    return False
+
+
+def _examine(node: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan | Declined | None:
+    """Decide about one Slice: a plan, a Declined, or None (not a negated-end Slice)."""
+    if len(node.inputs) < 3 or node.inputs[2].name == "":
+        return None  # opset < 10 attribute form: ends are constants, nothing frozen
+    data, ends = node.inputs[0], node.inputs[2]
+    found = negated_operand(ends)
+    if found is None:
+        return None
+    neg, n = found
+    name = node_label(node)
+    n_desc = _describe_value(n)
+    pattern = f"ends = -({n_desc}) via {neg.op} '{node_label(neg)}'"
+
+    def decline(why: str) -> Declined:
+        return Declined(node=name, op="Slice", reason=f"{pattern}: {why}", blocking=True)
+
+    axes_t = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name != "" else None
+    steps_t = node.inputs[4] if len(node.inputs) > 4 and node.inputs[4].name != "" else None
+    if axes_t is None:
+        ends_shape = facts.shape(ends)
+        if ends_shape != (1,):
+            return decline(f"no axes and ends has shape {facts.describe(ends)}, not one element")
+        axis = 0
+    else:
+        axes = int_list(axes_t)
+        if axes is None or len(axes) != 1:
+            return decline("axes is not a single constant axis")
+        axis = axes[0]
+    if steps_t is not None:
+        steps = int_list(steps_t)
+        if steps is None or any(s <= 0 for s in steps):
+            return decline("steps are not constant and positive")
+    if not _is_remainder(n):
+        return Declined(
+            node=name, op="Slice", blocking=False,
+            reason=f"{pattern}: n is not a remainder (Mod), so this is not the trim-to-multiple idiom; "
+            "an unguarded x[:-n] is empty for n == 0 in PyTorch too, left as exported",
+        )
+    if not proven_nonnegative(n):
+        return decline(
+            f"n = {n_desc} is not proven >= 0, so dim - n may differ from -n; cannot repair safely"
+        )
+    dtype = facts.dtype(ends) or np.dtype(np.int64)
+    base = f"{name}/end_fix"
+    names = {
+        key: unique_name(f"{base}/{key}", taken)
+        for key in ("Shape", "Shape_output_0", "Gather", "Gather_output_0", "indices", "Cast",
+                    "Cast_output_0", "Add", "Add_output_0")
+    }  # fmt: skip
+    dim = facts.dim_str(data, axis)
+    edit = Edit(
+        node=name,
+        op="Slice",
+        before=(
+            f"Slice of {facts.describe(data)} on axis {axis} with {pattern}: "
+            f"empty when n == 0"
+        ),
+        after=f"ends = {dim} - n (== {dim} when n == 0)",
+        action=f"inserted Shape/Gather/Add '{names['Add']}' computing dim + ends",
+    )
+    return _Plan(node, axis, dtype, names, edit)
+
+
+def _apply(plan: _Plan, graph: gs.Graph) -> None:
+    """``ends := Add(Gather(Shape(data), [axis]), ends)`` (Cast to ends' type if not int64)."""
+    data, ends = plan.slice_node.inputs[0], plan.slice_node.inputs[2]
+    names = plan.names
+    shape = gs.Variable(names["Shape_output_0"], dtype=np.int64)
+    indices = gs.Constant(names["indices"], np.array([plan.axis], dtype=np.int64))
+    dim = gs.Variable(names["Gather_output_0"], dtype=np.int64)
+    new_nodes = [
+        gs.Node("Shape", names["Shape"], inputs=[data], outputs=[shape]),
+        gs.Node("Gather", names["Gather"], attrs={"axis": 0}, inputs=[shape, indices], outputs=[dim]),
+    ]
+    if plan.dtype != np.int64:
+        cast = gs.Variable(names["Cast_output_0"], dtype=plan.dtype)
+        new_nodes.append(
+            gs.Node("Cast", names["Cast"], attrs={"to": dtype_to_onnx(plan.dtype)}, inputs=[dim], outputs=[cast])
+        )
+        dim = cast
+    new_end = gs.Variable(names["Add_output_0"], dtype=plan.dtype)
+    new_nodes.append(gs.Node("Add", names["Add"], inputs=[dim, ends], outputs=[new_end]))
+    plan.slice_node.inputs[2] = new_end
+    graph.nodes.extend(new_nodes)
+
+
+def _describe_value(tensor: gs.Tensor, depth: int = 0) -> str:
+    """A short formula for a scalar, e.g. ``Mod(Shape(padding_mask)[1], Shape(x)[1])``."""
+    values = const_value(tensor)
+    if values is not None:
+        return str(values.reshape(-1).tolist()[0] if values.size == 1 else values.tolist())
+    node = producer(tensor)
+    if node is None or depth > 4:
+        return tensor.name
+    if node.op == "Gather" and producer(node.inputs[0]) is not None and producer(node.inputs[0]).op == "Shape":
+        index = int_list(node.inputs[1])
+        source = producer(node.inputs[0]).inputs[0].name
+        return f"Shape({source})[{index[0] if index and len(index) == 1 else '?'}]"
+    if node.op in ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Identity"):
+        return _describe_value(node.inputs[0], depth + 1)
+    args = ", ".join(_describe_value(t, depth + 1) for t in node.inputs if t.name != "")
+    return f"{node.op}({args})"

@@ -1,0 +1,157 @@
+"""where-broadcast: align a lower-rank Where condition to the left, as PyTorch meant it.
+
+fairseq writes ``x[padding_mask] = 0`` with a bool mask ``[B, T]`` on ``x [B, T, C]``.
+PyTorch indexes *from the left* (mask axis i is x axis i); torch.onnx.export emits
+``Where(mask, 0, x)`` with no Unsqueeze, and ONNX broadcasting aligns *from the right*
+(mask axis i is x axis rd-rc+i). ORT then rejects the model ("condition operand cannot
+broadcast on dim 1"), or, when T == C, silently masks channels instead of frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from hubert_fix.dims import GraphFacts
+from hubert_fix.passinfra import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One planned fix: everything needed to apply it, decided before any edit."""
+
+    where: gs.Node
+    axes: list[int]
+    node_name: str
+    output_name: str
+    axes_name: str
+    edit: Edit
+
+
+class WhereBroadcast:
+    """Unsqueeze a Where condition whose rank is lower than its data, when it is left-aligned.
+
+    Candidate: a ``Where(cond, X, Y)`` whose condition has rank rc lower than the rank rd
+    of its data operand (the higher-rank of X and Y). Each condition axis i is compared,
+    on proven facts only (see ``hubert_fix.dims``), with:
+
+    * data axis i (*left-aligned*, PyTorch's boolean-mask indexing), and
+    * data axis rd-rc+i (*right-aligned*, ONNX broadcasting; a condition dim proven to
+      be 1 also counts as right-aligned).
+
+    Decisions:
+
+    * left proven on every axis, right not: **repaired** by inserting
+      ``Unsqueeze(cond, axes=[rc, ..., rd-1])`` (``axes`` attribute below opset 13, an
+      int64 constant input from 13). No Expand is needed: the leading dims are proven
+      equal to the data's and the new trailing dims are 1, so ONNX broadcasting of the
+      condition yields exactly the data shape;
+    * right proven: the model already broadcasts as written; declined, not blocking;
+    * both proven (e.g. static T == C with B == 1): the two readings differ and the
+      graph does not say which one was meant; declined, blocking;
+    * left not proven on some axis: declined, blocking, naming the axes and dims.
+
+    Before::
+
+        mask [batch, frames] ----------------------> Where -> [?]   (ORT: cannot broadcast)
+        x    [batch, frames, 32] ------------------/
+
+    After::
+
+        mask [batch, frames] -> Unsqueeze(axes=[2]) -> [batch, frames, 1] -> Where -> [batch, frames, 32]
+        x    [batch, frames, 32] ----------------------------------------/
+
+    Idempotent: after the repair condition and data have equal ranks, so the Where is no
+    longer a candidate.
+    """
+
+    name = "where-broadcast"
+
+    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+        taken = taken_names(graph)
+        candidates = [where for where in graph.nodes if where.op == "Where"]
+        outcomes = [_examine(where, facts, graph.opset, taken) for where in candidates]
+        return settle(self.name, outcomes, lambda plan: _apply(plan, graph), apply=apply)
+
+
+def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> _Plan | Declined | None:
+    """Decide about one Where: a plan to fix it, a Declined, or None (not a candidate)."""
+    cond, x, y = where.inputs[0], where.inputs[1], where.inputs[2]
+    rc, rx, ry = facts.rank(cond), facts.rank(x), facts.rank(y)
+    if rc is None or rx is None or ry is None:
+        logger.debug("Where %s: rank unknown (%s, %s, %s); not examined", node_label(where), rc, rx, ry)
+        return None
+    data, rd = (x, rx) if rx >= ry else (y, ry)
+    if rc >= rd:
+        return None
+    name = node_label(where)
+    left = [facts.same_dim(cond, i, data, i) for i in range(rc)]
+    right = [facts.is_one(cond, i) or facts.same_dim(cond, i, data, rd - rc + i) for i in range(rc)]
+    cond_s, data_s = facts.describe(cond), facts.describe(data)
+    right_pairs = ", ".join(
+        f"{facts.dim_str(cond, i)}\u2194{facts.dim_str(data, rd - rc + i)}" for i in range(rc)
+    )
+    left_pairs = ", ".join(f"{facts.dim_str(cond, i)}\u2194{facts.dim_str(data, i)}" for i in range(rc))
+    if all(right) and all(left):
+        return Declined(
+            node=name,
+            op="Where",
+            reason=(
+                f"ambiguous: condition {cond_s} vs data {data_s} matches both left-aligned "
+                f"({left_pairs}) and right-aligned ({right_pairs}) broadcasting, which give "
+                "different results; cannot tell which was meant"
+            ),
+            blocking=True,
+        )
+    if all(right):
+        return Declined(
+            node=name,
+            op="Where",
+            reason=f"already broadcasts correctly: condition {cond_s} vs data {data_s} ({right_pairs})",
+            blocking=False,
+        )
+    if not all(left):
+        unproven = ", ".join(
+            f"axis {i}: {facts.dim_str(cond, i)} vs {facts.dim_str(data, i)}" for i in range(rc) if not left[i]
+        )
+        return Declined(
+            node=name,
+            op="Where",
+            reason=(
+                f"condition {cond_s} vs data {data_s}: neither alignment proven; left-aligned "
+                f"dims not proven equal on {unproven}"
+            ),
+            blocking=True,
+        )
+    axes = list(range(rc, rd))
+    node_name = unique_name(f"{name}/cond_unsqueeze", taken)
+    output_name = unique_name(f"{node_name}_output_0", taken)
+    axes_name = unique_name(f"{node_name}_axes", taken)
+    after_dims = [facts.dim_str(cond, i) for i in range(rc)] + ["1"] * (rd - rc)
+    form = "attribute" if opset < 13 else "input"
+    edit = Edit(
+        node=name,
+        op="Where",
+        before=f"condition {cond_s} vs data {data_s} (right-aligned: {right_pairs})",
+        after=f"condition [{', '.join(after_dims)}] broadcasts to {data_s}",
+        action=f"inserted Unsqueeze '{node_name}' (axes={axes} as {form}) on the condition",
+    )
+    return _Plan(where, axes, node_name, output_name, axes_name, edit)
+
+
+def _apply(plan: _Plan, graph: gs.Graph) -> None:
+    """Insert the planned Unsqueeze and rewire only this Where's condition."""
+    cond = plan.where.inputs[0]
+    out = gs.Variable(plan.output_name, dtype=np.bool_)
+    if graph.opset < 13:
+        node = gs.Node("Unsqueeze", plan.node_name, attrs={"axes": plan.axes}, inputs=[cond], outputs=[out])
+    else:
+        axes = gs.Constant(plan.axes_name, np.array(plan.axes, dtype=np.int64))
+        node = gs.Node("Unsqueeze", plan.node_name, inputs=[cond, axes], outputs=[out])
+    plan.where.inputs[0] = out
+    graph.nodes.append(node)

@@ -1,0 +1,31 @@
+"""Shared fixtures: paths to the committed fixture files and a runner for the console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+RAW = FIXTURES / "hubert_base_tiny.raw.onnx"
+CASES = FIXTURES / "hubert_base_tiny.cases.npz"
+CHECKPOINT = FIXTURES / "hubert_base_tiny.pt"
+SCRIPT = Path(sys.executable).parent / "hubert-fix"
+
+
+def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``hubert-fix`` console script as a pipeline would (no TTY)."""
+    assert SCRIPT.exists(), f"console script not installed next to {sys.executable}"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd, env=env
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli

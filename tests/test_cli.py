@@ -1,0 +1,239 @@
+"""The console script's contract: commands, exit codes, JSON, and what it never does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import CASES, RAW
+from onnx import TensorProto, helper
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def repaired(tmp_path_factory) -> Path:
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("repaired") / "fixed.onnx"
+    result = run_cli("repair", RAW, "-o", out, "--json")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_check_flags_the_raw_export(cli) -> None:
+    before = digest(RAW)
+    result = cli("check", RAW)
+    assert result.returncode == 1, result.stderr
+    assert "where-broadcast" in result.stdout and "frozen-slice-end" in result.stdout
+    assert "/encoder/Where" in result.stdout
+    assert digest(RAW) == before
+
+    data = json.loads(cli("check", RAW, "--json").stdout)
+    assert data["applied"] is False and data["edits"] == 2 and data["unrepairable"] == 0
+    by_pass = {p["pass"]: p for p in data["passes"]}
+    assert [e["node"] for e in by_pass["where-broadcast"]["edits"]] == ["/encoder/Where"]
+    assert len(by_pass["frozen-slice-end"]["edits"]) == 1
+    assert not any(p["modified"] for p in data["passes"])
+
+
+def test_repair_keeps_the_interface_and_records_itself(repaired: Path) -> None:
+    raw, fixed = onnx.load(str(RAW)), onnx.load(str(repaired))
+    assert [i.SerializeToString() for i in fixed.graph.input] == [i.SerializeToString() for i in raw.graph.input]
+    assert [o.SerializeToString() for o in fixed.graph.output] == [o.SerializeToString() for o in raw.graph.output]
+    assert fixed.opset_import == raw.opset_import and fixed.ir_version == raw.ir_version
+    assert (fixed.producer_name, fixed.producer_version) == (raw.producer_name, raw.producer_version)
+    meta = {p.key: p.value for p in fixed.metadata_props}
+    for prop in raw.metadata_props:
+        assert meta[prop.key] == prop.value
+    record = json.loads(meta["hubert_fix.repair"])
+    assert record["tool"] == "hubert-fix" and len(record["edits"]) == 2
+    assert record["passes"] == ["where-broadcast", "frozen-slice-end"]
+    onnx.checker.check_model(fixed, full_check=True)
+
+
+def test_repair_is_idempotent(cli, repaired: Path, tmp_path: Path) -> None:
+    assert cli("check", repaired).returncode == 0
+    again = tmp_path / "again.onnx"
+    result = cli("repair", repaired, "-o", again, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["edits"] == 0
+    first, second = onnx.load(str(repaired)), onnx.load(str(again))
+    assert first.graph == second.graph
+
+
+def test_validate_passes_the_repaired_model_on_every_case(cli, repaired: Path) -> None:
+    result = cli("validate", repaired, "--reference", CASES, "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    stored = np.load(CASES)
+    assert len(report["cases"]) == sum(k.endswith(".source") for k in stored.files) >= 8
+    assert report["ok"] and report["provider"] == "CPUExecutionProvider" and report["reference"] == "stored"
+    for case in report["cases"]:
+        assert case["max_abs_diff"] <= report["tolerance"]["max_abs_diff"]
+
+
+def test_validate_fails_the_raw_export(cli) -> None:
+    result = cli("validate", RAW, "--reference", CASES, "--device", "cpu", "--json")
+    assert result.returncode == 1
+    cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
+    # Only an unpadded input whose frames == C gets through: the right-aligned mask is
+    # then all False, so the misaligned Where happens to do nothing.
+    assert [name for name, c in cases.items() if c["ok"]] == ["frames == C (32)"]
+    broadcast = [c for c in cases.values() if any("broadcast" in f for f in c["failures"])]
+    assert len(broadcast) >= 6, "the raw export must hit ORT's Where broadcast error"
+    silent = cases["frames == C (32), batch 1 padded"]  # runs, but the features are garbage
+    assert silent["shape"] == silent["expected_shape"] and silent["max_abs_diff"] > 1e-2
+
+
+def test_validate_without_reference_checks_shapes_and_values(cli, repaired: Path) -> None:
+    result = cli("validate", repaired, "--device", "cpu", "--quick")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no reference" in result.stdout and "FAIL" not in result.stdout
+
+
+def test_validate_cuda_refuses_when_cuda_does_not_run(cli, repaired: Path) -> None:
+    import onnxruntime as ort
+
+    from hubert_fix.validate import create_session
+
+    try:
+        if create_session(str(repaired), "m", device="auto").get_providers()[0] == "CUDAExecutionProvider":
+            pytest.skip("CUDA really runs here")
+    except Exception:
+        pass
+    result = cli("validate", repaired, "--device", "cuda")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "cuda" in result.stderr.lower()
+    assert "CUDAExecutionProvider" in ort.get_available_providers() or "no CUDAExecutionProvider" in result.stderr
+
+
+def test_passes_lists_the_registry_in_order(cli) -> None:
+    result = cli("passes", "--json")
+    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-slice-end"]
+    assert cli("repair", RAW, "-o", "/nonexistent/x.onnx", "--skip", "no-such-pass").returncode == 2
+
+
+def test_skip_leaves_a_pass_out(cli) -> None:
+    data = json.loads(cli("check", RAW, "--json", "--skip", "frozen-slice-end").stdout)
+    assert [p["pass"] for p in data["passes"]] == ["where-broadcast"] and data["edits"] == 1
+
+
+# ---------------------------------------------------------------- models with nothing to repair
+
+
+def plain_model() -> onnx.ModelProto:
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    graph = helper.make_graph(
+        [node], "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="someone")
+    model.ir_version = 8
+    return model
+
+
+def test_a_model_with_no_problem(cli, tmp_path: Path) -> None:
+    path = tmp_path / "plain.onnx"
+    onnx.save(plain_model(), str(path))
+    check = cli("check", path)
+    assert check.returncode == 0 and "nothing to repair" in check.stdout
+    out = tmp_path / "out.onnx"
+    result = cli("repair", path, "-o", out, "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["edits"] == 0
+    copy = onnx.load(str(out))
+    assert copy.graph == plain_model().graph and copy.producer_name == "someone"
+
+
+# ---------------------------------------------------------------- unusable input
+
+
+def bad_inputs(tmp: Path) -> dict[str, Path]:
+    raw = RAW.read_bytes()
+    files = {
+        "missing": tmp / "missing.onnx",
+        "directory": tmp / "a-directory.onnx",
+        "empty": tmp / "empty.onnx",
+        "random bytes": tmp / "random.onnx",
+        "truncated": tmp / "truncated.onnx",
+        "text": tmp / "text.onnx",
+    }
+    files["directory"].mkdir()
+    files["empty"].write_bytes(b"")
+    files["random bytes"].write_bytes(np.random.default_rng(0).bytes(4096))
+    files["truncated"].write_bytes(raw[: len(raw) // 2])
+    files["text"].write_text("this is not a model\n")
+    return files
+
+
+def assert_one_clear_line(result, path: Path, code: int = 2) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "random bytes", "truncated", "text"])
+@pytest.mark.parametrize("command", ["check", "repair", "validate"])
+def test_unusable_input_gets_one_line_and_exit_2(cli, tmp_path: Path, kind: str, command: str) -> None:
+    path = bad_inputs(tmp_path)[kind]
+    out = tmp_path / "out.onnx"
+    args = [command, path] + (["-o", out] if command == "repair" else [])
+    assert_one_clear_line(cli(*args), path)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    "make_out",
+    [
+        lambda tmp: tmp / "no-such-dir" / "out.onnx",
+        lambda tmp: tmp / "a-file" / "out.onnx",
+        lambda tmp: tmp,
+    ],
+    ids=["missing directory", "parent is a file", "output is a directory"],
+)
+def test_unwritable_output(cli, tmp_path: Path, make_out) -> None:
+    (tmp_path / "a-file").write_text("x")
+    out = make_out(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert_one_clear_line(cli("repair", RAW, "-o", out), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_output_equal_to_input_is_refused(cli, tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(RAW.read_bytes())
+    before = digest(model)
+    assert_one_clear_line(cli("repair", model, "-o", model), model)
+    assert digest(model) == before
+
+
+def test_module_entry_point() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "hubert_fix", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("hubert-fix ")
+
+
+def test_fixing_only_the_where_leaves_the_frozen_slice_lengths_broken(cli, tmp_path: Path) -> None:
+    out = tmp_path / "where-only.onnx"
+    assert cli("repair", RAW, "-o", out, "--skip", "frozen-slice-end").returncode == 0
+    result = cli("validate", out, "--reference", CASES, "--device", "cpu", "--json")
+    assert result.returncode == 1
+    failed = {c["name"] for c in json.loads(result.stdout)["cases"] if not c["ok"]}
+    stored = np.load(CASES)
+    mod_zero = set()
+    for index in range(len([k for k in stored.files if k.endswith(".source")])):
+        samples, frames = stored[f"case{index}.source"].shape[1], stored[f"case{index}.features"].shape[1]
+        if samples % frames == 0:
+            mod_zero.add(str(stored[f"case{index}.name"]))
+    assert len(mod_zero) >= 3 and failed == mod_zero

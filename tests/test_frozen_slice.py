@@ -1,0 +1,80 @@
+"""frozen-slice-end: must fix (Neg / Mul(-1) / Sub(0, .) forms, opsets), must NOT touch, idempotence."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import onnx_builders as ob
+from hubert_fix.passes import DEFAULT_PASSES, FrozenSliceEnd
+
+PASS = FrozenSliceEnd()
+
+
+def _inputs(samples: int, frames: int) -> dict[str, np.ndarray]:
+    pm = np.arange(2 * samples, dtype=np.float32).reshape(2, samples)
+    return {"pm": pm, "features": np.zeros((2, frames, 4), np.float32)}
+
+
+def _expected(samples: int, frames: int) -> np.ndarray:
+    pm = _inputs(samples, frames)["pm"]
+    extra = samples % frames
+    return pm[:, :-extra] if extra > 0 else pm
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+@pytest.mark.parametrize("form", ["neg", "mul", "mul_left", "sub"])
+def test_fixes_negated_end(form, opset):
+    m = ob.frozen_slice_model(form, opset)
+    # Before: samples % frames == 0 gives ends = -0 = 0, an empty slice.
+    assert ob.session(m).run(None, _inputs(12, 4))[0].shape == (2, 0)
+    fixed, result = ob.run_pass(PASS, m)
+    assert result.modified and len(result.edits) == 1 and not result.declined
+    assert result.edits[0].node == "/Slice" and "samples - n" in result.edits[0].after
+    onnx.checker.check_model(fixed, full_check=True)
+    sess = ob.session(fixed)
+    for samples, frames in [(12, 4), (14, 4), (16000, 49), (5, 5), (3, 1)]:
+        np.testing.assert_array_equal(sess.run(None, _inputs(samples, frames))[0], _expected(samples, frames))
+
+
+def test_check_mode_plans_same_edits_and_leaves_graph_alone():
+    m = ob.frozen_slice_model()
+    untouched, checked = ob.run_pass(PASS, m, apply=False)
+    _, applied = ob.run_pass(PASS, m, apply=True)
+    assert not checked.modified and checked.edits == applied.edits
+    assert untouched.SerializeToString() == ob.run_pass(PASS, m, apply=False)[0].SerializeToString()
+    assert "Add" not in [n.op_type for n in untouched.graph.node]
+
+
+def test_idempotent():
+    fixed, first = ob.run_pass(PASS, ob.frozen_slice_model())
+    _, second = ob.run_pass(PASS, fixed)
+    assert first.modified
+    assert not second.modified and second.edits == [] and second.declined == []
+
+
+def test_negated_value_that_is_not_a_remainder_is_left_alone():
+    m = ob.frozen_slice_model(n_from_input=True)
+    out, result = ob.run_pass(PASS, m)
+    assert not result.modified and not result.edits
+    [declined] = result.declined
+    assert not declined.blocking and "not a remainder" in declined.reason
+
+
+def test_remainder_of_unknown_sign_is_declined_blocking():
+    m = ob.frozen_slice_model(divisor_from_input=True)
+    out, result = ob.run_pass(PASS, m)
+    assert not result.modified and not result.edits
+    [declined] = result.declined
+    assert declined.blocking and "not proven >= 0" in declined.reason
+
+
+def test_constant_end_is_not_a_candidate():
+    m = ob.where_model(["batch", "frames"], ["batch", "frames", 4])  # no Slice at all
+    _, result = ob.run_pass(PASS, m)
+    assert not result.edits and not result.declined
+
+
+def test_default_order():
+    assert [p.name for p in DEFAULT_PASSES] == ["where-broadcast", "frozen-slice-end"]
