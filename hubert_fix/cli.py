@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hubert-fix {args.command}: interrupted; nothing written", file=sys.stderr)
         return 130
-    if not args.quiet:
+    if console.show_progress:
         verdict = "PASSED" if code == EXIT_OK else "FOUND" if args.command == "check" else "FAILED"
         print(f"{verdict} | {time.perf_counter() - start:.1f}s | hubert-fix {args.command}", file=sys.stderr)
     return code

@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use i
 
 from hubert_fix.errors import DeviceUnavailableError, HubertFixError, UnusableInputError
 from hubert_fix.matrix import ConvStack, frames
-from hubert_fix.model_io import one_line
+from hubert_fix.model_io import one_line, set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -507,11 +507,7 @@ def _set_metadata(
         "hubert_fix.exporter": f"torch.onnx TorchScript, torch {torch.__version__}",
         "hubert_fix.sample_rate": str(getattr(model, "_hubert_fix_sample_rate", DEFAULT_SAMPLE_RATE)),
     }
-    kept = [p for p in proto.metadata_props if p.key not in meta]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
+    set_metadata(proto, meta)
 
 
 # ---------------------------------------------------------------- reference

@@ -69,6 +69,15 @@ def check_output_path(out: Path, *, source: Path | None = None) -> None:
         raise UnusableInputError(f"{out}: output directory {parent} is not writable")
 
 
+def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
+    """Set ``metadata_props`` keys, replacing older values and keeping every other key."""
+    kept = [p for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+
+
 def _umask() -> int:
     """The process umask (mkstemp creates 0600 files; OUT gets the usual permissions)."""
     mask = os.umask(0)

@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 from hubert_fix import __version__
 from hubert_fix.dims import analyze
 from hubert_fix.errors import UnrepairableError, UnusableInputError
-from hubert_fix.model_io import one_line
+from hubert_fix.model_io import one_line, set_metadata
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.passinfra import Edit, Pass, PassResult
 
@@ -110,10 +110,7 @@ def _record(model: onnx.ModelProto, report: Report, skip: Sequence[str]) -> None
         "passes": [p.name for p in select_passes(skip)],
         "edits": [edit.to_dict() for edit in report.edits],
     }
-    kept = [p for p in model.metadata_props if p.key != REPAIR_METADATA_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    model.metadata_props.add(key=REPAIR_METADATA_KEY, value=json.dumps(record, sort_keys=True))
+    set_metadata(model, {REPAIR_METADATA_KEY: json.dumps(record, sort_keys=True)})
 
 
 def _verify(model: onnx.ModelProto, name: str) -> None:

@@ -42,7 +42,7 @@ class _Plan:
 
 
 class FrozenSliceEnd:
-    """Rewrite a Slice end ``-n`` to ``dim - n`` when n is proven non-negative.
+    """Rewrite a Slice end -n to dim - n when n is a remainder proven non-negative.
 
     Candidate: a ``Slice`` (opset >= 10 input form) whose ``ends`` is a negation of some
     n, possibly through single-element Unsqueeze/Reshape/Squeeze/Cast/Concat:

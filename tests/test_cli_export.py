@@ -1,0 +1,78 @@
+"""``hubert-fix export``, ``validate --checkpoint`` and ``demo`` through the console script.
+
+These need the [export] extra (torch + fairseq) and skip cleanly without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import CHECKPOINT
+
+pytest.importorskip("torch")
+pytest.importorskip("fairseq")
+pytestmark = pytest.mark.export
+
+
+def test_export_repairs_and_validates(cli, tmp_path: Path) -> None:
+    out = tmp_path / "hubert.onnx"
+    result = cli("export", CHECKPOINT, "-o", out, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["repair"]["edits"] == 2
+    assert report["validation"]["ok"] and report["validation"]["reference"] == "checkpoint"
+    assert len(report["validation"]["cases"]) == 10
+    model = onnx.load(str(out))
+    assert [i.name for i in model.graph.input] == ["source", "padding_mask"]
+    assert cli("check", out).returncode == 0
+
+
+def test_export_raw_writes_the_broken_graph_and_validate_checkpoint_sees_it(cli, tmp_path: Path) -> None:
+    raw = tmp_path / "raw.onnx"
+    assert cli("export", CHECKPOINT, "-o", raw, "--raw", "--output-layer", "1").returncode == 0
+    meta = {p.key: p.value for p in onnx.load(str(raw)).metadata_props}
+    assert meta["hubert_fix.output_layer"] == "1" and "hubert_fix.repair" not in meta
+    assert cli("check", raw).returncode == 1
+    assert cli("validate", raw, "--checkpoint", CHECKPOINT, "--quick", "--device", "cpu").returncode == 1
+    fixed = tmp_path / "fixed.onnx"
+    assert cli("repair", raw, "-o", fixed).returncode == 0
+    # The layer comes from the model's metadata: layer 1, not the last layer.
+    result = cli("validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stdout
+    assert json.loads(result.stdout)["ok"]
+    wrong_layer = cli("validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--output-layer", "2", "--device", "cpu")
+    assert wrong_layer.returncode == 1
+
+
+def test_fp16_without_cuda_is_one_clear_line(cli, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    out = tmp_path / "half.onnx"
+    result = cli("export", CHECKPOINT, "-o", out, "--fp16")
+    assert result.returncode == 2 and not out.exists()
+    assert len(result.stderr.strip().splitlines()) == 1 and "--fp16 needs a CUDA GPU" in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04garbage"], ids=["empty", "text", "bad zip"])
+def test_bad_checkpoint_is_one_clear_line(cli, tmp_path: Path, content: bytes) -> None:
+    checkpoint = tmp_path / "bad.pt"
+    checkpoint.write_bytes(content)
+    out = tmp_path / "out.onnx"
+    result = cli("export", checkpoint, "-o", out)
+    assert result.returncode == 2 and not out.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(checkpoint) in lines[0] and "Traceback" not in result.stderr
+
+
+def test_demo_runs_with_no_arguments(cli, tmp_path: Path) -> None:
+    result = cli("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "raw export:      1/10 cases pass" in result.stdout
+    assert "repaired export: 10/10 cases pass" in result.stdout
+    report = json.loads((tmp_path / "hubert-fix-demo" / "report.json").read_text())
+    assert report["repaired"]["ok"] and not report["raw"]["ok"]

@@ -1,0 +1,57 @@
+"""The repair path stays light: no torch, no fairseq; and writes are all-or-nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import RAW
+
+from hubert_fix import model_io
+
+
+def test_check_repair_validate_never_import_torch_or_fairseq(tmp_path: Path) -> None:
+    out = tmp_path / "fixed.onnx"
+    code = f"""
+import sys
+from hubert_fix.cli import main
+codes = [main(["check", {str(RAW)!r}, "-q"]), main(["repair", {str(RAW)!r}, "-o", {str(out)!r}, "-q"]),
+         main(["validate", {str(out)!r}, "--quick", "--device", "cpu", "-q"])]
+heavy = sorted(m for m in ("torch", "fairseq") if m in sys.modules)
+print(codes, heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[1, 0, 0] []"
+
+
+class Boom(KeyboardInterrupt):
+    pass
+
+
+@pytest.mark.parametrize("failure", [Boom, OSError])
+def test_interrupted_write_leaves_the_previous_output(tmp_path: Path, monkeypatch, failure) -> None:
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"previous")
+    model = onnx.load(str(RAW))
+    real_fsync = model_io.os.fsync
+
+    def fail(fd: int) -> None:
+        real_fsync(fd)
+        raise failure("interrupted mid-write")
+
+    monkeypatch.setattr(model_io.os, "fsync", fail)
+    with pytest.raises((Boom, model_io.UnusableInputError)):
+        model_io.save_model(model, out)
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+
+
+def test_write_is_complete_and_keeps_permissions_sane(tmp_path: Path) -> None:
+    out = tmp_path / "out.onnx"
+    model_io.save_model(onnx.load(str(RAW)), out)
+    assert onnx.load(str(out)) == onnx.load(str(RAW))
+    assert out.stat().st_mode & 0o644 == 0o644
