@@ -21,7 +21,6 @@ The graph is never modified: inference runs on a separate, weight-free export.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,19 +171,42 @@ def _inference_model(graph: gs.Graph) -> onnx.ModelProto:
     return onnx.helper.make_model(onnx_graph, opset_imports=opsets, ir_version=8)
 
 
+#: How often inference is re-run with Reshape hints (each round can unblock a chain).
+HINT_ROUNDS = 8
+
+
 def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[Dim | None, ...] | None]:
-    """Tensor name -> dims from ONNX shape inference (None per dim when unknown)."""
+    """Tensor name -> dims from ONNX shape inference (None per dim when unknown).
+
+    ONNX inference sometimes gives up on a Reshape whose shape vector is computed (seen
+    at opset 13 on ``Reshape(x, Shape(y))`` in fairseq's GroupNorm), and then knows no
+    rank for anything downstream. The rank of a Reshape's output is the static length
+    of its shape vector, so such outputs get a hint (the dims of ``y`` for
+    ``Shape(y)``, else fresh symbols) and inference is run again from there.
+    """
+    model = _inference_model(graph)
     shapes: dict[str, tuple[Dim | None, ...] | None] = {}
-    try:
-        model = onnx.shape_inference.infer_shapes(
-            _inference_model(graph), check_type=False, strict_mode=False, data_prop=True
-        )
-    except Exception as err:  # noqa: BLE001 - inference is best effort; the walk still works
-        logger.warning("ONNX shape inference failed (%s); using declared shapes only", err)
-        return shapes
-    g = model.graph
+    for _ in range(HINT_ROUNDS):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        except Exception as err:  # noqa: BLE001 - inference is best effort; the walk still works
+            logger.warning("ONNX shape inference failed (%s); using declared shapes only", err)
+            return shapes
+        shapes, types = _read_shapes(inferred.graph)
+        hints = _reshape_hints(list(model.graph.node), shapes, types)
+        if not hints:
+            break
+        model.graph.value_info.extend(hints)
+    return shapes
+
+
+def _read_shapes(g: onnx.GraphProto) -> tuple[dict[str, tuple[Dim | None, ...] | None], dict[str, int]]:
+    """Dims and element types of every tensor ONNX inference annotated."""
+    shapes: dict[str, tuple[Dim | None, ...] | None] = {}
+    types: dict[str, int] = {}
     for info in [*g.input, *g.value_info, *g.output]:
         ttype = info.type.tensor_type
+        types[info.name] = ttype.elem_type
         if not ttype.HasField("shape"):
             shapes.setdefault(info.name, None)
             continue
@@ -197,7 +219,33 @@ def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[Dim | None, ...] | None
             else:
                 dims.append(None)
         shapes[info.name] = tuple(dims)
-    return shapes
+    return shapes, types
+
+
+def _reshape_hints(
+    nodes: list[onnx.NodeProto],
+    shapes: dict[str, tuple[Dim | None, ...] | None],
+    types: dict[str, int],
+) -> list[onnx.ValueInfoProto]:
+    """Shapes for Reshape outputs that inference left without a rank (see above)."""
+    producers = {out: node for node in nodes for out in node.output}
+    hints = []
+    for node in producers.values():
+        if node.op_type != "Reshape" or shapes.get(node.output[0]) is not None:
+            continue
+        vector = shapes.get(node.input[1])
+        if vector is None or len(vector) != 1 or not isinstance(vector[0], int):
+            continue
+        rank = vector[0]
+        source = producers.get(node.input[1])
+        dims: list[Dim | None] = [f"{node.output[0]}[{i}]" for i in range(rank)]
+        if source is not None and source.op_type == "Shape" and not source.attribute:
+            copied = shapes.get(source.input[0])
+            if copied is not None and len(copied) == rank:
+                dims = [d if d is not None else dims[i] for i, d in enumerate(copied)]
+        elem = types.get(node.input[0], onnx.TensorProto.UNDEFINED)
+        hints.append(onnx.helper.make_tensor_value_info(node.output[0], elem, dims))
+    return hints
 
 
 # ------------------------------------------------------------------------ the facts
@@ -556,8 +604,3 @@ def _vector_length(facts: GraphFacts, vector: gs.Tensor) -> int | None:
     if shape is not None and len(shape) == 1 and isinstance(shape[0], int):
         return shape[0]
     return None
-
-
-def iter_nodes(graph: gs.Graph, op: str) -> Iterator[gs.Node]:
-    """The graph's nodes of type ``op``, in graph order (a snapshot: safe to edit while iterating)."""
-    return iter([n for n in graph.nodes if n.op == op])

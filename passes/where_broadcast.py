@@ -9,7 +9,6 @@ broadcast on dim 1"), or, when T == C, silently masks channels instead of frames
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,6 @@ import onnx_graphsurgeon as gs
 from hubert_fix.dims import GraphFacts
 from hubert_fix.passinfra import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,8 +82,13 @@ def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> 
     cond, x, y = where.inputs[0], where.inputs[1], where.inputs[2]
     rc, rx, ry = facts.rank(cond), facts.rank(x), facts.rank(y)
     if rc is None or rx is None or ry is None:
-        logger.debug("Where %s: rank unknown (%s, %s, %s); not examined", node_label(where), rc, rx, ry)
-        return None
+        ranks = ", ".join(f"{role} {'?' if r is None else r}" for role, r in (("condition", rc), ("X", rx), ("Y", ry)))
+        return Declined(
+            node=node_label(where),
+            op="Where",
+            reason=f"not examined: shape inference could not tell the operand ranks ({ranks})",
+            blocking=False,
+        )
     data, rd = (x, rx) if rx >= ry else (y, ry)
     if rc >= rd:
         return None

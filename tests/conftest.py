@@ -12,6 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 RAW = FIXTURES / "hubert_base_tiny.raw.onnx"
+RAW_BY_OPSET = {
+    11: FIXTURES / "hubert_base_tiny.opset11.raw.onnx",
+    13: FIXTURES / "hubert_base_tiny.opset13.raw.onnx",
+    17: RAW,
+}
 CASES = FIXTURES / "hubert_base_tiny.cases.npz"
 CHECKPOINT = FIXTURES / "hubert_base_tiny.pt"
 SCRIPT = Path(sys.executable).parent / "hubert-fix"

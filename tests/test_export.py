@@ -283,6 +283,15 @@ def test_committed_raw_fixture_is_current(raw: onnx.ModelProto) -> None:
     assert Counter(n.op_type for n in committed.graph.node) == Counter(n.op_type for n in raw.graph.node)
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_committed_old_opset_fixtures_are_current(model: torch.nn.Module, opset: int) -> None:
+    committed = onnx.load(str(FIXTURES / f"hubert_base_tiny.opset{opset}.raw.onnx"))
+    fresh = export.export_raw(model, opset=opset)
+    assert committed.opset_import == fresh.opset_import
+    assert _signature(committed) == _signature(fresh)
+    assert Counter(n.op_type for n in committed.graph.node) == Counter(n.op_type for n in fresh.graph.node)
+
+
 def test_committed_cases_match_matrix_and_reference(model: torch.nn.Module) -> None:
     data = np.load(CASES, allow_pickle=False)
     matrix = cases(export.conv_stack(model), export.embed_dim(model))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
+from onnx import TensorProto, helper
 
 import onnx_builders as ob
+from hubert_fix.dims import analyze
 from hubert_fix.passes import WhereBroadcast
 
 PASS = WhereBroadcast()
@@ -106,3 +109,28 @@ def test_unprovable_is_declined_blocking():
     assert not result.modified and not result.edits
     [declined] = result.declined
     assert declined.blocking and "axis 0: b2 vs batch" in declined.reason
+
+
+def test_where_of_unknown_rank_is_reported_not_guessed():
+    # The condition comes from an op shape inference does not know, so its rank is unknown.
+    nodes = [
+        helper.make_node("Mystery", ["mask"], ["m2"], name="/mystery", domain="example.custom"),
+        helper.make_node("Where", ["m2", "zero", "x"], ["y"], name="/encoder/Where"),
+    ]
+    graph = helper.make_graph(
+        nodes, "t",
+        [
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", "frames"]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "frames", 4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [ob.const("zero", 0.0, np.float32)],
+    )
+    m = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)], ir_version=8
+    )
+    graph = gs.import_onnx(m)
+    result = PASS.run(graph, analyze(graph), apply=True)
+    assert not result.modified and not result.edits
+    [declined] = result.declined
+    assert not declined.blocking and "condition ?" in declined.reason
