@@ -254,3 +254,54 @@ def test_fixing_only_the_where_leaves_the_frozen_slice_lengths_broken(cli, tmp_p
         if samples % frames == 0:
             mod_zero.add(str(stored[f"case{index}.name"]))
     assert len(mod_zero) >= 3 and failed == mod_zero
+
+
+def stderr_on_a_terminal(*args: object) -> tuple[bytes, str]:
+    """Run the script with stderr on a pseudo-terminal: (stdout, what the terminal got)."""
+    import os
+    import pty
+    import subprocess
+
+    from conftest import SCRIPT
+
+    primary, secondary = pty.openpty()
+    with subprocess.Popen([str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE, stderr=secondary) as proc:
+        os.close(secondary)
+        stdout, _ = proc.communicate(timeout=300)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO once the terminal's other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    return stdout, b"".join(chunks).decode()
+
+
+def test_progress_on_a_terminal_only(cli, repaired: Path) -> None:
+    args = ("validate", repaired, "--quick", "--device", "cpu")
+    piped = cli(*args)
+    assert piped.returncode == 0 and piped.stderr == ""  # a pipeline sees only the report
+    stdout, terminal = stderr_on_a_terminal(*args)
+    assert "[1/9]" in terminal and "PASSED |" in terminal and b"[1/9]" not in stdout
+    stdout, terminal = stderr_on_a_terminal(*args, "--quiet")
+    assert terminal == "" and b"9/9 cases pass" in stdout
+
+
+def test_unrepairable_problem_exits_3_and_writes_nothing(cli, tmp_path: Path) -> None:
+    import onnx_builders
+
+    # Nothing ties the mask's dims to the data's: neither alignment can be proven.
+    path = tmp_path / "unprovable.onnx"
+    onnx.save(onnx_builders.where_model(["b2", "t2"], ["batch", "frames", 8]), str(path))
+    check = cli("check", path, "--json")
+    assert check.returncode == 1
+    assert json.loads(check.stdout)["unrepairable"] == 1 and json.loads(check.stdout)["edits"] == 0
+    out = tmp_path / "out.onnx"
+    result = cli("repair", path, "-o", out, "--json")
+    assert result.returncode == 3 and not out.exists()
+    assert json.loads(result.stdout)["passes"][0]["declined"][0]["blocking"] is True
+    assert_one_clear_line(result, path, code=3)
