@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 
 from hubert_fix import __version__, runner
-from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError, UnrepairableError
+from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError
 from hubert_fix.extras import export_module, pytorch_reference
 from hubert_fix.model_io import check_output_path, load_model, save_model
 from hubert_fix.passes import DEFAULT_PASSES
@@ -113,12 +113,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
 def cmd_repair(args: argparse.Namespace, console: Console) -> int:
     check_output_path(args.output, source=args.model)
     model = load_model(args.model)
-    try:
-        repaired, report = runner.repair(model, str(args.model), skip=args.skip)
-    except UnrepairableError as exc:
-        if isinstance(exc.report, runner.Report):
-            emit(console, exc.report.to_dict(), f"{args.model}: not repaired\n{format_report(exc.report)}")
-        raise
+    repaired, report = runner.repair(model, str(args.model), skip=args.skip)
     save_model(repaired, args.output)
     status = f"{len(report.edits)} edit(s), wrote {args.output}"
     emit(console, {**report.to_dict(), "output": str(args.output), "status": status}, f"{args.model}: {status}\n{format_report(report)}".rstrip())
@@ -247,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", parents=[common, as_json, trust], help="run the edge-length matrix on ONNX Runtime")
     p.add_argument("model", type=Path, metavar="MODEL.onnx")
-    p.add_argument("--checkpoint", type=Path, metavar="CKPT", help="compare with fairseq's PyTorch output")
-    p.add_argument("--reference", type=Path, metavar="CASES.npz", help="compare with stored inputs/outputs")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", type=Path, metavar="CKPT", help="compare with fairseq's PyTorch output")
+    source.add_argument("--reference", type=Path, metavar="CASES.npz", help="compare with stored inputs/outputs")
     p.add_argument("--output-layer", type=int, default=None, metavar="N", help="with --checkpoint (default: from metadata)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--quick", action="store_true", help="leave out the 10 s input")
@@ -274,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args, console)
     except HubertFixError as exc:
+        if isinstance(exc.report, runner.Report):  # what was found before giving up
+            emit(console, exc.report.to_dict(), f"not repaired:\n{format_report(exc.report)}")
         print(f"hubert-fix {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -53,7 +53,30 @@ def load_model(path: Path) -> onnx.ModelProto:
         raise UnusableInputError(f"{path}: not a valid ONNX model: {one_line(exc)}") from None
     if not model.graph.node:
         raise UnusableInputError(f"{path}: ONNX model has an empty graph")
+    broken = _first_invalid_text(model)
+    if broken:
+        raise UnusableInputError(f"{path}: damaged ONNX model: {broken} is not valid UTF-8")
     return model
+
+
+def _first_invalid_text(model: onnx.ModelProto) -> str | None:
+    """Where a name is not valid UTF-8 (protobuf then hands out bytes, not str).
+
+    Neither the parser nor onnx.checker rejects that, but every later step that writes
+    the name back would fail, so a bit flip in a name is reported here, as input damage.
+    """
+    graph = model.graph
+    named = [("tensor name", info.name) for info in [*graph.input, *graph.output, *graph.value_info]]
+    named += [("initializer name", t.name) for t in graph.initializer]
+    named += [("metadata", text) for p in model.metadata_props for text in (p.key, p.value)]
+    for node in graph.node:
+        named += [("node name", node.name), ("op type", node.op_type), ("domain", node.domain)]
+        named += [("tensor name", name) for name in [*node.input, *node.output]]
+        named += [("attribute name", a.name) for a in node.attribute]
+    for what, text in named:
+        if isinstance(text, bytes):
+            return f"a {what} ({text[:40]!r})"
+    return None
 
 
 def check_output_path(out: Path, *, source: Path | None = None) -> None:
