@@ -305,3 +305,27 @@ def test_unrepairable_problem_exits_3_and_writes_nothing(cli, tmp_path: Path) ->
     assert result.returncode == 3 and not out.exists()
     assert json.loads(result.stdout)["passes"][0]["declined"][0]["blocking"] is True
     assert_one_clear_line(result, path, code=3)
+
+
+def foreign_export(path: Path) -> None:
+    """The fixture as someone else might have exported it: other input names, no metadata."""
+    model = onnx.load(str(RAW))
+    renames = {"source": "audio", "padding_mask": "mask"}
+    for graph_input in model.graph.input:
+        graph_input.name = renames[graph_input.name]
+    for node in model.graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+
+
+def test_a_foreign_export_without_our_metadata(cli, tmp_path: Path) -> None:
+    raw, fixed = tmp_path / "theirs.onnx", tmp_path / "fixed.onnx"
+    foreign_export(raw)
+    assert json.loads(cli("check", raw, "--json").stdout)["edits"] == 2
+    assert cli("repair", raw, "-o", fixed).returncode == 0
+    assert [i.name for i in onnx.load(str(fixed)).graph.input] == ["audio", "mask"]
+    # The conv stack and C now come from the graph itself, the inputs from their types.
+    result = cli("validate", fixed, "--reference", CASES, "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stdout
+    assert all(c["shape"] == c["expected_shape"] for c in json.loads(result.stdout)["cases"])
