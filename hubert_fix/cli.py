@@ -5,6 +5,7 @@ Exit codes (stable; pipelines depend on them):
   1  check: repairable problems found; validate/export: a validation check failed
   2  unusable input: missing/damaged file, bad checkpoint, unwritable output, device not usable
   3  repair/export: problems found that no pass can repair (nothing written)
+  130 interrupted (Ctrl-C; nothing written), 141 stdout closed early (e.g. piped to head)
 Reports go to stdout (``--json`` for one JSON object); logs and progress go to stderr.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from importlib import resources
@@ -30,6 +32,7 @@ from hubert_fix.validate import ValidationReport, load_reference_cases, validate
 log = logging.getLogger("hubert_fix")
 
 DEMO_CHECKPOINT = "hubert_base_tiny.pt"
+EXIT_SIGPIPE = 141  # the shell's code for a process ended by SIGPIPE
 
 
 class Console:
@@ -277,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hubert-fix {args.command}: interrupted; nothing written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SIGPIPE
     if console.show_progress:
         verdict = "PASSED" if code == EXIT_OK else "FOUND" if args.command == "check" else "FAILED"
         print(f"{verdict} | {time.perf_counter() - start:.1f}s | hubert-fix {args.command}", file=sys.stderr)

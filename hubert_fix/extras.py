@@ -21,7 +21,8 @@ def export_module() -> ModuleType:
         from hubert_fix import export
     except ImportError as exc:
         raise MissingExtraError(
-            f"this command needs torch and fairseq ({exc.name} is missing): pip install 'hubert-fix[export]'"
+            f"this command needs the [export] extra (torch, fairseq): pip install 'hubert-fix[export]' "
+            f"(module {exc.name} is not installed)"
         ) from None
     return export
 
