@@ -230,7 +230,7 @@ def _reshape_hints(
     """Shapes for Reshape outputs that inference left without a rank (see above)."""
     producers = {out: node for node in nodes for out in node.output}
     hints = []
-    for node in producers.values():
+    for node in nodes:
         if node.op_type != "Reshape" or shapes.get(node.output[0]) is not None:
             continue
         vector = shapes.get(node.input[1])

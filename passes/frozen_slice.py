@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 _WRAPPERS = frozenset({"Unsqueeze", "Reshape", "Squeeze", "Cast", "Identity", "Concat"})
 # Ops whose output is >= 0 when all their inputs are (for Concat/Gather/Slice: the data input).
 _NONNEG_IF_INPUTS = frozenset({"Add", "Mul", "Max", "Min", "Div", "Cast", "Identity", "Sum"})
+# Ops that keep a scalar's value (only its type or shape changes): looked through.
+_VALUE_KEEPING = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Identity")
 _NONNEG_IF_FIRST = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Gather", "Slice", "Expand", "Concat"})
 
 
@@ -123,7 +125,7 @@ def negated_operand(ends: gs.Tensor) -> tuple[gs.Node, gs.Tensor] | None:
 def _is_remainder(tensor: gs.Tensor) -> bool:
     """True when ``tensor`` is a ``Mod`` result (through value-preserving wrappers)."""
     node = producer(tensor)
-    while node is not None and node.op in ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Identity"):
+    while node is not None and node.op in _VALUE_KEEPING:
         node = producer(node.inputs[0])
     return node is not None and node.op == "Mod"
 
@@ -254,7 +256,7 @@ def _describe_value(tensor: gs.Tensor, depth: int = 0) -> str:
         index = int_list(node.inputs[1])
         source = producer(node.inputs[0]).inputs[0].name
         return f"Shape({source})[{index[0] if index and len(index) == 1 else '?'}]"
-    if node.op in ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Identity"):
+    if node.op in _VALUE_KEEPING:
         return _describe_value(node.inputs[0], depth + 1)
     args = ", ".join(_describe_value(t, depth + 1) for t in node.inputs if t.name != "")
     return f"{node.op}({args})"

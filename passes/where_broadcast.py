@@ -18,7 +18,6 @@ from hubert_fix.dims import GraphFacts
 from hubert_fix.passinfra import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
 
 
-
 @dataclass(frozen=True)
 class _Plan:
     """One planned fix: everything needed to apply it, decided before any edit."""

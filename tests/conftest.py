@@ -31,6 +31,17 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
     )
 
 
+def cuda_runs() -> bool:
+    """True only where CUDAExecutionProvider really runs a session (onnxruntime-gpu lists
+    it even without a GPU, then falls back to CPU)."""
+    from hubert_fix.validate import CUDA, create_session
+
+    try:
+        return create_session(str(RAW), str(RAW), device="auto").get_providers()[0] == CUDA
+    except Exception:  # no usable GPU: the session fails or falls back
+        return False
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -10,18 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CASES, CHECKPOINT, RAW
+from conftest import CASES, CHECKPOINT, RAW, cuda_runs
 
-from hubert_fix.validate import CUDA, create_session
+from hubert_fix.validate import CUDA
 
 pytestmark = pytest.mark.cuda
-
-
-def cuda_runs() -> bool:
-    try:
-        return create_session(str(RAW), str(RAW), device="auto").get_providers()[0] == CUDA
-    except Exception:
-        return False
 
 
 if not cuda_runs():
