@@ -25,7 +25,7 @@ import onnx
 from hubert_fix import __version__, runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError
 from hubert_fix.extras import export_module, pytorch_reference
-from hubert_fix.model_io import check_output_path, load_model, save_model
+from hubert_fix.model_io import ModelFile, check_output_path, load_model, save_model
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.validate import ValidationReport, load_reference_cases, validate
 
@@ -87,8 +87,9 @@ def format_validation(report: ValidationReport) -> str:
             detail += f", max abs diff {case.max_abs_diff:.2e}, cosine {case.cosine:.6f}"
         lines.append(f"  {mark}  {case.name} (batch {case.batch}, {case.samples} samples) {detail}".rstrip())
         lines += [f"        {failure}" for failure in case.failures]
+    lines += [f"  SKIP  {skipped}" for skipped in report.skipped]
     passed = sum(c.ok for c in report.cases)
-    lines.append(f"  {passed}/{len(report.cases)} cases pass")
+    lines.append(f"  {passed}/{len(report.cases)} cases pass" + (f", {len(report.skipped)} skipped" if report.skipped else ""))
     return "\n".join(lines)
 
 
@@ -101,7 +102,7 @@ def emit(console: Console, payload: dict[str, object], human: str) -> None:
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     model = load_model(args.model)
-    report = runner.check(model, str(args.model), skip=args.skip)
+    report = runner.check(model.proto, str(args.model), skip=args.skip)
     edits = len(report.edits)
     if report.blocking:
         status = f"{edits} repairable, {report.blocking} unrepairable problem(s)"
@@ -114,10 +115,10 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_repair(args: argparse.Namespace, console: Console) -> int:
-    check_output_path(args.output, source=args.model)
+    check_output_path(args.output, source=args.model, in_place=args.in_place)
     model = load_model(args.model)
-    repaired, report = runner.repair(model, str(args.model), skip=args.skip)
-    save_model(repaired, args.output)
+    _, report = runner.repair(model.proto, str(args.model), skip=args.skip)
+    save_model(model, args.output)
     status = f"{len(report.edits)} edit(s), wrote {args.output}"
     emit(console, {**report.to_dict(), "output": str(args.output), "status": status}, f"{args.model}: {status}\n{format_report(report)}".rstrip())
     return EXIT_OK
@@ -139,14 +140,14 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         stored = load_reference_cases(args.reference)
     if args.checkpoint:
         checkpoint = export_module().load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
-        meta = {p.key: p.value for p in model.metadata_props}
+        meta = {p.key: p.value for p in model.proto.metadata_props}
         layer = args.output_layer if args.output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
         fp16 = meta.get("hubert_fix.precision") == "fp16"
         device = _torch_device(args.device) if fp16 else "cpu"
         reference = pytorch_reference(checkpoint, output_layer=layer, fp16=fp16, device=device)
     report = validate(
-        model, str(args.model), device=args.device, reference=reference, stored=stored, quick=args.quick,
-        progress=console.progress,
+        model.proto, str(args.model), device=args.device, reference=reference, stored=stored, quick=args.quick,
+        progress=console.progress, path=args.model,
     )
     emit(console, report.to_dict(), format_validation(report))
     return EXIT_OK if report.ok else EXIT_FOUND
@@ -180,7 +181,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
             payload["status"] = "validation failed; nothing written"
             emit(console, payload, "\n".join(human + ["validation failed; nothing written"]))
             return EXIT_FOUND
-    save_model(model, args.output)
+    save_model(ModelFile(model), args.output)
     payload["status"] = f"wrote {args.output}"
     emit(console, payload, "\n".join(human + [f"wrote {args.output}{' (raw, unrepaired)' if args.raw else ''}"]))
     return EXIT_OK
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("repair", parents=[common, as_json, skip], help="write a repaired copy of MODEL")
     p.add_argument("model", type=Path, metavar="MODEL.onnx")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx")
+    p.add_argument("--in-place", action="store_true", help="allow OUT to be MODEL (replaced only once the repair is verified)")
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("export", parents=[common, as_json, trust], help="export a fairseq checkpoint, repair, validate")
@@ -238,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx")
     p.add_argument("--output-layer", type=int, default=None, metavar="N", help="1-based transformer layer (default: last)")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
-    p.add_argument("--fp16", action="store_true", help="half precision (needs CUDA)")
+    p.add_argument("--fp16", action="store_true", help="half precision (model.half(); traced on --device, CPU works)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to trace on (default cpu)")
     p.add_argument("--raw", action="store_true", help="write the unrepaired export, skip repair and validation")
     p.set_defaults(func=cmd_export)

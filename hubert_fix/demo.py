@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from hubert_fix import runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError
 from hubert_fix.extras import export_module, pytorch_reference
-from hubert_fix.model_io import one_line, save_model
+from hubert_fix.model_io import ModelFile, one_line, save_model
 from hubert_fix.validate import ValidationReport, validate
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
     console.out(f"1. export {checkpoint.name} as-is (TorchScript exporter, opset 17)")
     raw = export.export_raw(model)
     raw_path = out_dir / "hubert_base_tiny.raw.onnx"
-    save_model(raw, raw_path)
+    save_model(ModelFile(raw), raw_path)
     console.out(f"   wrote {raw_path}")
 
     console.out("2. run the raw export on ONNX Runtime over the edge-length matrix")
@@ -50,7 +50,7 @@ def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
     console.out("4. hubert-fix repair")
     repaired, report = runner.repair(raw, str(raw_path))
     repaired_path = out_dir / "hubert_base_tiny.onnx"
-    save_model(repaired, repaired_path)
+    save_model(ModelFile(repaired), repaired_path)
     console.out(f"   {len(report.edits)} edit(s), wrote {repaired_path}")
 
     console.out(f"5. hubert-fix validate {repaired_path} --checkpoint {checkpoint.name}")

@@ -347,9 +347,10 @@ class _Features(torch.nn.Module):
 def _check_device(fp16: bool, device: str) -> None:
     if device not in ("cpu", "cuda"):
         raise DeviceUnavailableError(f"device {device!r}: use 'cpu' or 'cuda'")
-    if (fp16 or device == "cuda") and not torch.cuda.is_available():
-        what = "--fp16 needs a CUDA GPU" if fp16 else "--device cuda needs a CUDA GPU"
-        raise DeviceUnavailableError(f"{what}, and PyTorch sees none (torch {torch.__version__}); use fp32 on cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"--device cuda needs a CUDA GPU, and PyTorch sees none (torch {torch.__version__}); use --device cpu"
+        )
 
 
 # Converted copies per model, so that repeated reference calls (one per validation case)

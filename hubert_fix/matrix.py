@@ -115,3 +115,14 @@ def cases(stack: ConvStack, embed_dim: int, *, full: bool = True) -> list[Case]:
         Case(f"batch 2, frames == C ({embed_dim}), padded", (frames_eq_c, frames_eq_c // 2)),
     ]
     return matrix
+
+
+def static_cases(batch: int, samples: int) -> list[Case]:
+    """Cases for a model exported with a fixed input shape [batch, samples].
+
+    The matrix's lengths do not fit such a model; what can be checked is the full shape,
+    and the same shape with the utterances padded to it.
+    """
+    full = Case(f"static shape [{batch}, {samples}]", (samples,) * batch)
+    shorter = tuple(samples - (samples * (row + 1)) // (2 * (batch + 1)) for row in range(batch))
+    return [full, Case(f"static shape [{batch}, {samples}], padded", shorter, padded_to=samples)]

@@ -8,14 +8,18 @@ complete new model or untouched (also on error or Ctrl-C).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
+import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
 
+from hubert_fix import skeleton
 from hubert_fix.errors import UnusableInputError
 
 log = logging.getLogger(__name__)
@@ -27,28 +31,51 @@ def one_line(text: object, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """Load and check an ONNX model, or raise UnusableInputError naming the file."""
-    if not path.exists():
-        raise UnusableInputError(f"{path}: no such file")
-    if path.is_dir():
-        raise UnusableInputError(f"{path}: is a directory, not an ONNX file")
+@dataclass
+class ModelFile:
+    """A model as loaded: the graph in memory, large weights left on disk (see skeleton).
+
+    ``source`` is the file the stubs' locations resolve against (None for a model built
+    in memory, which has no stubs); ``external_data`` says the input kept its weights in
+    separate files, so the output does too.
+    """
+
+    proto: onnx.ModelProto
+    source: Path | None = None
+    external_data: bool = False
+
+    def spans(self) -> dict[str, skeleton.Span]:
+        if self.source is None:
+            return {}
+        return skeleton.spans(self.proto, self.source.parent, str(self.source))
+
+
+def load_model(path: Path) -> ModelFile:
+    """Load and check an ONNX model's skeleton, or raise UnusableInputError naming the file."""
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
     except OSError as exc:
-        raise UnusableInputError(f"{path}: cannot read: {one_line(exc.strerror or exc)}") from None
-    if size == 0:
+        reason = "no such file" if exc.errno == errno.ENOENT else exc.strerror
+        raise UnusableInputError(f"{path}: {reason}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UnusableInputError(f"{path}: is a directory, not an ONNX file")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnusableInputError(f"{path}: not a regular file")
+    if info.st_size == 0:
         raise UnusableInputError(f"{path}: empty file (0 bytes), not an ONNX model")
     try:
-        model = onnx.load_model(str(path))
-    except (DecodeError, RuntimeWarning, ValueError) as exc:
-        raise UnusableInputError(f"{path}: not a readable ONNX model (truncated or corrupt?): {one_line(exc)}") from None
+        model = skeleton.read_single_file(path)
     except OSError as exc:
-        raise UnusableInputError(f"{path}: cannot read: {one_line(exc)}") from None
-    except Exception as exc:  # protobuf and onnx raise assorted types on damaged files
-        raise UnusableInputError(f"{path}: not a readable ONNX model: {one_line(exc)}") from None
+        raise UnusableInputError(f"{path}: cannot read: {one_line(exc.strerror or exc)}") from None
+    except Exception as exc:  # protobuf raises assorted types on damaged files
+        hint = "; it is a zip archive (a PyTorch checkpoint? use hubert-fix export)" if _is_zip(path) else ""
+        raise UnusableInputError(f"{path}: not a readable ONNX model (truncated or corrupt?): {one_line(exc)}{hint}") from None
+    external = any(
+        {e.key: e.value for e in t.external_data}.get("location") != path.name for t in skeleton.stubs(model)
+    )
+    loaded = ModelFile(model, path, external)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(checkable(model))
     except Exception as exc:  # onnx.checker.ValidationError and protobuf errors on damaged fields
         raise UnusableInputError(f"{path}: not a valid ONNX model: {one_line(exc)}") from None
     if not model.graph.node:
@@ -56,7 +83,26 @@ def load_model(path: Path) -> onnx.ModelProto:
     broken = _first_invalid_text(model)
     if broken:
         raise UnusableInputError(f"{path}: damaged ONNX model: {broken} is not valid UTF-8")
-    return model
+    loaded.spans()  # every weight's bytes are there, as long as its shape says
+    return loaded
+
+
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The weightless twin, with an empty shape where an input or output declares none.
+
+    onnx.checker insists on a shape field for graph inputs and outputs; ONNX Runtime
+    (and the ONNX spec's "unknown rank") accept its absence, and so do we.
+    """
+    twin = skeleton.weightless(model)
+    for info in [*twin.graph.input, *twin.graph.output]:
+        if info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape"):
+            info.type.tensor_type.shape.SetInParent()
+    return twin
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
 
 
 def _first_invalid_text(model: onnx.ModelProto) -> str | None:
@@ -79,10 +125,10 @@ def _first_invalid_text(model: onnx.ModelProto) -> str | None:
     return None
 
 
-def check_output_path(out: Path, *, source: Path | None = None) -> None:
-    """Fail before any work if OUT cannot be written, or would overwrite the input."""
-    if source is not None and out.exists() and source.exists() and os.path.samefile(out, source):
-        raise UnusableInputError(f"{out}: output is the input model; choose another -o path (the input is never modified)")
+def check_output_path(out: Path, *, source: Path | None = None, in_place: bool = False) -> None:
+    """Fail before any work if OUT cannot be written, or would overwrite the input unasked."""
+    if source is not None and not in_place and out.exists() and source.exists() and os.path.samefile(out, source):
+        raise UnusableInputError(f"{out}: output is the input model; choose another -o path, or pass --in-place")
     if out.is_dir():
         raise UnusableInputError(f"{out}: output path is a directory")
     parent = out.parent if str(out.parent) else Path(".")
@@ -108,24 +154,56 @@ def _umask() -> int:
     return mask
 
 
-def save_model(model: onnx.ModelProto, out: Path) -> None:
-    """Write ``model`` to ``out`` atomically: a temp file in the same folder, then rename."""
-    parent = out.parent if str(out.parent) else Path(".")
+def data_path(out: Path) -> Path:
+    """Where the weights of an external-data output go: next to OUT, named after it."""
+    return out.with_name(out.name + ".data")
+
+
+def save_model(model: ModelFile, out: Path) -> None:
+    """Write ``model`` to ``out`` atomically: temp files in the same folder, then rename.
+
+    Weights are copied file to file (see skeleton.write). An external-data model gets
+    its weights in ``OUT.data``; that file is renamed into place just before OUT, with
+    Ctrl-C held off between the two renames.
+    """
+    outside = model.spans()
+    targets = [out]
+    if model.external_data and outside:
+        data = data_path(out)
+        sources = {span.file for span in outside.values()}
+        same_as_input = model.source is not None and out.exists() and os.path.samefile(out, model.source)
+        if data.exists() and not same_as_input and any(os.path.samefile(data, f) for f in sources):
+            raise UnusableInputError(f"{out}: its data file {data} is the input's weights; choose another -o path")
+        targets.insert(0, data)
+    staged: list[tuple[int, Path, Path]] = []
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UnusableInputError(f"{out}: cannot write: {one_line(exc.strerror or exc)}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
+        for target in targets:
+            fd, tmp = _temp_beside(target)
+            staged.append((fd, Path(tmp), target))
+        data_fd = (staged[0][0], targets[0].name) if len(staged) == 2 else None
+        skeleton.write(model.proto, outside, staged[-1][0], data=data_fd)
+        for index, (fd, tmp, target) in enumerate(staged):
+            os.fsync(fd)
+            os.close(fd)
+            staged[index] = (-1, tmp, target)
+            os.chmod(tmp, 0o666 & ~_umask())
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for _, tmp, target in staged:
+                os.replace(tmp, target)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        for fd, tmp, _ in staged:
+            if fd >= 0:
+                os.close(fd)
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise UnusableInputError(f"{out}: cannot write: {one_line(exc.strerror or exc)}") from None
         raise
-    log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+    log.info("wrote %s (%.1f MB)", out, sum(t.stat().st_size for t in targets) / 1e6)
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    parent = target.parent if str(target.parent) else Path(".")
+    return tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")

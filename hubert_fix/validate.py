@@ -25,8 +25,9 @@ import onnx
 import onnxruntime as ort
 
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
-from hubert_fix.matrix import Case, ConvStack, cases
+from hubert_fix.matrix import Case, ConvStack, cases, static_cases
 from hubert_fix.model_io import one_line
+from hubert_fix.skeleton import weightless
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class ValidationReport:
     reference: str  # "none", "checkpoint", "stored"
     tolerance: dict[str, float] | None
     cases: list[CaseResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # cases the model's fixed input shape rules out
 
     @property
     def ok(self) -> bool:
@@ -117,6 +119,10 @@ class ModelFacts:
     stack: ConvStack
     embed_dim: int
     precision: str
+    static: tuple[int | None, int | None]  # the waveform input's [batch, samples] where fixed
+
+    def fits(self, case: Case) -> bool:
+        return all(fixed is None or fixed == dim for fixed, dim in zip(self.static, (case.batch, case.samples)))
 
 
 def model_facts(model: onnx.ModelProto, name: str) -> ModelFacts:
@@ -124,6 +130,7 @@ def model_facts(model: onnx.ModelProto, name: str) -> ModelFacts:
     meta = {p.key: p.value for p in model.metadata_props}
     audio = mask = None
     audio_dtype = np.dtype(np.float32)
+    static: tuple[int | None, int | None] = (None, None)
     for graph_input in model.graph.input:
         elem = graph_input.type.tensor_type.elem_type
         if elem == onnx.TensorProto.BOOL and mask is None:
@@ -131,6 +138,9 @@ def model_facts(model: onnx.ModelProto, name: str) -> ModelFacts:
         elif elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and audio is None:
             audio = graph_input.name
             audio_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+            dims = graph_input.type.tensor_type.shape.dim
+            if len(dims) == 2:
+                static = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
     if audio is None:
         raise UnusableInputError(f"{name}: no float waveform input found; is this a speech encoder export?")
     if "hubert_fix.conv_stack" in meta:
@@ -143,7 +153,7 @@ def model_facts(model: onnx.ModelProto, name: str) -> ModelFacts:
     if not embed_dim:
         raise UnusableInputError(f"{name}: the output's feature width C is not static and not recorded in metadata")
     precision = "fp16" if audio_dtype == np.float16 else meta.get("hubert_fix.precision", "fp32")
-    return ModelFacts(audio, mask, audio_dtype, stack, embed_dim, precision)
+    return ModelFacts(audio, mask, audio_dtype, stack, embed_dim, precision, static)
 
 
 def _conv_stack_from_graph(model: onnx.ModelProto) -> ConvStack:
@@ -167,8 +177,20 @@ def _conv_stack_from_graph(model: onnx.ModelProto) -> ConvStack:
 
 
 def _static_last_dim(model: onnx.ModelProto) -> int | None:
+    """C as the output declares it, else as ONNX shape inference finds it."""
     dims = model.graph.output[0].type.tensor_type.shape.dim
-    return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+    if dims and dims[-1].HasField("dim_value"):
+        return dims[-1].dim_value
+    try:
+        inferred = onnx.shape_inference.infer_shapes(weightless(model), strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is best effort; the caller reports C as unknown
+        return None
+    name = model.graph.output[0].name
+    for info in [*inferred.graph.output, *inferred.graph.value_info]:
+        dims = info.type.tensor_type.shape.dim
+        if info.name == name and dims and dims[-1].HasField("dim_value"):
+            return dims[-1].dim_value
+    return None
 
 
 def load_reference_cases(path: Path) -> list[tuple[Case, np.ndarray, np.ndarray, np.ndarray]]:
@@ -200,15 +222,18 @@ def validate(
     stored: list[tuple[Case, np.ndarray, np.ndarray, np.ndarray]] | None = None,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
+    path: Path | None = None,
 ) -> ValidationReport:
     """Run the matrix (or the stored cases) and check every output.
 
     ``reference`` computes PyTorch features for the same inputs (``--checkpoint``);
-    ``stored`` brings inputs with reference outputs (``--reference``).
+    ``stored`` brings inputs with reference outputs (``--reference``). ``path``, the
+    file ``model`` was loaded from, is what ONNX Runtime loads (with its weights);
+    without it ``model`` must be complete and is serialized.
     """
     facts = model_facts(model, name)
     try:
-        session = create_session(model.SerializeToString(), name, device=device)
+        session = create_session(str(path) if path else model.SerializeToString(), name, device=device)
     except (DeviceUnavailableError, UnusableInputError):
         raise
     except Exception as exc:  # ORT raises its own exception types on graphs it rejects
@@ -223,7 +248,20 @@ def validate(
         name, provider, facts.precision, kind, {"max_abs_diff": tol[0], "min_cosine": tol[1]} if tol else None
     )
     if stored is None:
-        stored = [(case, *case.inputs(), None) for case in cases(facts.stack, facts.embed_dim, full=not quick)]
+        matrix = cases(facts.stack, facts.embed_dim, full=not quick)
+        if None not in facts.static:
+            matrix = static_cases(*facts.static) + matrix
+        stored = [(case, *case.inputs(), None) for case in matrix]
+    report.skipped = [
+        f"{case.name} (batch {case.batch}, {case.samples} samples): the model's input is fixed at "
+        f"[{', '.join('?' if d is None else str(d) for d in facts.static)}]"
+        for case, *_ in stored
+        if not facts.fits(case)
+    ]
+    stored = [entry for entry in stored if facts.fits(entry[0])]
+    if not stored:
+        failure = "no stored case fits the model's fixed input shape; validate with --checkpoint"
+        report.cases.append(CaseResult("fixed input shape", 0, 0, False, [failure]))
     for index, (case, source, mask, expected) in enumerate(stored, 1):
         if progress:
             progress(f"[{index}/{len(stored)}] {case.name}: batch {case.batch}, {case.samples} samples")

@@ -51,7 +51,9 @@ class WhereBroadcast:
     * right proven: the model already broadcasts as written; declined, not blocking;
     * both proven (e.g. static T == C with B == 1): the two readings differ and the
       graph does not say which one was meant; declined, blocking;
-    * left not proven on some axis: declined, blocking, naming the axes and dims.
+    * left not proven on some axis: declined, blocking, naming the axes and dims;
+    * an operand of unknown rank (a model whose inputs declare no shapes): declined,
+      blocking; a Where that cannot be examined cannot be claimed correct.
 
     Before::
 
@@ -85,8 +87,11 @@ def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> 
         return Declined(
             node=node_label(where),
             op="Where",
-            reason=f"not examined: shape inference could not tell the operand ranks ({ranks})",
-            blocking=False,
+            reason=(
+                f"cannot tell whether it broadcasts correctly: shape inference could not tell the operand "
+                f"ranks ({ranks}); give the model's inputs shapes (at least their ranks) and run again"
+            ),
+            blocking=True,
         )
     data, rd = (x, rx) if rx >= ry else (y, ry)
     if rc >= rd:
@@ -118,15 +123,22 @@ def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> 
             blocking=False,
         )
     if not all(left):
-        unproven = ", ".join(
-            f"axis {i}: {facts.dim_str(cond, i)} vs {facts.dim_str(data, i)}" for i in range(rc) if not left[i]
-        )
+        axes_unproven = [i for i in range(rc) if not left[i]]
+        unproven = ", ".join(f"axis {i}: {facts.dim_str(cond, i)} vs {facts.dim_str(data, i)}" for i in axes_unproven)
+        inputs = {t.name for t in facts.graph.inputs}
+        roots = [facts.root(t, i) for i in axes_unproven for t in (cond, data)]
+        hint = ""
+        if all(isinstance(r, tuple) and r[0] in inputs for r in roots):
+            hint = (
+                "; these dims are unnamed dims of different graph inputs, which nothing proves equal: give "
+                "them one name (e.g. 'batch', with onnx.tools.update_model_dims) and run again"
+            )
         return Declined(
             node=name,
             op="Where",
             reason=(
                 f"condition {cond_s} vs data {data_s}: neither alignment proven; left-aligned "
-                f"dims not proven equal on {unproven}"
+                f"dims not proven equal on {unproven}{hint}"
             ),
             blocking=True,
         )

@@ -47,15 +47,27 @@ def test_export_raw_writes_the_broken_graph_and_validate_checkpoint_sees_it(cli,
     assert wrong_layer.returncode == 1
 
 
-def test_fp16_without_cuda_is_one_clear_line(cli, tmp_path: Path) -> None:
+def test_cuda_without_cuda_is_one_clear_line(cli, tmp_path: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     out = tmp_path / "half.onnx"
-    result = cli("export", CHECKPOINT, "-o", out, "--fp16")
+    result = cli("export", CHECKPOINT, "-o", out, "--fp16", "--device", "cuda")
     assert result.returncode == 2 and not out.exists()
-    assert len(result.stderr.strip().splitlines()) == 1 and "--fp16 needs a CUDA GPU" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--device cuda needs a CUDA GPU" in result.stderr
+
+
+def test_fp16_export_on_cpu_validates_at_fp16_tolerance(cli, tmp_path: Path) -> None:
+    out = tmp_path / "half.onnx"
+    result = cli("export", CHECKPOINT, "-o", out, "--fp16", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["repair"]["edits"] == 2
+    validation = report["validation"]
+    assert validation["precision"] == "fp16" and validation["ok"] and len(validation["cases"]) == 10
+    assert validation["tolerance"]["max_abs_diff"] == 5e-2
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04garbage"], ids=["empty", "text", "bad zip"])

@@ -36,7 +36,7 @@ class Boom(KeyboardInterrupt):
 def test_interrupted_write_leaves_the_previous_output(tmp_path: Path, monkeypatch, failure) -> None:
     out = tmp_path / "out.onnx"
     out.write_bytes(b"previous")
-    model = onnx.load(str(RAW))
+    model = model_io.load_model(RAW)
     real_fsync = model_io.os.fsync
 
     def fail(fd: int) -> None:
@@ -52,6 +52,6 @@ def test_interrupted_write_leaves_the_previous_output(tmp_path: Path, monkeypatc
 
 def test_write_is_complete_and_keeps_permissions_sane(tmp_path: Path) -> None:
     out = tmp_path / "out.onnx"
-    model_io.save_model(onnx.load(str(RAW)), out)
+    model_io.save_model(model_io.load_model(RAW), out)
     assert onnx.load(str(out)) == onnx.load(str(RAW))
     assert out.stat().st_mode & 0o644 == 0o644
