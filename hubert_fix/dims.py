@@ -50,6 +50,7 @@ _SAME_SHAPE_OPS = frozenset(
         "LeakyRelu", "Log", "LogSoftmax", "LpNormalization", "Mish", "Neg", "Not",
         "PRelu", "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin",
         "Softmax", "Softplus", "Softsign", "Sqrt", "Tanh", "ThresholdedRelu",
+        "CumSum", "ScatterND", "ScatterElements",
     }
 )  # fmt: skip
 
@@ -296,6 +297,17 @@ class GraphFacts:
         ra, rb = self.root(a, axis_a), self.root(b, axis_b)
         return ra is not None and ra == rb
 
+    def value_is_dim(self, scalar: gs.Tensor, tensor: gs.Tensor, axis: int) -> bool:
+        """True when the one-element integer ``scalar`` is proven to equal ``tensor.shape[axis]``.
+
+        ``scalar`` must be traced to a shape element (``Gather(Shape(T), k)``, a
+        ``Shape(T, start, end)`` slice, through Cast/Squeeze/...) of a dim proven equal.
+        """
+        step = _scalar_element(self, scalar)
+        if isinstance(step, int):
+            return self._raw_dim(tensor, axis) == step
+        return step is not None and self.same_dim(step[0], step[1], tensor, axis)
+
     def is_one(self, tensor: gs.Tensor, axis: int) -> bool:
         """True when the dim is proven to be 1 (broadcast-neutral)."""
         return self._raw_dim(tensor, axis) == 1 or self.root(tensor, axis) == 1
@@ -422,6 +434,8 @@ def _step(facts: GraphFacts, tensor: gs.Tensor, axis: int) -> Step:
         return _reduce_step(facts, node, axis)
     if op == "Slice":
         return _slice_step(facts, node, axis)
+    if op == "ConstantOfShape":
+        return shape_element(facts, first, axis)
     if op == "Unsqueeze":
         rank = facts.rank(tensor)
         axes = node_axes(node, 1)
@@ -513,7 +527,14 @@ def _slice_step(facts: GraphFacts, node: gs.Node, axis: int) -> Step:
             if length is None:
                 return None
             axes = list(range(length))
-    return None if axis in {a % rank for a in axes} else (data, axis)
+    if axis not in {a % rank for a in axes}:
+        return (data, axis)
+    # a whole-axis reversal (x.flip(d): starts -1, ends <= -2**62, steps -1) keeps the length
+    if "starts" not in node.attrs and len(axes) == 1:
+        starts, ends, steps = (int_list(_input(node, i)) for i in (1, 2, 4))
+        if starts == [-1] and ends is not None and ends[0] <= -(2**62) and steps == [-1]:
+            return (data, axis)
+    return None
 
 
 def _matmul_step(facts: GraphFacts, node: gs.Node, tensor: gs.Tensor, axis: int) -> Step:
@@ -584,6 +605,8 @@ def _scalar_element(facts: GraphFacts, scalar: gs.Tensor) -> Step:
         return None
     if node.op in ("Cast", "Identity"):
         return _scalar_element(facts, node.inputs[0])
+    if node.op in ("Squeeze", "Reshape", "Unsqueeze") and _vector_length(facts, node.inputs[0]) == 1:
+        return shape_element(facts, node.inputs[0], 0)  # a one-element shape vector as a scalar
     if node.op == "Gather" and int(node.attrs.get("axis", 0)) == 0:
         index = int_list(_input(node, 1))
         if index is None or len(index) != 1:

@@ -74,6 +74,10 @@ def _import_fairseq_quietly() -> None:
         import fairseq.data.dictionary  # noqa: F401
         import fairseq.models.wav2vec.wav2vec2  # noqa: F401
         from fairseq import checkpoint_utils  # noqa: F401
+        try:  # registers model "data2vec_audio" (fairseq ships it under examples/, not models/)
+            import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401
+        except ImportError:  # pragma: no cover - a fairseq without examples/
+            pass
     finally:
         fairseq_logger.setLevel(fairseq_level)
         root.setLevel(level)
@@ -273,12 +277,20 @@ def load_checkpoint(path: Path, *, trust: bool = False) -> torch.nn.Module:
         with _quiet_fairseq(), _checked_torch_load(path, trust=trust), warnings.catch_warnings():
             # fairseq builds pos_conv with the deprecated weight_norm: not the user's concern
             warnings.filterwarnings("ignore", message=r".*torch\.nn\.utils\.weight_norm.* is deprecated", category=FutureWarning)
+            # Old checkpoints (``args`` Namespace, e.g. wav2vec_small.pt): fairseq's conversion
+            # to its dataclass configs makes Hydra warn about every field; nothing to act on.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"hydra(\..*)?$")
+            warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema", category=UserWarning)
             models, cfg, _task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
     except HubertFixError:
         raise
     except Exception as exc:  # fairseq raises assorted types on configs it cannot use
         raise UnusableInputError(f"{path}: fairseq cannot build a model from this checkpoint: {one_line(exc, 200)}") from None
     model = models[0].eval()
+    if getattr(model, "ema", None) is not None:
+        # data2vec's EMA teacher (training only): its state_dict entry "_ema" is a dict,
+        # which torch.jit tracing cannot handle; extract_features never uses it.
+        model.ema = None
     if not callable(getattr(model, "extract_features", None)) or getattr(model, "feature_extractor", None) is None:
         raise UnusableInputError(
             f"{path}: {type(model).__name__} is not a fairseq speech encoder (no extract_features/feature_extractor)"

@@ -44,26 +44,35 @@ class _Plan:
 
 
 class FrozenSliceEnd:
-    """Rewrite a Slice end -n to dim - n when n is a remainder proven non-negative.
+    """Rewrite a Slice end -n to dim - n where n's guard ``if n > 0`` was traced away.
 
     Candidate: a ``Slice`` (opset >= 10 input form) whose ``ends`` is a negation of some
     n, possibly through single-element Unsqueeze/Reshape/Squeeze/Cast/Concat:
     ``Neg(n)``, ``Mul(n, -1)`` / ``Mul(-1, n)`` with a constant -1 (the dynamo
     exporter's form), or ``Sub(0, n)``.
 
-    Repaired when n is a remainder ``Mod(a, b)`` (the trim-to-multiple idiom
-    ``extra = len % k; if extra > 0: x = x[:-extra]``), ``axes`` is one constant axis
-    (or absent with one end: axis 0), ``steps`` is absent or constant positive, and n
-    is proven >= 0: ONNX ``Mod`` with ``fmod=0`` takes the divisor's sign, and the
-    divisor is built from ``Shape`` values through Gather/Cast/Unsqueeze/Add/Mul/Div.
-    Then ``ends := Add(Gather(Shape(data), [axis]), ends)``, i.e. ``dim - n``: for
-    0 < n <= dim that is the same position as ``-n``; for n == 0 it is ``dim`` (keep
-    everything), which is what the dropped ``if n > 0`` guard did.
+    Repaired when ``axes`` is one constant axis (or absent with one end: axis 0),
+    ``steps`` is absent or constant positive, and the graph shows that a guard
+    ``if n > 0`` was dropped, by one of:
 
-    Declined, not blocking: n is not a remainder. An unguarded ``x[:, :-n]`` is empty for
-    n == 0 in PyTorch too, and nothing shows that a guard was dropped.
-    Declined, blocking: a remainder whose sign is not proven (e.g. it divides by a graph
-    input), the axis is not one constant, or steps are not constant positive.
+    * n is a remainder ``Mod(a, b)`` (the trim-to-multiple idiom ``extra = len % k;
+      if extra > 0: x = x[:-extra]``) whose dividend a is proven to be the sliced dim
+      (so n <= dim), or n is proven >= 0 (``Mod`` with ``fmod=0`` takes the divisor's
+      sign; the divisor is built from ``Shape`` values). The TorchScript exporter
+      slices by ``Gather(Shape(mask), 1) % frames``; the dynamo exporter by
+      ``Squeeze(Shape(source, 1, 2)) % <frame formula>``, with ``samples`` shared;
+    * n is also the end pad of the same axis in a ``Pad`` (fairseq's
+      ``pad_to_multiple`` then ``if pad_length > 0: x = x[:, :-pad_length]``, which
+      the dynamo exporter traces when the encoder's ``required_seq_len_multiple`` > 1).
+
+    Then ``ends := Add(Gather(Shape(data), [axis]), ends)``, i.e. ``dim - n``: for
+    0 < n <= dim that is the same position as ``-n``; for n <= 0 it is at least ``dim``
+    (keep everything), which is what the dropped ``if n > 0`` guard did.
+
+    Declined, not blocking: n is neither. An unguarded ``x[:, :-n]`` is empty for n == 0
+    in PyTorch too, and nothing shows that a guard was dropped.
+    Declined, blocking: a remainder neither bounded by the dim nor proven >= 0, the
+    axis is not one constant, or steps are not constant positive.
 
     Before::
 
@@ -74,9 +83,10 @@ class FrozenSliceEnd:
 
         Slice(mask, starts=[0], ends=Add(Gather(Shape(mask), [1]), Unsqueeze(Neg(n))), axes=[1])
 
-    Why a remainder is the evidence: ``x[:-(len % k)]`` without a guard would empty x
-    whenever len is a multiple of k, in PyTorch too, so code that slices by a remainder
-    guards it (fairseq does); the trace is what dropped the guard.
+    Why this is evidence: ``x[:-(len % k)]`` without a guard would empty x whenever len
+    is a multiple of k, in PyTorch too, so code that slices by a remainder guards it
+    (fairseq does); likewise trimming a padding of length 0 must keep everything. The
+    trace is what dropped the guard.
 
     Idempotent: after the repair ``ends`` is produced by Add, not by a negation.
     """
@@ -122,12 +132,59 @@ def negated_operand(ends: gs.Tensor) -> tuple[gs.Node, gs.Tensor] | None:
         return None
 
 
-def _is_remainder(tensor: gs.Tensor) -> bool:
-    """True when ``tensor`` is a ``Mod`` result (through value-preserving wrappers)."""
+def _remainder(tensor: gs.Tensor) -> gs.Node | None:
+    """The ``Mod`` node ``tensor`` comes from (through value-keeping wrappers), if any."""
     node = producer(tensor)
     while node is not None and node.op in _VALUE_KEEPING:
         node = producer(node.inputs[0])
-    return node is not None and node.op == "Mod"
+    return node if node is not None and node.op == "Mod" else None
+
+
+def _undone_pad(n: gs.Tensor, data: gs.Tensor, axis: int, facts: GraphFacts) -> gs.Node | None:
+    """A ``Pad`` that pads the end of the sliced axis by this very n, if there is one.
+
+    fairseq's ``pad_to_multiple`` pads the time axis by ``pad_length`` and the encoder
+    later does ``if pad_length > 0: x = x[:, :-pad_length]``; the slice undoes the pad.
+    Found by following n's consumers through value-keeping wrappers into the Concat
+    that builds a Pad's ``pads``. The Pad must pad the *end* of the same axis of a
+    tensor of the same rank: the very tensor n both pads and trims that axis (between
+    them lie the encoder layers, through which the dim's provenance is not traced).
+    """
+    frontier, seen = [n], set()
+    while frontier:
+        tensor = frontier.pop()
+        if tensor.name in seen:
+            continue
+        seen.add(tensor.name)
+        for consumer in tensor.outputs:
+            if consumer.op in _VALUE_KEEPING:
+                frontier.extend(consumer.outputs[:1])
+            elif consumer.op == "Concat" and int(consumer.attrs.get("axis", 0)) == 0:
+                pad = _pad_of(consumer, tensor, data, axis, facts)
+                if pad is not None:
+                    return pad
+    return None
+
+
+def _pad_of(concat: gs.Node, part: gs.Tensor, data: gs.Tensor, axis: int, facts: GraphFacts) -> gs.Node | None:
+    """The Pad whose ``pads`` is ``concat`` with ``part`` as the end pad of the sliced axis."""
+    position = 0
+    for piece in concat.inputs:
+        if piece is part:
+            break
+        shape = facts.shape(piece)
+        if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
+            return None
+        position += shape[0]
+    for pad in concat.outputs[0].outputs:
+        if pad.op != "Pad" or len(pad.inputs) < 2 or pad.inputs[1] is not concat.outputs[0]:
+            continue
+        rank = facts.rank(pad.outputs[0])
+        if rank is None or rank != facts.rank(data) or len(pad.inputs) > 3 and pad.inputs[3].name:
+            continue  # unknown rank, or pads restricted to some axes (opset 18 ``axes``)
+        if position == rank + axis % rank:  # pads = [begin per axis..., end per axis...]
+            return pad
+    return None
 
 
 def proven_nonnegative(tensor: gs.Tensor, depth: int = 0) -> bool:
@@ -190,15 +247,19 @@ def _examine(node: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan | Decli
         steps = int_list(steps_t)
         if steps is None or any(s <= 0 for s in steps):
             return decline("steps are not constant and positive")
-    if not _is_remainder(n):
+    mod = _remainder(n)
+    pad = None if mod is not None else _undone_pad(n, data, axis, facts)
+    if mod is None and pad is None:
         return Declined(
             node=name, op="Slice", blocking=False,
-            reason=f"{pattern}: n is not a remainder (Mod), so this is not the trim-to-multiple idiom; "
-            "an unguarded x[:-n] is empty for n == 0 in PyTorch too, left as exported",
+            reason=f"{pattern}: n is neither a remainder (Mod) nor the amount of a Pad this slice undoes, "
+            "so no dropped guard is evident; an unguarded x[:-n] is empty for n == 0 in PyTorch too, "
+            "left as exported",
         )
-    if not proven_nonnegative(n):
+    if mod is not None and not (facts.value_is_dim(mod.inputs[0], data, axis) or proven_nonnegative(n)):
         return decline(
-            f"n = {n_desc} is not proven >= 0, so dim - n may differ from -n; cannot repair safely"
+            f"n = {n_desc}: its dividend is not proven to be the sliced dim {facts.dim_str(data, axis)}, "
+            "nor n proven >= 0, so dim - n may differ from -n; cannot repair safely"
         )
     dtype = facts.dtype(ends) or np.dtype(np.int64)
     base = f"{name}/end_fix"

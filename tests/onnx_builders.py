@@ -117,13 +117,18 @@ def negation_nodes(form: str, n: str, out: str) -> tuple[list[onnx.NodeProto], l
 
 
 def frozen_slice_model(
-    form: str = "neg", opset: int = 17, n_from_input: bool = False, divisor_from_input: bool = False
+    form: str = "neg",
+    opset: int = 17,
+    n_from_input: bool = False,
+    divisor_from_input: bool = False,
+    dividend: str = "samples",
 ) -> onnx.ModelProto:
     """HuBERT's ``padding_mask[:, :-extra]`` with the ``if extra > 0`` frozen away.
 
     ``extra = Mod(samples, frames)`` from the two inputs' shapes. With ``n_from_input``
     the negated value is a graph input ``k`` (not a remainder); with
-    ``divisor_from_input`` it is ``Mod(samples, k)`` (a remainder of unknown sign).
+    ``divisor_from_input`` it is ``Mod(samples, k)`` (a remainder of unknown sign);
+    ``dividend="frames"`` divides another dim than the sliced one.
     Output: the sliced mask (float).
     """
     if n_from_input:
@@ -137,7 +142,7 @@ def frozen_slice_model(
             helper.make_node("Gather", ["s_pm", "i1"], ["samples"], name="/Gather", axis=0),
             helper.make_node("Shape", ["features"], ["s_f"], name="/Shape_1"),
             helper.make_node("Gather", ["s_f", "i1"], ["frames"], name="/Gather_1", axis=0),
-            helper.make_node("Mod", ["samples", divisor], ["extra"], name="/Mod", fmod=0),
+            helper.make_node("Mod", [dividend, divisor], ["extra"], name="/Mod", fmod=0),
         ]
         inits = [const("i1", 1)]
         n = "extra"
@@ -153,6 +158,37 @@ def frozen_slice_model(
     if n_from_input or divisor_from_input:
         inputs.append(helper.make_tensor_value_info("k", TensorProto.INT64, []))
     return model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept"])], opset, inits)
+
+
+def pad_trim_model(form: str = "neg", opset: int = 17, same_axis: bool = True) -> onnx.ModelProto:
+    """fairseq's ``pad_to_multiple(x, 2)`` then ``if pad > 0: x = x[:, :-pad]``, guard dropped.
+
+    ``pad = 2 * ((T + 1) // 2) - T`` pads the end of axis 1 of x [batch, T, 4]; a Relu
+    stands for the encoder between; the Slice trims by the same ``pad`` (on axis 2
+    instead with ``same_axis=False``).
+    """
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s_x"], name="/Shape"),
+        helper.make_node("Gather", ["s_x", "i1"], ["t"], name="/Gather", axis=0),
+        helper.make_node("Add", ["t", "one"], ["t1"], name="/Add"),
+        helper.make_node("Div", ["t1", "two"], ["half"], name="/Div"),
+        helper.make_node("Mul", ["half", "two"], ["padded"], name="/Mul_2"),
+        helper.make_node("Sub", ["padded", "t"], ["pad"], name="/Sub_pad"),
+        helper.make_node("Reshape", ["pad", "one_vec"], ["pad_vec"], name="/Reshape"),
+        helper.make_node("Concat", ["z", "z", "z", "z", "pad_vec", "z"], ["pads"], name="/Concat", axis=0),
+        helper.make_node("Pad", ["x", "pads"], ["xp"], name="/Pad"),
+        helper.make_node("Relu", ["xp"], ["enc"], name="/Relu"),
+    ]
+    neg_nodes, neg_inits = negation_nodes(form, "pad", "neg")
+    nodes += neg_nodes
+    nodes += unsqueeze(opset, "neg", [0], "ends", "/Unsqueeze")
+    nodes.append(helper.make_node("Slice", ["enc", "start", "ends", "axes"], ["out"], name="/Slice"))
+    inits = [
+        const("i1", 1), const("one", 1), const("two", 2), const("one_vec", [1]), const("z", [0]),
+        const("start", [0]), const("axes", [1 if same_axis else 2]), *neg_inits,
+    ]  # fmt: skip
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "T", 4])]
+    return model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept", 4])], opset, inits)
 
 
 # ------------------------------------------------------------------ running passes

@@ -59,15 +59,50 @@ def test_negated_value_that_is_not_a_remainder_is_left_alone():
     out, result = ob.run_pass(PASS, m)
     assert not result.modified and not result.edits
     [declined] = result.declined
-    assert not declined.blocking and "not a remainder" in declined.reason
+    assert not declined.blocking and "neither a remainder" in declined.reason
 
 
-def test_remainder_of_unknown_sign_is_declined_blocking():
-    m = ob.frozen_slice_model(divisor_from_input=True)
+def test_remainder_of_the_sliced_dim_is_fixed_whatever_its_sign():
+    # Mod(samples, k) with k < 0 is <= 0: the guarded original keeps everything, and so
+    # does dim - n (clamped); with k > 0 it is the usual trim.
+    fixed, result = ob.run_pass(PASS, ob.frozen_slice_model(divisor_from_input=True))
+    assert result.modified and len(result.edits) == 1
+    sess = ob.session(fixed)
+    for samples, k in [(12, 4), (14, 4), (14, -4), (12, -5), (7, 7)]:
+        feeds = {**_inputs(samples, 3), "k": np.array(k, dtype=np.int64)}
+        pm, extra = feeds["pm"], samples % k
+        np.testing.assert_array_equal(sess.run(None, feeds)[0], pm[:, :-extra] if extra > 0 else pm)
+
+
+def test_remainder_of_another_dim_with_unknown_sign_is_declined_blocking():
+    m = ob.frozen_slice_model(divisor_from_input=True, dividend="frames")
     out, result = ob.run_pass(PASS, m)
     assert not result.modified and not result.edits
     [declined] = result.declined
-    assert declined.blocking and "not proven >= 0" in declined.reason
+    assert declined.blocking and "nor n proven >= 0" in declined.reason
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+@pytest.mark.parametrize("form", ["neg", "mul"])
+def test_trim_of_a_pad_by_the_same_amount_is_fixed(form, opset):
+    m = ob.pad_trim_model(form, opset)
+    x = np.arange(2 * 6 * 4, dtype=np.float32).reshape(2, 6, 4)
+    assert ob.session(m).run(None, {"x": x})[0].shape == (2, 0, 4)  # even T: pad 0, ends -0
+    fixed, result = ob.run_pass(PASS, m)
+    assert result.modified and len(result.edits) == 1
+    sess = ob.session(fixed)
+    for t in (1, 5, 6, 49):
+        x = np.random.default_rng(t).standard_normal((2, t, 4)).astype(np.float32)
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], np.maximum(x, 0))
+    _, again = ob.run_pass(PASS, fixed)
+    assert not again.modified and not again.edits
+
+
+def test_trim_of_another_axis_than_the_pad_is_left_alone():
+    _, result = ob.run_pass(PASS, ob.pad_trim_model(same_axis=False))
+    assert not result.modified and not result.edits
+    [declined] = result.declined
+    assert not declined.blocking and "nor the amount of a Pad" in declined.reason
 
 
 def test_constant_end_is_not_a_candidate():
