@@ -421,25 +421,28 @@ def _no_seq_len_padding() -> Iterator[None]:
         fairseq_wav2vec2.pad_to_multiple = original
 
 
-def _trace_example(stack: ConvStack, channels: int, *, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _trace_example(
+    stack: ConvStack, channels: int, *, dtype: torch.dtype, device: str, static: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A padded batch of 2 that takes every data-dependent branch the export must record.
 
     ``samples % frames != 0`` so HuBERT's ``[:, :-extra]`` slice is traced, ``frames > 1``
-    and ``frames != C`` so no dim is confused with another, and the second item padded so
-    the padding path (``x[padding_mask] = 0``) is recorded.
+    and ``frames != C`` so no dim is confused with another, and the last item padded so
+    the padding path (``x[padding_mask] = 0``) is recorded. ``static`` fixes the shape
+    [batch, samples] instead (its last item is padded all the same).
     """
-    samples = DEFAULT_SAMPLE_RATE
-    while True:
+    batch, samples = static or (2, DEFAULT_SAMPLE_RATE)
+    while static is None:
         n = frames(samples, stack)
         if n > 1 and n != channels and samples % n != 0:
             break
         samples += 1
     generator = torch.Generator().manual_seed(0)
-    source = torch.randn(2, samples, generator=generator) * 0.1
-    padding_mask = torch.zeros(2, samples, dtype=torch.bool)
+    source = torch.randn(batch, samples, generator=generator) * 0.1
+    padding_mask = torch.zeros(batch, samples, dtype=torch.bool)
     padded_from = (samples * 11) // 16
-    source[1, padded_from:] = 0
-    padding_mask[1, padded_from:] = True
+    source[-1, padded_from:] = 0
+    padding_mask[-1, padded_from:] = True
     return source.to(device=device, dtype=dtype), padding_mask.to(device)
 
 
@@ -450,12 +453,14 @@ def export_raw(
     output_layer: int | None = None,
     fp16: bool = False,
     device: str = "cpu",
+    static: tuple[int, int] | None = None,
 ) -> onnx.ModelProto:
     """Trace ``extract_features`` with the TorchScript exporter; the unrepaired graph.
 
     Inputs ``source`` [batch, samples] (float, float16 with ``fp16``) and ``padding_mask``
     [batch, samples] bool; output ``features`` [batch, frames, C]. The facts the
     validator needs (conv stack, C, layer, precision) go into ``metadata_props``.
+    ``static`` = (batch, samples) exports with that fixed input shape (no dynamic axes).
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise HubertFixError(f"--opset {opset}: the TorchScript exporter supports opsets {MIN_OPSET}..{MAX_OPSET}")
@@ -467,7 +472,8 @@ def export_raw(
         # a copy, because the flag stays set on every module it touches.
         traced = _copy_model(traced)
         traced.prepare_for_onnx_export_()
-    example = _trace_example(stack, channels, dtype=torch.float16 if fp16 else torch.float32, device=device)
+    dtype = torch.float16 if fp16 else torch.float32
+    example = _trace_example(stack, channels, dtype=dtype, device=device, static=static)
     with tempfile.TemporaryDirectory(prefix="hubert-fix-export-") as tmp:
         path = Path(tmp) / "raw.onnx"
         with _no_seq_len_padding(), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
@@ -480,7 +486,7 @@ def export_raw(
                 opset_version=opset,
                 input_names=list(INPUT_NAMES),
                 output_names=[OUTPUT_NAME],
-                dynamic_axes=DYNAMIC_AXES,
+                dynamic_axes=None if static else DYNAMIC_AXES,
             )
         _log_warnings(caught)
         proto = onnx.load(str(path))  # brings external data (> 2 GB models) in too

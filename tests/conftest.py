@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -11,11 +13,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+sys.path.insert(0, str(FIXTURES))
+from catalog import EXPORTS  # noqa: E402
+
 RAW = FIXTURES / "hubert_base_tiny.raw.onnx"
 RAW_BY_OPSET = {
-    11: FIXTURES / "hubert_base_tiny.opset11.raw.onnx",
-    13: FIXTURES / "hubert_base_tiny.opset13.raw.onnx",
-    17: RAW,
+    e.opset: FIXTURES / e.file
+    for e in EXPORTS
+    if e.checkpoint == "hubert_base_tiny" and e.exporter == "torchscript" and ".opset" in e.file or e.file == RAW.name
 }
 CASES = FIXTURES / "hubert_base_tiny.cases.npz"
 CHECKPOINT = FIXTURES / "hubert_base_tiny.pt"
@@ -29,6 +34,16 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
     return subprocess.run(
         [str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd, env=env
     )
+
+
+def run_main(*args: object) -> tuple[int, str, str]:
+    """``hubert-fix ARGS`` in this process (faster than the console script): code, stdout, stderr."""
+    from hubert_fix.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main([str(a) for a in args])
+    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def cuda_runs() -> bool:
