@@ -120,7 +120,7 @@ def _verify(model: onnx.ModelProto, name: str) -> None:
     Both check the weightless twin (large weights as graph inputs of the same dtype and
     shape): session creation proves the graph, not the weights, and reads no weight.
     """
-    from hubert_fix.validate import create_session
+    from hubert_fix.validate import create_session, ort_message
 
     try:
         onnx.checker.check_model(checkable(model))
@@ -129,4 +129,4 @@ def _verify(model: onnx.ModelProto, name: str) -> None:
     try:
         create_session(weightless(model).SerializeToString(), name, device="cpu")
     except Exception as exc:  # ORT raises its own exception types on graphs it rejects
-        raise UnrepairableError(f"{name}: repaired model fails ONNX Runtime session creation: {one_line(exc)}") from None
+        raise UnrepairableError(f"{name}: repaired model fails ONNX Runtime session creation: {ort_message(exc)}") from None
