@@ -19,7 +19,6 @@ into graph inputs of the same dtype and shape, so checking a 1.3 GB model reads 
 from __future__ import annotations
 
 import math
-import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +53,35 @@ class Span:
 # ------------------------------------------------------------------ wire format
 
 
-def _varint(buf: bytes | mmap.mmap, pos: int, end: int) -> tuple[int, int]:
+class _Window:
+    """Byte access to a file through a small moving window of ``pread``s.
+
+    The scanner reads tags, lengths and small fields and jumps over weights; a window
+    keeps it from touching (and, unlike mmap, from mapping into RSS) anything else.
+    """
+
+    SIZE = 1 << 16
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+        self.start, self.data = 0, b""
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: int | slice) -> int | bytes:
+        if isinstance(key, slice):
+            if self.start <= key.start and key.stop <= self.start + len(self.data):
+                return self.data[key.start - self.start : key.stop - self.start]
+            return os.pread(self.fd, key.stop - key.start, key.start)
+        if not self.start <= key < self.start + len(self.data):
+            self.start, self.data = key, os.pread(self.fd, self.SIZE, key)
+            if not self.data:
+                raise DecodeError(f"read past the end of the file at byte {key}")
+        return self.data[key - self.start]
+
+
+def _varint(buf: bytes | _Window, pos: int, end: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= end or shift > 63:
@@ -67,7 +94,7 @@ def _varint(buf: bytes | mmap.mmap, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: bytes | mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+def _fields(buf: bytes | _Window, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
     """(field number, wire type, field start, payload start, field end) of one message."""
     pos = start
     while pos < end:
@@ -110,7 +137,8 @@ def _len_field(number: int, size: int) -> bytes:
 
 def read_single_file(path: Path) -> onnx.ModelProto:
     """The skeleton of a model file: initializer raw data over INLINE_LIMIT left in place."""
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    with open(path, "rb") as handle:
+        buf = _Window(handle.fileno(), os.fstat(handle.fileno()).st_size)
         model_bytes, graph_bytes = bytearray(), bytearray()
         for number, wire, start, payload, end in _fields(buf, 0, len(buf)):
             if number != _MODEL_GRAPH or wire != _LEN:
@@ -128,7 +156,7 @@ def read_single_file(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _stub(buf: mmap.mmap, start: int, end: int, location: str) -> bytes:
+def _stub(buf: _Window, start: int, end: int, location: str) -> bytes:
     """A TensorProto's bytes with a large raw_data replaced by an external-data reference."""
     header = bytearray()
     raw: tuple[int, int] | None = None

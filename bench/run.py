@@ -1,0 +1,303 @@
+"""Benchmark hubert-fix at real size: repair cost against the I/O floor, ORT against PyTorch.
+
+    .venv/bin/python bench/run.py [--sizes base,large] [--runs 10] [--out bench/results]
+
+Builds HuBERT base (12 x 768) and large (24 x 1024) from fairseq configs with random
+weights (seed 0, no download), exports each as-is with ``hubert-fix export --raw``, and
+measures on this machine, in this one run:
+
+1. ``hubert-fix check`` and ``hubert-fix repair``: wall time and peak RSS of the process,
+   next to the floor for the same file (``onnx.load`` + ``onnx.save`` in a fresh process)
+   and the file size; also ``repair`` of the same model saved with external data;
+2. inference of the repaired model on ONNX Runtime (CPU EP; CUDA EP fp32 and fp16 when a
+   GPU really runs) against fairseq in PyTorch eager, same inputs and thread count:
+   batch 1 at 2 s and 10 s of audio, and a padded batch of 4 (5/4/3/2 s padded to 5 s);
+   median of ``--runs`` runs after 2 warm-up runs, with min and max;
+3. ``hubert-fix validate --checkpoint`` wall time at base size.
+
+Writes ``results.json`` and ``results.md`` (the table the README shows) into ``--out``.
+Each command is timed by a small helper process with ``os.wait4`` (that child's rusage alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "fixtures"))
+
+import make_fixtures  # noqa: E402
+from catalog import CHECKPOINTS  # noqa: E402
+
+from hubert_fix import export  # noqa: E402
+from hubert_fix.matrix import SAMPLE_RATE, Case  # noqa: E402
+from hubert_fix.validate import CPU, CUDA, create_session  # noqa: E402
+
+HUBERT_FIX = Path(sys.executable).parent / "hubert-fix"
+SIZES = {
+    # hubert_base_ls960: 12 x 768, conv 512
+    "base": (CHECKPOINTS["hubert_base_tiny"], make_fixtures.BASE_MODEL_CONFIG),
+    # hubert_large_ll60k: 24 x 1024, layer-norm extractor, pre-LN
+    "large": (
+        CHECKPOINTS["hubert_large_tiny"],
+        {
+            **CHECKPOINTS["hubert_large_tiny"].model,
+            "conv_feature_layers": "[(512,10,5)] + [(512,3,2)]*4 + [(512,2,2)]*2",
+            "encoder_layers": 24,
+            "encoder_embed_dim": 1024,
+            "encoder_ffn_embed_dim": 4096,
+            "encoder_attention_heads": 16,
+            "conv_pos": 128,
+            "conv_pos_groups": 16,
+            "final_dim": 768,
+        },
+    ),
+}
+INPUTS = {
+    "batch 1, 2 s": Case("2 s", (2 * SAMPLE_RATE,)),
+    "batch 1, 10 s": Case("10 s", (10 * SAMPLE_RATE,)),
+    "batch 4 padded, 5 s": Case("4 padded", tuple(s * SAMPLE_RATE for s in (5, 4, 3, 2))),
+}
+
+
+# Runs one command and reports its own wall time and peak RSS. A small process of its own,
+# because Linux keeps ru_maxrss across exec: a child forked from this (large) process
+# would report this process's size.
+_MEASURE = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(json.dumps({"seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                  "exit": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+def timed(*command: object) -> dict[str, float]:
+    """Wall seconds and peak RSS (MB) of one command; fails loudly if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *map(str, command)], capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout)
+    if result.pop("exit") not in (0, 1):  # check exits 1 when it finds something: that is the point
+        raise SystemExit(f"bench: {' '.join(map(str, command))} failed: {done.stderr.strip()}")
+    return result
+
+
+def best_of(runs: int, *command: object) -> dict[str, float]:
+    """The fastest of ``runs`` runs (the least disturbed), with its own peak RSS."""
+    results = [timed(*command) for _ in range(runs)]
+    return min(results, key=lambda r: r["seconds"])
+
+
+FLOOR = "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])"
+TO_EXTERNAL = (
+    "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2], save_as_external_data=True, "
+    "all_tensors_to_one_file=True, location='weights.bin', size_threshold=1024)"
+)
+
+
+def measure_files(name: str, work: Path, repeats: int) -> tuple[dict[str, object], Path, Path]:
+    """Build, export, check, repair, floor: the file-level figures for one size."""
+    spec, config = SIZES[name]
+    checkpoint, raw, repaired = work / f"{name}.pt", work / f"{name}.raw.onnx", work / f"{name}.onnx"
+    make_fixtures.build_checkpoint(spec, checkpoint, config)
+    exported = timed(HUBERT_FIX, "export", checkpoint, "-o", raw, "--raw", "-q")
+    external = work / f"{name}.external"
+    external.mkdir()
+    timed(sys.executable, "-c", TO_EXTERNAL, raw, external / "model.onnx")
+    row = {
+        "file_mb": round(raw.stat().st_size / 1e6, 1),
+        "export_raw": exported,
+        "check": best_of(repeats, HUBERT_FIX, "check", raw, "-q"),
+        "repair": best_of(repeats, HUBERT_FIX, "repair", raw, "-o", repaired, "-q"),
+        "floor_load_save": best_of(repeats, sys.executable, "-c", FLOOR, raw, work / "floor.onnx"),
+        "external_weights_mb": round((external / "weights.bin").stat().st_size / 1e6, 1),
+        "repair_external": best_of(repeats, HUBERT_FIX, "repair", external / "model.onnx", "-o", work / "ext.onnx", "-q"),
+    }
+    (work / "floor.onnx").unlink()
+    return row, checkpoint, repaired
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(samples) * 1e3, 1),
+        "min_ms": round(min(samples) * 1e3, 1),
+        "max_ms": round(max(samples) * 1e3, 1),
+    }
+
+
+def _time_runs(run, runs: int) -> dict[str, float]:
+    for _ in range(2):
+        run()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return _stats(samples)
+
+
+def measure_inference(checkpoint: Path, repaired: Path, runs: int, threads: int) -> dict[str, object]:
+    """ORT (repaired model) against fairseq eager, same inputs, same thread count."""
+    torch.set_num_threads(threads)
+    model = export.load_checkpoint(checkpoint)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    sessions = {"ORT CPU fp32": ort.InferenceSession(str(repaired), options, providers=[CPU])}
+    backends = {"ORT CPU fp32": "cpu"}
+    try:
+        cuda = create_session(str(repaired), str(repaired), device="cuda")
+        sessions["ORT CUDA fp32"] = cuda
+        backends["ORT CUDA fp32"] = "cuda"
+    except Exception:  # noqa: BLE001 - no usable GPU here: CPU figures only
+        cuda = None
+    results: dict[str, object] = {}
+    for label, case in INPUTS.items():
+        source, mask = case.inputs()
+        row: dict[str, object] = {}
+        with torch.inference_mode():
+            src, pm = torch.from_numpy(source), torch.from_numpy(mask)
+            row["PyTorch CPU fp32"] = _time_runs(lambda: export._extract(model, src, pm, None), runs)
+            if cuda is not None:
+                gpu = export._on_device(model, fp16=False, device="cuda")
+                src_c, pm_c = src.cuda(), pm.cuda()
+                row["PyTorch CUDA fp32"] = _time_runs(
+                    lambda: (export._extract(gpu, src_c, pm_c, None), torch.cuda.synchronize()), runs
+                )
+        for name, session in sessions.items():
+            feeds = {"source": source, "padding_mask": mask}
+            row[name] = _time_runs(lambda: session.run(None, feeds), runs)
+        row["ORT CPU / PyTorch CPU"] = round(row["ORT CPU fp32"]["median_ms"] / row["PyTorch CPU fp32"]["median_ms"], 2)
+        results[label] = row
+    results["providers"] = {name: s.get_providers()[0] for name, s in sessions.items()}
+    return results
+
+
+def markdown(report: dict[str, object]) -> str:
+    machine = report["machine"]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads used, "
+        f"GPU: {machine['gpu'] or 'none'}; onnxruntime {machine['onnxruntime']}, torch {machine['torch']}.",
+        f"Command: `{report['command']}` ({report['seconds']:.0f} s).",
+        "",
+        "| size | file | check | repair | floor: onnx.load + onnx.save | repair / floor | repair RSS / file |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, row in report["sizes"].items():
+        files = row["files"]
+        rep, floor = files["repair"], files["floor_load_save"]
+        lines.append(
+            f"| {size} | {files['file_mb']} MB | {files['check']['seconds']} s, {files['check']['peak_rss_mb']} MB | "
+            f"{rep['seconds']} s, {rep['peak_rss_mb']} MB | {floor['seconds']} s, {floor['peak_rss_mb']} MB | "
+            f"{rep['seconds'] / floor['seconds']:.2f}x | {rep['peak_rss_mb'] / files['file_mb']:.2f}x |"
+        )
+    lines += ["", "| size | external-data model: weights | repair | repair RSS / weights |", "| --- | --- | --- | --- |"]
+    for size, row in report["sizes"].items():
+        files = row["files"]
+        ext = files["repair_external"]
+        lines.append(
+            f"| {size} | {files['external_weights_mb']} MB | {ext['seconds']} s, {ext['peak_rss_mb']} MB | "
+            f"{ext['peak_rss_mb'] / files['external_weights_mb']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Inference, median of {report['runs']} runs after 2 warm-up runs (min-max), ms:",
+        "",
+        "| size | input | PyTorch eager CPU | ORT CPU (repaired) | ORT / PyTorch |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for size, row in report["sizes"].items():
+        for label in INPUTS:
+            cell = row["inference"][label]
+            torch_ms, ort_ms = cell["PyTorch CPU fp32"], cell["ORT CPU fp32"]
+            lines.append(
+                f"| {size} | {label} | {torch_ms['median_ms']} ({torch_ms['min_ms']}-{torch_ms['max_ms']}) | "
+                f"{ort_ms['median_ms']} ({ort_ms['min_ms']}-{ort_ms['max_ms']}) | {cell['ORT CPU / PyTorch CPU']} |"
+            )
+    gpu_rows = [
+        (size, label, cell)
+        for size, row in report["sizes"].items()
+        for label, cell in row["inference"].items()
+        if isinstance(cell, dict) and "ORT CUDA fp32" in cell
+    ]
+    if gpu_rows:
+        lines += ["", "| size | input | PyTorch CUDA fp32 | ORT CUDA fp32 |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {s} | {label} | {c['PyTorch CUDA fp32']['median_ms']} | {c['ORT CUDA fp32']['median_ms']} |"
+            for s, label, c in gpu_rows
+        ]
+    else:
+        lines += ["", "No GPU ran here: no CUDA figures (the CUDA rows appear when CUDAExecutionProvider really runs)."]
+    if "validate_base" in report:
+        lines += ["", f"`hubert-fix validate base.onnx --checkpoint base.pt --device cpu`: {report['validate_base']['seconds']} s, "
+                  f"{report['validate_base']['peak_rss_mb']} MB peak RSS."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="base,large", help="comma-separated: base, large")
+    parser.add_argument("--runs", type=int, default=10, help="timed inference runs per cell (>= 10 for the README)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each file-level command (the best is kept)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    sizes = [s for s in args.sizes.split(",") if s]
+    unknown = set(sizes) - set(SIZES)
+    if unknown:
+        parser.error(f"unknown size(s): {', '.join(sorted(unknown))}")
+    threads = os.cpu_count() or 1
+    start = time.perf_counter()
+    report: dict[str, object] = {
+        "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
+        "runs": args.runs,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": threads,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+        },
+        "sizes": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="hubert-fix-bench-") as tmp:
+        work = Path(tmp)
+        for size in sizes:
+            print(f"bench: {size}: build, export, check, repair, floor", file=sys.stderr, flush=True)
+            files, checkpoint, repaired = measure_files(size, work, args.repeats)
+            if size == "base":
+                print("bench: base: validate --checkpoint", file=sys.stderr, flush=True)
+                report["validate_base"] = timed(
+                    HUBERT_FIX, "validate", repaired, "--checkpoint", checkpoint, "--device", "cpu", "-q"
+                )
+            print(f"bench: {size}: inference", file=sys.stderr, flush=True)
+            report["sizes"][size] = {"files": files, "inference": measure_inference(checkpoint, repaired, args.runs, threads)}
+            for path in work.iterdir():  # keep the disk use to one size at a time
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (args.out / "results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
