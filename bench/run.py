@@ -190,6 +190,17 @@ def measure_inference(checkpoint: Path, repaired: Path, runs: int, threads: int)
     return results
 
 
+def _cpu_name() -> str:
+    """The CPU model (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def markdown(report: dict[str, object]) -> str:
     machine = report["machine"]
     lines = [
@@ -268,7 +279,7 @@ def main() -> None:
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
         "runs": args.runs,
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": _cpu_name(),
             "cores": os.cpu_count(),
             "threads": threads,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -144,7 +144,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         layer = args.output_layer if args.output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
         fp16 = meta.get("hubert_fix.precision") == "fp16"
         device = _torch_device(args.device) if fp16 else "cpu"
-        reference = pytorch_reference(checkpoint, output_layer=layer, fp16=fp16, device=device)
+        final_proj = args.final_proj or meta.get("hubert_fix.final_proj") == "1"
+        reference = pytorch_reference(checkpoint, output_layer=layer, fp16=fp16, device=device, final_proj=final_proj)
     report = validate(
         model.proto, str(args.model), device=args.device, reference=reference, stored=stored, quick=args.quick,
         progress=console.progress, path=args.model,
@@ -160,7 +161,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     checkpoint = export.load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
     console.progress(f"exporting extract_features (opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, {args.device})")
     model = export.export_raw(
-        checkpoint, opset=args.opset, output_layer=args.output_layer, fp16=args.fp16, device=args.device
+        checkpoint, opset=args.opset, output_layer=args.output_layer, fp16=args.fp16, device=args.device,
+        final_proj=args.final_proj,
     )
     payload: dict[str, object] = {"checkpoint": str(args.checkpoint), "output": str(args.output), "raw": args.raw}
     human = []
@@ -172,7 +174,9 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         console.progress("validating")
         validation = validate(
             model, str(args.output), device="cuda" if args.device == "cuda" else "auto",
-            reference=pytorch_reference(checkpoint, output_layer=args.output_layer, fp16=args.fp16, device=args.device),
+            reference=pytorch_reference(
+                checkpoint, output_layer=args.output_layer, fp16=args.fp16, device=args.device, final_proj=args.final_proj
+            ),
             progress=console.progress,
         )
         payload["validation"] = validation.to_dict()
@@ -243,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="half precision (model.half(); traced on --device, CPU works)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to trace on (default cpu)")
     p.add_argument("--raw", action="store_true", help="write the unrepaired export, skip repair and validation")
+    p.add_argument(
+        "--final-proj", action="store_true",
+        help="apply the model's final_proj after the features (ContentVec as RVC v1 / so-vits-svc 4.0 use it)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("validate", parents=[common, as_json, trust], help="run the edge-length matrix on ONNX Runtime")
@@ -251,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", type=Path, metavar="CKPT", help="compare with fairseq's PyTorch output")
     source.add_argument("--reference", type=Path, metavar="CASES.npz", help="compare with stored inputs/outputs")
     p.add_argument("--output-layer", type=int, default=None, metavar="N", help="with --checkpoint (default: from metadata)")
+    p.add_argument("--final-proj", action="store_true", help="with --checkpoint: the model ends in final_proj (default: from metadata)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--quick", action="store_true", help="leave out the 10 s input")
     p.set_defaults(func=cmd_validate)

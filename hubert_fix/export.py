@@ -329,28 +329,45 @@ def _check_output_layer(model: torch.nn.Module, output_layer: int | None) -> Non
         )
 
 
-def _extract(model: torch.nn.Module, source: torch.Tensor, padding_mask: torch.Tensor, output_layer: int | None) -> torch.Tensor:
+def _extract(
+    model: torch.nn.Module,
+    source: torch.Tensor,
+    padding_mask: torch.Tensor,
+    output_layer: int | None,
+    final_proj: bool = False,
+) -> torch.Tensor:
     """``extract_features`` for HuBERT (``output_layer``, 1-based, returns a tuple) and
-    wav2vec 2.0 (``layer``, 0-based, returns a dict): the features of the real frames."""
+    wav2vec 2.0 (``layer``, 0-based, returns a dict): the features of the real frames.
+
+    ``final_proj`` applies the model's ``final_proj`` after it, as RVC v1 and so-vits-svc
+    4.0 do with ContentVec (HuBERT layer 9, then the projection).
+    """
     params = inspect.signature(model.extract_features).parameters
     if "output_layer" in params:
         result = model.extract_features(source, padding_mask, mask=False, output_layer=output_layer)
     else:
         layer = None if output_layer is None else output_layer - 1
         result = model.extract_features(source, padding_mask, mask=False, layer=layer)
-    return result["x"] if isinstance(result, dict) else result[0]
+    features = result["x"] if isinstance(result, dict) else result[0]
+    return model.final_proj(features) if final_proj else features
+
+
+def _check_final_proj(model: torch.nn.Module, final_proj: bool) -> None:
+    if final_proj and not isinstance(getattr(model, "final_proj", None), torch.nn.Linear):
+        raise HubertFixError(f"--final-proj: {type(model).__name__} has no final_proj layer")
 
 
 class _Features(torch.nn.Module):
     """(source, padding_mask) -> features, the graph the exporter traces."""
 
-    def __init__(self, model: torch.nn.Module, output_layer: int | None) -> None:
+    def __init__(self, model: torch.nn.Module, output_layer: int | None, final_proj: bool = False) -> None:
         super().__init__()
         self.model = model
         self.output_layer = output_layer
+        self.final_proj = final_proj
 
     def forward(self, source: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        return _extract(self.model, source, padding_mask, self.output_layer)
+        return _extract(self.model, source, padding_mask, self.output_layer, self.final_proj)
 
 
 # ---------------------------------------------------------------- devices
@@ -454,17 +471,20 @@ def export_raw(
     fp16: bool = False,
     device: str = "cpu",
     static: tuple[int, int] | None = None,
+    final_proj: bool = False,
 ) -> onnx.ModelProto:
     """Trace ``extract_features`` with the TorchScript exporter; the unrepaired graph.
 
     Inputs ``source`` [batch, samples] (float, float16 with ``fp16``) and ``padding_mask``
     [batch, samples] bool; output ``features`` [batch, frames, C]. The facts the
     validator needs (conv stack, C, layer, precision) go into ``metadata_props``.
-    ``static`` = (batch, samples) exports with that fixed input shape (no dynamic axes).
+    ``static`` = (batch, samples) exports with that fixed input shape (no dynamic axes);
+    ``final_proj`` adds the model's ``final_proj`` after the features (output width changes).
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise HubertFixError(f"--opset {opset}: the TorchScript exporter supports opsets {MIN_OPSET}..{MAX_OPSET}")
     _check_output_layer(model, output_layer)
+    _check_final_proj(model, final_proj)
     stack, channels = conv_stack(model), embed_dim(model)
     traced = _on_device(model, fp16=fp16, device=device)
     if opset < 14 and hasattr(traced, "prepare_for_onnx_export_"):
@@ -479,7 +499,7 @@ def export_raw(
         with _no_seq_len_padding(), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.onnx.export(
-                _Features(traced, output_layer).eval(),
+                _Features(traced, output_layer, final_proj).eval(),
                 example,
                 str(path),
                 dynamo=False,
@@ -495,7 +515,7 @@ def export_raw(
             f"{type(model).__name__}: the traced export does not use padding_mask; "
             "padded batches would be wrong (is this a fairseq speech encoder?)"
         )
-    _set_metadata(proto, model, stack, channels, output_layer, fp16)
+    _set_metadata(proto, model, stack, channels, output_layer, fp16, final_proj)
     return proto
 
 
@@ -516,10 +536,13 @@ def _set_metadata(
     channels: int,
     output_layer: int | None,
     fp16: bool,
+    final_proj: bool,
 ) -> None:
     meta = {
         "hubert_fix.conv_stack": json.dumps([list(pair) for pair in stack]),
         "hubert_fix.embed_dim": str(channels),
+        "hubert_fix.output_dim": str(model.final_proj.out_features if final_proj else channels),
+        "hubert_fix.final_proj": "1" if final_proj else "",
         "hubert_fix.output_layer": "" if output_layer is None else str(output_layer),
         "hubert_fix.precision": "fp16" if fp16 else "fp32",
         "hubert_fix.model": type(model).__name__,
@@ -540,9 +563,11 @@ def reference_features(
     output_layer: int | None = None,
     fp16: bool = False,
     device: str = "cpu",
+    final_proj: bool = False,
 ) -> np.ndarray:
     """fairseq's own PyTorch features (no shims) for one batch, as float32 numpy."""
     _check_output_layer(model, output_layer)
+    _check_final_proj(model, final_proj)
     runner = _on_device(model, fp16=fp16, device=device)
     dtype = torch.float16 if fp16 else torch.float32
     with torch.no_grad():
@@ -551,5 +576,6 @@ def reference_features(
             torch.from_numpy(np.ascontiguousarray(source)).to(device=device, dtype=dtype),
             torch.from_numpy(np.ascontiguousarray(padding_mask, dtype=bool)).to(device),
             output_layer,
+            final_proj,
         )
     return features.float().cpu().numpy()

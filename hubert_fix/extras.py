@@ -27,13 +27,15 @@ def export_module() -> ModuleType:
     return export
 
 
-def pytorch_reference(model: Any, *, output_layer: int | None, fp16: bool, device: str) -> Reference:
+def pytorch_reference(
+    model: Any, *, output_layer: int | None, fp16: bool, device: str, final_proj: bool = False
+) -> Reference:
     """fairseq's PyTorch features for (source, padding_mask), as validation's reference."""
     export = export_module()
 
     def features(source: np.ndarray, padding_mask: np.ndarray) -> np.ndarray:
         return export.reference_features(
-            model, source, padding_mask, output_layer=output_layer, fp16=fp16, device=device
+            model, source, padding_mask, output_layer=output_layer, fp16=fp16, device=device, final_proj=final_proj
         )
 
     return features

@@ -217,18 +217,26 @@ def span(tensor: onnx.TensorProto, directory: Path, model_name: str) -> Span:
     return Span(file, offset, length)
 
 
+#: Packed types: elements per byte (onnx packs sub-byte types; FLOAT6 and unknown types are not checked).
+_PACKED = {
+    getattr(onnx.TensorProto, name): per_byte
+    for name, per_byte in (("INT4", 2), ("UINT4", 2), ("FLOAT4E2M1", 2), ("INT2", 4), ("UINT2", 4))
+    if hasattr(onnx.TensorProto, name)
+}
+_UNCHECKED = {onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED, getattr(onnx.TensorProto, "FLOAT6E3M2", -1)}
+
+
 def _nbytes(tensor: onnx.TensorProto) -> int | None:
-    """Bytes of raw data the tensor's dtype and shape call for (None for strings/unknown)."""
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    except (KeyError, ValueError, TypeError):
-        return None
-    if tensor.data_type == onnx.TensorProto.STRING:
-        return None
+    """Bytes of raw data the tensor's dtype and shape call for (None where not checked)."""
     count = math.prod(tensor.dims)
-    if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
-        return (count + 1) // 2
-    return count * itemsize
+    if tensor.data_type in _PACKED:
+        return -(-count // _PACKED[tensor.data_type])
+    if tensor.data_type in _UNCHECKED:
+        return None
+    try:
+        return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):  # a type this onnx does not know
+        return None
 
 
 # ------------------------------------------------------------------ verifying

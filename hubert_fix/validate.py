@@ -117,7 +117,8 @@ class ModelFacts:
     mask: str | None  # input name of the padding mask (None if the export dropped it)
     audio_dtype: np.dtype
     stack: ConvStack
-    embed_dim: int
+    embed_dim: int  # C, the encoder width: the matrix's frames == C cases
+    output_dim: int  # the output's last dim (C, or final_proj's width)
     precision: str
     static: tuple[int | None, int | None]  # the waveform input's [batch, samples] where fixed
 
@@ -153,7 +154,8 @@ def model_facts(model: onnx.ModelProto, name: str) -> ModelFacts:
     if not embed_dim:
         raise UnusableInputError(f"{name}: the output's feature width C is not static and not recorded in metadata")
     precision = "fp16" if audio_dtype == np.float16 else meta.get("hubert_fix.precision", "fp32")
-    return ModelFacts(audio, mask, audio_dtype, stack, embed_dim, precision, static)
+    output_dim = int(meta.get("hubert_fix.output_dim") or embed_dim)
+    return ModelFacts(audio, mask, audio_dtype, stack, embed_dim, output_dim, precision, static)
 
 
 def _conv_stack_from_graph(model: onnx.ModelProto) -> ConvStack:
@@ -298,7 +300,7 @@ def _run_case(
     finally:
         result.seconds = round(time.perf_counter() - start, 4)
     result.shape = list(output.shape)
-    result.expected_shape = [case.batch, case.expected_frames(facts.stack), facts.embed_dim]
+    result.expected_shape = [case.batch, case.expected_frames(facts.stack), facts.output_dim]
     if result.shape != result.expected_shape:
         result.failures.append(f"output shape {result.shape}, expected {result.expected_shape}")
     output = output.astype(np.float32)

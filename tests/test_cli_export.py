@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import CHECKPOINT
+from conftest import CHECKPOINT, FIXTURES
 
 pytest.importorskip("torch")
 pytest.importorskip("fairseq")
@@ -88,3 +88,15 @@ def test_demo_runs_with_no_arguments(cli, tmp_path: Path) -> None:
     assert "repaired export: 10/10 cases pass" in result.stdout
     report = json.loads((tmp_path / "hubert-fix-demo" / "report.json").read_text())
     assert report["repaired"]["ok"] and not report["raw"]["ok"]
+
+
+def test_contentvec_middle_layer_with_final_proj(cli, tmp_path: Path) -> None:
+    out = tmp_path / "contentvec.onnx"
+    checkpoint = FIXTURES / "contentvec_tiny.pt"
+    result = cli("export", checkpoint, "-o", out, "--output-layer", "1", "--final-proj", "--json")
+    assert result.returncode == 0, result.stderr
+    validation = json.loads(result.stdout)["validation"]
+    assert validation["ok"] and {tuple(c["shape"][2:]) for c in validation["cases"]} == {(16,)}  # final_dim
+    again = cli("validate", out, "--checkpoint", checkpoint, "--quick", "--device", "cpu")
+    assert again.returncode == 0, again.stdout  # layer and final_proj come from the metadata
+

@@ -314,3 +314,10 @@ def test_cuda_requests_without_cuda(model: torch.nn.Module, kwargs: dict[str, ob
     source, padding_mask = Case("1 s", (16000,)).inputs()
     with pytest.raises(DeviceUnavailableError, match="needs a CUDA GPU"):
         export.reference_features(model, source, padding_mask, **kwargs)
+
+
+def test_final_proj_needs_a_final_proj_layer(model: torch.nn.Module) -> None:
+    stripped = export._copy_model(model)
+    del stripped.final_proj
+    with pytest.raises(export.HubertFixError, match="has no final_proj"):
+        export.export_raw(stripped, final_proj=True)

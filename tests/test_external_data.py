@@ -191,3 +191,23 @@ def test_model_over_2gb_is_repaired_without_loading_its_weights(tmp_path: Path) 
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)  # 2 GB of real blocks
         os.unlink(tmp_path / "big.bin")
+
+
+def test_failed_write_leaves_the_previous_out_and_its_data(tmp_path: Path, monkeypatch) -> None:
+    from hubert_fix import model_io
+
+    out = tmp_path / "out" / "repaired.onnx"
+    out.parent.mkdir()
+    out.write_bytes(b"previous model")
+    out.with_name("repaired.onnx.data").write_bytes(b"previous weights")
+    model = load_model(EXTERNAL / "model.onnx")
+
+    def fail(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model_io.os, "fsync", fail)
+    with pytest.raises(model_io.UnusableInputError, match="No space left"):
+        model_io.save_model(model, out)
+    assert out.read_bytes() == b"previous model"
+    assert out.with_name("repaired.onnx.data").read_bytes() == b"previous weights"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["repaired.onnx", "repaired.onnx.data"]
