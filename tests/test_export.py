@@ -27,7 +27,7 @@ from hubert_fix.matrix import Case, cases, frames, min_samples, mod_zero_samples
 
 pytestmark = pytest.mark.export
 
-from conftest import CASES, CHECKPOINT, RAW_BY_OPSET  # noqa: E402
+from conftest import CASES, CHECKPOINT, FIXTURES, RAW_BY_OPSET  # noqa: E402
 from conftest import RAW as RAW_ONNX  # noqa: E402
 
 
@@ -321,3 +321,19 @@ def test_final_proj_needs_a_final_proj_layer(model: torch.nn.Module) -> None:
     del stripped.final_proj
     with pytest.raises(export.HubertFixError, match="has no final_proj"):
         export.export_raw(stripped, final_proj=True)
+
+
+def test_wav2vec2_traced_without_padding_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wav2vec 2.0's ``if padding_mask.any()`` freezes at trace time: an unpadded example
+    would export a graph with no padding path at all; the export must notice."""
+    wav2vec2 = export.load_checkpoint(FIXTURES / "wav2vec2_base_tiny.pt")
+    assert any("padding_mask" in n.input for n in export.export_raw(wav2vec2).graph.node)
+    padded_example = export._trace_example
+
+    def unpadded(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        source, padding_mask = padded_example(*args, **kwargs)
+        return source, torch.zeros_like(padding_mask)
+
+    monkeypatch.setattr(export, "_trace_example", unpadded)
+    with pytest.raises(export.HubertFixError, match="does not use padding_mask"):
+        export.export_raw(wav2vec2)
