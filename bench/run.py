@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 
@@ -45,8 +44,9 @@ import make_fixtures  # noqa: E402
 from catalog import CHECKPOINTS  # noqa: E402
 
 from hubert_fix import export  # noqa: E402
+from hubert_fix.errors import HubertFixError  # noqa: E402
 from hubert_fix.matrix import SAMPLE_RATE, Case  # noqa: E402
-from hubert_fix.validate import CPU, CUDA, create_session  # noqa: E402
+from hubert_fix.validate import CPU, create_session  # noqa: E402
 
 HUBERT_FIX = Path(sys.executable).parent / "hubert-fix"
 SIZES = {
@@ -153,40 +153,46 @@ def _time_runs(run, runs: int) -> dict[str, float]:
     return _stats(samples)
 
 
-def measure_inference(checkpoint: Path, repaired: Path, runs: int, threads: int) -> dict[str, object]:
-    """ORT (repaired model) against fairseq eager, same inputs, same thread count."""
+def measure_inference(checkpoint: Path, repaired: Path, work: Path, runs: int, threads: int) -> dict[str, object]:
+    """ORT (repaired model) against fairseq eager, same inputs, same thread count.
+
+    Where CUDAExecutionProvider really runs, also ORT CUDA fp32 and fp16 (an fp16 export
+    of the same checkpoint, repaired and validated by ``hubert-fix export --fp16``)
+    against PyTorch on the GPU in the same precisions.
+    """
     torch.set_num_threads(threads)
     model = export.load_checkpoint(checkpoint)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    sessions = {"ORT CPU fp32": ort.InferenceSession(str(repaired), options, providers=[CPU])}
-    backends = {"ORT CPU fp32": "cpu"}
+    sessions = {"ORT CPU fp32": (ort.InferenceSession(str(repaired), options, providers=[CPU]), np.float32)}
+    eager = {"PyTorch CPU fp32": (model, "cpu", torch.float32)}
     try:
-        cuda = create_session(str(repaired), str(repaired), device="cuda")
-        sessions["ORT CUDA fp32"] = cuda
-        backends["ORT CUDA fp32"] = "cuda"
-    except Exception:  # noqa: BLE001 - no usable GPU here: CPU figures only
-        cuda = None
+        sessions["ORT CUDA fp32"] = (create_session(str(repaired), str(repaired), device="cuda"), np.float32)
+    except HubertFixError:  # no usable GPU here: CPU figures only
+        pass
+    if "ORT CUDA fp32" in sessions and torch.cuda.is_available():
+        half = work / "half.onnx"
+        timed(HUBERT_FIX, "export", checkpoint, "-o", half, "--fp16", "--device", "cuda", "-q")
+        sessions["ORT CUDA fp16"] = (create_session(str(half), str(half), device="cuda"), np.float16)
+        eager["PyTorch CUDA fp32"] = (export._on_device(model, fp16=False, device="cuda"), "cuda", torch.float32)
+        eager["PyTorch CUDA fp16"] = (export._on_device(model, fp16=True, device="cuda"), "cuda", torch.float16)
     results: dict[str, object] = {}
     for label, case in INPUTS.items():
         source, mask = case.inputs()
         row: dict[str, object] = {}
         with torch.inference_mode():
-            src, pm = torch.from_numpy(source), torch.from_numpy(mask)
-            row["PyTorch CPU fp32"] = _time_runs(lambda: export._extract(model, src, pm, None), runs)
-            if cuda is not None:
-                gpu = export._on_device(model, fp16=False, device="cuda")
-                src_c, pm_c = src.cuda(), pm.cuda()
-                row["PyTorch CUDA fp32"] = _time_runs(
-                    lambda: (export._extract(gpu, src_c, pm_c, None), torch.cuda.synchronize()), runs
-                )
-        for name, session in sessions.items():
-            feeds = {"source": source, "padding_mask": mask}
+            for name, (module, device, dtype) in eager.items():
+                src = torch.from_numpy(source).to(device=device, dtype=dtype)
+                pm = torch.from_numpy(mask).to(device)
+                sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+                row[name] = _time_runs(lambda: (export._extract(module, src, pm, None), sync()), runs)
+        for name, (session, dtype) in sessions.items():
+            feeds = {"source": source.astype(dtype), "padding_mask": mask}
             row[name] = _time_runs(lambda: session.run(None, feeds), runs)
         row["ORT CPU / PyTorch CPU"] = round(row["ORT CPU fp32"]["median_ms"] / row["PyTorch CPU fp32"]["median_ms"], 2)
         results[label] = row
-    results["providers"] = {name: s.get_providers()[0] for name, s in sessions.items()}
+    results["providers"] = {name: session.get_providers()[0] for name, (session, _) in sessions.items()}
     return results
 
 
@@ -249,9 +255,10 @@ def markdown(report: dict[str, object]) -> str:
         if isinstance(cell, dict) and "ORT CUDA fp32" in cell
     ]
     if gpu_rows:
-        lines += ["", "| size | input | PyTorch CUDA fp32 | ORT CUDA fp32 |", "| --- | --- | --- | --- |"]
+        columns = ["PyTorch CUDA fp32", "ORT CUDA fp32", "PyTorch CUDA fp16", "ORT CUDA fp16"]
+        lines += ["", f"| size | input | {' | '.join(columns)} |", "| --- | --- |" + " --- |" * len(columns)]
         lines += [
-            f"| {s} | {label} | {c['PyTorch CUDA fp32']['median_ms']} | {c['ORT CUDA fp32']['median_ms']} |"
+            f"| {s} | {label} | " + " | ".join(str(c[col]["median_ms"]) for col in columns) + " |"
             for s, label, c in gpu_rows
         ]
     else:
@@ -299,7 +306,8 @@ def main() -> None:
                     HUBERT_FIX, "validate", repaired, "--checkpoint", checkpoint, "--device", "cpu", "-q"
                 )
             print(f"bench: {size}: inference", file=sys.stderr, flush=True)
-            report["sizes"][size] = {"files": files, "inference": measure_inference(checkpoint, repaired, args.runs, threads)}
+            inference = measure_inference(checkpoint, repaired, work, args.runs, threads)
+            report["sizes"][size] = {"files": files, "inference": inference}
             for path in work.iterdir():  # keep the disk use to one size at a time
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     report["seconds"] = round(time.perf_counter() - start, 1)

@@ -20,7 +20,6 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import onnx
 
 from hubert_fix import __version__, runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError
