@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 from hubert_fix import __version__, runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError
 from hubert_fix.extras import export_module, pytorch_reference
-from hubert_fix.model_io import ModelFile, check_output_path, load_model, save_model
+from hubert_fix.model_io import check_output_path, load_model, save_model
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.validate import ValidationReport, load_reference_cases, validate
 
@@ -158,33 +159,39 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     export = export_module()
     console.progress(f"loading {args.checkpoint}")
     checkpoint = export.load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
-    console.progress(f"exporting extract_features (opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, {args.device})")
-    model = export.export_raw(
-        checkpoint, opset=args.opset, output_layer=args.output_layer, fp16=args.fp16, device=args.device,
-        final_proj=args.final_proj,
-    )
     payload: dict[str, object] = {"checkpoint": str(args.checkpoint), "output": str(args.output), "raw": args.raw}
     human = []
-    if not args.raw:
-        console.progress("repairing")
-        model, report = runner.repair(model, str(args.output))
-        payload["repair"] = report.to_dict()
-        human.append(f"repair: {len(report.edits)} edit(s)\n{format_report(report)}".rstrip())
-        console.progress("validating")
-        validation = validate(
-            model, str(args.output), device="cuda" if args.device == "cuda" else "auto",
-            reference=pytorch_reference(
-                checkpoint, output_layer=args.output_layer, fp16=args.fp16, device=args.device, final_proj=args.final_proj
-            ),
-            progress=console.progress,
+    # Files all the way (weights never in memory): a model over 2 GB is written by torch
+    # with external data, and OUT then gets its weights in OUT.data.
+    with tempfile.TemporaryDirectory(dir=args.output.parent, prefix=f".{args.output.name}.") as tmp:
+        console.progress(f"exporting extract_features (opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, {args.device})")
+        model = export.export_model(
+            checkpoint, Path(tmp) / "raw.onnx", opset=args.opset, output_layer=args.output_layer, fp16=args.fp16,
+            device=args.device, final_proj=args.final_proj,
         )
-        payload["validation"] = validation.to_dict()
-        human.append(format_validation(validation))
-        if not validation.ok:
-            payload["status"] = "validation failed; nothing written"
-            emit(console, payload, "\n".join(human + ["validation failed; nothing written"]))
-            return EXIT_FOUND
-    save_model(ModelFile(model), args.output)
+        if not args.raw:
+            console.progress("repairing")
+            _, report = runner.repair(model.proto, str(args.output))
+            payload["repair"] = report.to_dict()
+            human.append(f"repair: {len(report.edits)} edit(s)\n{format_report(report)}".rstrip())
+            staged = Path(tmp) / "repaired.onnx"
+            save_model(model, staged)
+            model = load_model(staged)
+            console.progress("validating")
+            validation = validate(
+                model.proto, str(args.output), device="cuda" if args.device == "cuda" else "auto",
+                reference=pytorch_reference(
+                    checkpoint, output_layer=args.output_layer, fp16=args.fp16, device=args.device, final_proj=args.final_proj
+                ),
+                progress=console.progress, path=staged,
+            )
+            payload["validation"] = validation.to_dict()
+            human.append(format_validation(validation))
+            if not validation.ok:
+                payload["status"] = "validation failed; nothing written"
+                emit(console, payload, "\n".join(human + ["validation failed; nothing written"]))
+                return EXIT_FOUND
+        save_model(model, args.output)
     payload["status"] = f"wrote {args.output}"
     emit(console, payload, "\n".join(human + [f"wrote {args.output}{' (raw, unrepaired)' if args.raw else ''}"]))
     return EXIT_OK

@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use i
 
 from hubert_fix.errors import DeviceUnavailableError, HubertFixError, UnusableInputError
 from hubert_fix.matrix import ConvStack, frames
-from hubert_fix.model_io import one_line, set_metadata
+from hubert_fix.model_io import ModelFile, load_model, one_line, set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -463,8 +463,9 @@ def _trace_example(
     return source.to(device=device, dtype=dtype), padding_mask.to(device)
 
 
-def export_raw(
+def export_model(
     model: torch.nn.Module,
+    path: Path,
     *,
     opset: int = 17,
     output_layer: int | None = None,
@@ -472,14 +473,17 @@ def export_raw(
     device: str = "cpu",
     static: tuple[int, int] | None = None,
     final_proj: bool = False,
-) -> onnx.ModelProto:
-    """Trace ``extract_features`` with the TorchScript exporter; the unrepaired graph.
+) -> ModelFile:
+    """Trace ``extract_features`` with the TorchScript exporter to ``path``: the unrepaired graph.
 
     Inputs ``source`` [batch, samples] (float, float16 with ``fp16``) and ``padding_mask``
     [batch, samples] bool; output ``features`` [batch, frames, C]. The facts the
     validator needs (conv stack, C, layer, precision) go into ``metadata_props``.
     ``static`` = (batch, samples) exports with that fixed input shape (no dynamic axes);
     ``final_proj`` adds the model's ``final_proj`` after the features (output width changes).
+
+    Returns the file's skeleton (``model_io.load_model``): torch writes a model over 2 GB
+    with external data beside ``path``, and its weights are never loaded here.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise HubertFixError(f"--opset {opset}: the TorchScript exporter supports opsets {MIN_OPSET}..{MAX_OPSET}")
@@ -494,29 +498,36 @@ def export_raw(
         traced.prepare_for_onnx_export_()
     dtype = torch.float16 if fp16 else torch.float32
     example = _trace_example(stack, channels, dtype=dtype, device=device, static=static)
-    with tempfile.TemporaryDirectory(prefix="hubert-fix-export-") as tmp:
-        path = Path(tmp) / "raw.onnx"
-        with _no_seq_len_padding(), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.onnx.export(
-                _Features(traced, output_layer, final_proj).eval(),
-                example,
-                str(path),
-                dynamo=False,
-                opset_version=opset,
-                input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=None if static else DYNAMIC_AXES,
-            )
-        _log_warnings(caught)
-        proto = onnx.load(str(path))  # brings external data (> 2 GB models) in too
-    if not any(INPUT_NAMES[1] in node.input for node in proto.graph.node):
+    with _no_seq_len_padding(), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(
+            _Features(traced, output_layer, final_proj).eval(),
+            example,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=None if static else DYNAMIC_AXES,
+        )
+    _log_warnings(caught)
+    exported = load_model(path)
+    if not any(INPUT_NAMES[1] in node.input for node in exported.proto.graph.node):
         raise HubertFixError(
             f"{type(model).__name__}: the traced export does not use padding_mask; "
             "padded batches would be wrong (is this a fairseq speech encoder?)"
         )
-    _set_metadata(proto, model, stack, channels, output_layer, fp16, final_proj)
-    return proto
+    _set_metadata(exported.proto, model, stack, channels, output_layer, fp16, final_proj)
+    return exported
+
+
+def export_raw(model: torch.nn.Module, **options: Any) -> onnx.ModelProto:
+    """``export_model`` into memory, for models under 2 GB (tests, fixtures, the demo)."""
+    with tempfile.TemporaryDirectory(prefix="hubert-fix-export-") as tmp:
+        exported = export_model(model, Path(tmp) / "raw.onnx", **options)
+        full = onnx.load(str(exported.source))
+    set_metadata(full, {entry.key: entry.value for entry in exported.proto.metadata_props})
+    return full
 
 
 def _log_warnings(caught: list[warnings.WarningMessage]) -> None:
