@@ -100,3 +100,25 @@ def test_contentvec_middle_layer_with_final_proj(cli, tmp_path: Path) -> None:
     again = cli("validate", out, "--checkpoint", checkpoint, "--quick", "--device", "cpu")
     assert again.returncode == 0, again.stdout  # layer and final_proj come from the metadata
 
+
+
+def test_export_that_fails_validation_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import run_main
+
+    from hubert_fix import runner
+
+    real_repair = runner.repair
+    # Repairing only the Where leaves the frozen slice: the samples % frames == 0 cases fail.
+    monkeypatch.setattr(runner, "repair", lambda model, name: real_repair(model, name, skip=["frozen-slice-end"]))
+    out = tmp_path / "half-fixed.onnx"
+    code, stdout, _ = run_main("export", CHECKPOINT, "-o", out, "--json")
+    report = json.loads(stdout)
+    assert code == 1 and report["status"] == "validation failed; nothing written"
+    from hubert_fix.export import conv_stack, load_checkpoint
+    from hubert_fix.matrix import frames
+
+    stack = conv_stack(load_checkpoint(CHECKPOINT))
+    cases = report["validation"]["cases"]
+    failed = [c["name"] for c in cases if not c["ok"]]
+    assert failed and failed == [c["name"] for c in cases if c["samples"] % frames(c["samples"], stack) == 0]
+    assert list(tmp_path.iterdir()) == []  # no OUT, no temporary folder left behind
