@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 from conftest import CASES, FIXTURES, run_main
 
@@ -45,6 +46,11 @@ def test_repair_then_validate(spec: Export, tmp_path: Path) -> None:
     assert code == 0, err
     assert json.loads(stdout)["edits"] == sum(spec.edits.values())
     assert run_main("check", out)[0] == 0  # idempotent on the real export
+    repaired = onnx.load(str(out), load_external_data=False)
+    assert repaired.opset_import[0].version == spec.opset
+    if "where-broadcast" in spec.edits:
+        [unsqueeze] = [n for n in repaired.graph.node if n.name.endswith("/cond_unsqueeze")]
+        assert len(unsqueeze.input) == (1 if spec.opset < 13 else 2)  # axes: attribute below opset 13
     if spec.layout.startswith("external data"):
         assert (tmp_path / "repaired.onnx.data").is_file()
     if spec.reference != "cases":
