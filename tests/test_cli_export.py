@@ -12,6 +12,8 @@ import onnx
 import pytest
 from conftest import CHECKPOINT, FIXTURES
 
+from catalog import CHECKPOINTS
+
 pytest.importorskip("torch")
 pytest.importorskip("fairseq")
 pytestmark = pytest.mark.export
@@ -122,3 +124,14 @@ def test_export_that_fails_validation_writes_nothing(tmp_path: Path, monkeypatch
     failed = [c["name"] for c in cases if not c["ok"]]
     assert failed and failed == [c["name"] for c in cases if c["samples"] % frames(c["samples"], stack) == 0]
     assert list(tmp_path.iterdir()) == []  # no OUT, no temporary folder left behind
+
+
+@pytest.mark.parametrize("name", [n for n in CHECKPOINTS if n != "hubert_base_tiny"])
+def test_export_of_every_architecture(cli, tmp_path: Path, name: str) -> None:
+    """HuBERT large, ContentVec, wav2vec 2.0 (also the old args-style layout), data2vec-audio."""
+    out = tmp_path / f"{name}.onnx"
+    result = cli("export", FIXTURES / CHECKPOINTS[name].file, "-o", out, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["repair"]["edits"] >= 1 and report["validation"]["ok"] and len(report["validation"]["cases"]) == 10
+    assert not result.stderr.strip()  # fairseq's and Hydra's chatter stays out of a pipeline's stderr
