@@ -21,7 +21,6 @@ import time
 from importlib import resources
 from pathlib import Path
 
-
 from hubert_fix import __version__, runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError
 from hubert_fix.extras import export_module, pytorch_reference
@@ -174,9 +173,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
             _, report = runner.repair(model.proto, str(args.output))
             payload["repair"] = report.to_dict()
             human.append(f"repair: {len(report.edits)} edit(s)\n{format_report(report)}".rstrip())
-            staged = Path(tmp) / "repaired.onnx"
+            staged = Path(tmp) / "repaired.onnx"  # what ORT validates; OUT is written from the same skeleton
             save_model(model, staged)
-            model = load_model(staged)
             console.progress("validating")
             validation = validate(
                 model.proto, str(args.output), device="cuda" if args.device == "cuda" else "auto",

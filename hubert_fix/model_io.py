@@ -36,13 +36,19 @@ class ModelFile:
     """A model as loaded: the graph in memory, large weights left on disk (see skeleton).
 
     ``source`` is the file the stubs' locations resolve against (None for a model built
-    in memory, which has no stubs); ``external_data`` says the input kept its weights in
-    separate files, so the output does too.
+    in memory, which has no stubs).
     """
 
     proto: onnx.ModelProto
     source: Path | None = None
-    external_data: bool = False
+
+    @property
+    def external_data(self) -> bool:
+        """The input keeps weights in separate files (stubs not into itself): so does the output."""
+        return self.source is not None and any(
+            {e.key: e.value for e in t.external_data}.get("location") != self.source.name
+            for t in skeleton.stubs(self.proto)
+        )
 
     def spans(self) -> dict[str, skeleton.Span]:
         if self.source is None:
@@ -70,10 +76,7 @@ def load_model(path: Path) -> ModelFile:
     except Exception as exc:  # protobuf raises assorted types on damaged files
         hint = "; it is a zip archive (a PyTorch checkpoint? use hubert-fix export)" if _is_zip(path) else ""
         raise UnusableInputError(f"{path}: not a readable ONNX model (truncated or corrupt?): {one_line(exc)}{hint}") from None
-    external = any(
-        {e.key: e.value for e in t.external_data}.get("location") != path.name for t in skeleton.stubs(model)
-    )
-    loaded = ModelFile(model, path, external)
+    loaded = ModelFile(model, path)
     try:
         onnx.checker.check_model(checkable(model))
     except Exception as exc:  # onnx.checker.ValidationError and protobuf errors on damaged fields
