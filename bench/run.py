@@ -46,7 +46,7 @@ from catalog import CHECKPOINTS  # noqa: E402
 from hubert_fix import export  # noqa: E402
 from hubert_fix.errors import HubertFixError  # noqa: E402
 from hubert_fix.matrix import SAMPLE_RATE, Case  # noqa: E402
-from hubert_fix.validate import CPU, create_session  # noqa: E402
+from hubert_fix.session import CPU, create_session  # noqa: E402
 
 HUBERT_FIX = Path(sys.executable).parent / "hubert-fix"
 SIZES = {

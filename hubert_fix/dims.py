@@ -459,6 +459,11 @@ def _step(facts: GraphFacts, tensor: gs.Tensor, axis: int) -> Step:
         if isinstance(element, int):
             return element if element > 0 else None
         return element
+    if op == "Tile":
+        # out.shape[i] == in.shape[i] * repeats[i]: the dim is kept where repeats[i] is 1
+        return (first, axis) if shape_element(facts, _input(node, 1), axis) == 1 else None
+    if op == "Expand":
+        return _expand_step(facts, node, tensor, axis)
     if op in _POOL_OPS:
         return (first, 0) if axis == 0 and out_index == 0 else None
     if op == "MatMul":
@@ -485,6 +490,20 @@ def _broadcast_step(facts: GraphFacts, node: gs.Node, tensor: gs.Tensor, axis: i
     if len(roots) == 1 and None not in roots:
         return carriers[0]
     return None
+
+
+def _expand_step(facts: GraphFacts, node: gs.Node, tensor: gs.Tensor, axis: int) -> Step:
+    """Expand broadcasts its input against ``shape`` (right-aligned): where the shape
+    vector says 1 (or is too short to reach the axis) the input's dim is kept."""
+    first, vector = node.inputs[0], _input(node, 1)
+    out_rank, in_rank = facts.rank(tensor), facts.rank(first)
+    length = None if vector is None else _vector_length(facts, vector)
+    if out_rank is None or in_rank is None or length is None:
+        return None
+    shape_axis, in_axis = axis - (out_rank - length), axis - (out_rank - in_rank)
+    if shape_axis >= 0 and shape_element(facts, vector, shape_axis) != 1:
+        return None
+    return (first, in_axis) if in_axis >= 0 else 1
 
 
 def _reduce_step(facts: GraphFacts, node: gs.Node, axis: int) -> Step:
@@ -572,6 +591,12 @@ def shape_element(facts: GraphFacts, vector: gs.Tensor | None, index: int) -> St
         return None
     if node.op in ("Cast", "Identity"):
         return shape_element(facts, node.inputs[0], index)
+    if node.op == "ConstantOfShape":  # every element is the integer ``value`` (e.g. ones_like)
+        fill = const_value(node.attrs.get("value"))
+        length = _vector_length(facts, vector)
+        if fill is None or fill.size != 1 or fill.dtype.kind not in "iu" or length is None or index >= length:
+            return None
+        return int(fill.reshape(-1)[0])
     if node.op == "Shape":
         source = node.inputs[0]
         rank = facts.rank(source)

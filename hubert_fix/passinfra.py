@@ -2,7 +2,9 @@
 
 A pass finds one kind of defect in an onnx-graphsurgeon graph and, when asked,
 repairs it in place. Finding and fixing share one code path (``apply=False`` finds and
-plans, ``apply=True`` also edits), so ``check`` reports exactly what ``repair`` would do.
+plans, ``apply=True`` also edits); ``check`` and ``repair`` both run the passes with
+``apply=True`` on their own copy of the graph, so ``check`` reports exactly what
+``repair`` does.
 Every candidate the pass looked at and did not repair is reported with the reason.
 """
 
@@ -27,6 +29,7 @@ class Edit:
     before: str  # the defect, with shapes and symbolic dims
     after: str  # the shapes once repaired
     action: str  # what is inserted or rewired
+    assumption: str = ""  # what the edit takes as given where the graph cannot prove it
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)

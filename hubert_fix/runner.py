@@ -22,6 +22,7 @@ from hubert_fix.errors import UnrepairableError, UnusableInputError
 from hubert_fix.model_io import checkable, one_line, set_metadata
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.passinfra import Edit, Pass, PassResult
+from hubert_fix.session import load_error
 from hubert_fix.skeleton import weightless
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,17 @@ def select_passes(skip: Sequence[str] = ()) -> tuple[Pass, ...]:
     return tuple(p for p in DEFAULT_PASSES if p.name not in skip)
 
 
-def run_passes(model: onnx.ModelProto, name: str, *, apply: bool, skip: Sequence[str] = ()) -> tuple[gs.Graph, Report]:
-    """Run the selected passes over a graphsurgeon import of ``model``."""
+def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> tuple[gs.Graph, Report]:
+    """Run the selected passes, each repairing what it found, over a graphsurgeon import.
+
+    ``model`` itself is not touched (the import is a copy). ``check`` and ``repair`` both
+    run this, so each pass sees the graph as the passes before it left it, and ``check``
+    reports exactly what ``repair`` does.
+    """
     graph = gs.import_onnx(model)
-    report = Report(model=name, applied=apply)
+    report = Report(model=name, applied=False)
     for rewrite in select_passes(skip):
-        result = rewrite.run(graph, analyze(graph), apply=apply)
+        result = rewrite.run(graph, analyze(graph), apply=True)
         log.debug("%s: %d edit(s), %d declined", rewrite.name, len(result.edits), len(result.declined))
         if result.modified:
             graph.cleanup().toposort()
@@ -78,8 +84,18 @@ def run_passes(model: onnx.ModelProto, name: str, *, apply: bool, skip: Sequence
 
 
 def check(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> Report:
-    """Find what ``repair`` would change; the model is not modified."""
-    return run_passes(model, name, apply=False, skip=skip)[1]
+    """Find what ``repair`` would change and prove that its result would load; ``model`` is not modified.
+
+    Raises UnusableInputError when ONNX Runtime cannot load the model and the passes do
+    not change that (the model cannot be deployed as it is, nor repaired into shape).
+    """
+    graph, report = run_passes(model, name, skip=skip)
+    if not report.blocking:
+        candidate = onnx.ModelProto()
+        candidate.CopyFrom(model)  # a skeleton: large weights are references, not bytes
+        _settle(candidate, graph, report, skip)
+        _verify(candidate, model, name)
+    return report
 
 
 def repair(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> tuple[onnx.ModelProto, Report]:
@@ -87,20 +103,29 @@ def repair(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> tu
 
     Raises UnrepairableError when a pass found a defect it cannot repair, and when the
     result fails ``onnx.checker`` or ONNX Runtime session creation: a repaired model
-    is only returned once it is known to load.
+    is only returned once it is known to load. Raises UnusableInputError when ONNX
+    Runtime cannot load the input itself and the repair does not change that.
     """
-    graph, report = run_passes(model, name, apply=True, skip=skip)
+    original = onnx.ModelProto()
+    original.CopyFrom(model)
+    graph, report = run_passes(model, name, skip=skip)
+    report.applied = True
     if report.blocking:
         raise UnrepairableError(
             f"{name}: {report.blocking} problem(s) no pass can repair (see the report); nothing written",
             report=report,
         )
+    _settle(model, graph, report, skip)
+    _verify(model, original, name)
+    return model, report
+
+
+def _settle(model: onnx.ModelProto, graph: gs.Graph, report: Report, skip: Sequence[str]) -> None:
+    """Put the passes' graph into ``model`` (when they edited it) and record the repair."""
     if any(r.modified for r in report.results):
         repaired = gs.export_onnx(graph, do_type_check=False)
         model.graph.CopyFrom(repaired.graph)
     _record(model, report, skip)
-    _verify(model, name)
-    return model, report
 
 
 def _record(model: onnx.ModelProto, report: Report, skip: Sequence[str]) -> None:
@@ -114,19 +139,22 @@ def _record(model: onnx.ModelProto, report: Report, skip: Sequence[str]) -> None
     set_metadata(model, {REPAIR_METADATA_KEY: json.dumps(record, sort_keys=True)})
 
 
-def _verify(model: onnx.ModelProto, name: str) -> None:
+def _verify(model: onnx.ModelProto, original: onnx.ModelProto, name: str) -> None:
     """The repaired model must pass the ONNX checker and load in ONNX Runtime.
 
     Both check the weightless twin (large weights as graph inputs of the same dtype and
     shape): session creation proves the graph, not the weights, and reads no weight.
+    When the result does not load, neither may the input (an IR version or an op ORT
+    does not support): that is unusable input, named with ORT's reason; otherwise the
+    repair itself broke the model and nothing is written.
     """
-    from hubert_fix.validate import create_session, ort_message
-
     try:
         onnx.checker.check_model(checkable(model))
     except onnx.checker.ValidationError as exc:
         raise UnrepairableError(f"{name}: repaired model fails onnx.checker: {one_line(exc)}; nothing written") from None
-    try:
-        create_session(weightless(model).SerializeToString(), name, device="cpu")
-    except Exception as exc:  # ORT raises its own exception types on graphs it rejects
-        raise UnrepairableError(f"{name}: repaired model fails ONNX Runtime session creation: {ort_message(exc)}") from None
+    reason = load_error(weightless(model).SerializeToString(), name)
+    if reason is None:
+        return
+    if load_error(weightless(original).SerializeToString(), name) is not None:
+        raise UnusableInputError(f"{name}: ONNX Runtime cannot load this model: {reason}")
+    raise UnrepairableError(f"{name}: repaired model fails ONNX Runtime session creation: {reason}; nothing written")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from hubert_fix.passinfra import Pass
 
-from .frozen_slice import FrozenSliceEnd
+from .frozen_slice import FrozenSlice
 from .where_broadcast import WhereBroadcast
 
-DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenSliceEnd())
+DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenSlice())
 
 
-__all__ = ["DEFAULT_PASSES", "FrozenSliceEnd", "WhereBroadcast"]
+__all__ = ["DEFAULT_PASSES", "FrozenSlice", "WhereBroadcast"]

@@ -1,4 +1,4 @@
-"""frozen-slice-end: fix ``x[:, :-n]`` whose ``if n > 0`` guard the trace dropped.
+"""frozen-slice: fix ``x[:, :-n]`` and ``x[:, -n:]`` whose ``if n > 0`` guard the trace dropped.
 
 HuBERT's ``forward_padding_mask`` does::
 
@@ -8,7 +8,10 @@ HuBERT's ``forward_padding_mask`` does::
 
 Tracing freezes the ``if`` (taken for the example input), so the graph always slices
 with ``ends = -extra``. When ``samples % frames == 0`` at run time the end is ``-0 == 0``
-and the slice is empty: the model fails or returns NaN.
+and the slice is empty: the model fails or returns NaN. fairseq's encoder without a
+padding mask does the same with a *start*: ``if pad_length > 0 and padding_mask is
+None: padding_mask[:, -pad_length:] = True``; traced (dynamo), pad 0 makes the start
+``-0`` and masks every frame.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from hubert_fix.passinfra import Declined, Edit, PassResult, node_label, settle,
 
 logger = logging.getLogger(__name__)
 
-# Ops that pass a one-element value through unchanged (value-wise) on its way to `ends`.
+# Ops that pass a one-element value through unchanged (value-wise) on its way to a Slice bound.
 _WRAPPERS = frozenset({"Unsqueeze", "Reshape", "Squeeze", "Cast", "Identity", "Concat"})
 # Ops whose output is >= 0 when all their inputs are (for Concat/Gather/Slice: the data input).
 _NONNEG_IF_INPUTS = frozenset({"Add", "Mul", "Max", "Min", "Div", "Cast", "Identity", "Sum"})
@@ -34,26 +37,30 @@ _VALUE_KEEPING = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Identity")
 _NONNEG_IF_FIRST = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Gather", "Slice", "Expand", "Concat"})
 
 
+_BOUNDS = {1: "starts", 2: "ends"}  # Slice input index -> name
+
+
 @dataclass(frozen=True)
 class _Plan:
     slice_node: gs.Node
+    index: int  # the Slice input rewritten: 1 (starts) or 2 (ends)
     axis: int
     dtype: np.dtype
     names: dict[str, str]
     edit: Edit
 
 
-class FrozenSliceEnd:
-    """Rewrite a Slice end -n to dim - n where n's guard ``if n > 0`` was traced away.
+class FrozenSlice:
+    """Rewrite a Slice start or end -n to dim - n where n's guard ``if n > 0`` was traced away.
 
-    Candidate: a ``Slice`` (opset >= 10 input form) whose ``ends`` is a negation of some
-    n, possibly through single-element Unsqueeze/Reshape/Squeeze/Cast/Concat:
-    ``Neg(n)``, ``Mul(n, -1)`` / ``Mul(-1, n)`` with a constant -1 (the dynamo
-    exporter's form), or ``Sub(0, n)``.
+    Candidate: a ``Slice`` (opset >= 10 input form) whose ``starts`` or ``ends`` is a
+    negation of some n, possibly through single-element
+    Unsqueeze/Reshape/Squeeze/Cast/Concat: ``Neg(n)``, ``Mul(n, -1)`` / ``Mul(-1, n)``
+    with a constant -1 (the dynamo exporter's form), or ``Sub(0, n)``.
 
-    Repaired when ``axes`` is one constant axis (or absent with one end: axis 0),
-    ``steps`` is absent or constant positive, and the graph shows that a guard
-    ``if n > 0`` was dropped, by one of:
+    Repaired when ``axes`` is one constant axis (or absent with one element: axis 0),
+    ``steps`` is absent or constant positive, and the graph shows that n is an amount
+    that a guard ``if n > 0`` protected, by one of:
 
     * n is a remainder ``Mod(a, b)`` (the trim-to-multiple idiom ``extra = len % k;
       if extra > 0: x = x[:-extra]``) whose dividend a is proven to be the sliced dim
@@ -61,13 +68,16 @@ class FrozenSliceEnd:
       sign; the divisor is built from ``Shape`` values). The TorchScript exporter
       slices by ``Gather(Shape(mask), 1) % frames``; the dynamo exporter by
       ``Squeeze(Shape(source, 1, 2)) % <frame formula>``, with ``samples`` shared;
-    * n is also the end pad of the same axis in a ``Pad`` (fairseq's
-      ``pad_to_multiple`` then ``if pad_length > 0: x = x[:, :-pad_length]``, which
-      the dynamo exporter traces when the encoder's ``required_seq_len_multiple`` > 1).
+    * n is also the end pad of an axis in a ``Pad``: fairseq's ``pad_to_multiple``
+      pads T by ``pad_length``, and every later use of ``-pad_length`` sits under
+      ``if pad_length > 0`` (the trim ``x[:, :-pad_length]``; without a padding mask,
+      ``padding_mask[:, -pad_length:] = True``, which the dynamo exporter writes as
+      Slices of the new mask and of a Range of its positions).
 
-    Then ``ends := Add(Gather(Shape(data), [axis]), ends)``, i.e. ``dim - n``: for
-    0 < n <= dim that is the same position as ``-n``; for n <= 0 it is at least ``dim``
-    (keep everything), which is what the dropped ``if n > 0`` guard did.
+    Then the bound ``b = -n`` becomes ``Add(Gather(Shape(data), [axis]), b)``, i.e.
+    ``dim - n``: for 0 < n <= dim that is the same position as ``-n``; for n == 0 it is
+    ``dim``, so an end keeps everything and a start selects nothing, which is what the
+    dropped ``if n > 0`` guard did (for n < 0, more than ``dim``: the same).
 
     Declined, not blocking: n is neither. An unguarded ``x[:, :-n]`` is empty for n == 0
     in PyTorch too, and nothing shows that a guard was dropped.
@@ -85,18 +95,18 @@ class FrozenSliceEnd:
 
     Why this is evidence: ``x[:-(len % k)]`` without a guard would empty x whenever len
     is a multiple of k, in PyTorch too, so code that slices by a remainder guards it
-    (fairseq does); likewise trimming a padding of length 0 must keep everything. The
-    trace is what dropped the guard.
+    (fairseq does); likewise nothing is trimmed or masked after a padding of length 0.
+    The trace is what dropped the guard.
 
-    Idempotent: after the repair ``ends`` is produced by Add, not by a negation.
+    Idempotent: after the repair the bound is produced by Add, not by a negation.
     """
 
-    name = "frozen-slice-end"
+    name = "frozen-slice"
 
     def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
         taken = taken_names(graph)
-        candidates = [node for node in graph.nodes if node.op == "Slice"]
-        outcomes = [_examine(node, facts, taken) for node in candidates]
+        candidates = [(node, index) for node in graph.nodes if node.op == "Slice" for index in _BOUNDS]
+        outcomes = [_examine(node, index, facts, taken) for node, index in candidates]
         return settle(self.name, outcomes, lambda plan: _apply(plan, graph), apply=apply)
 
 
@@ -106,9 +116,9 @@ def _is_const(tensor: gs.Tensor, value: int) -> bool:
     return array is not None and array.size >= 1 and bool(np.all(array == value))
 
 
-def negated_operand(ends: gs.Tensor) -> tuple[gs.Node, gs.Tensor] | None:
-    """If ``ends`` is ``-n`` (through one-element wrappers), the negating node and n."""
-    tensor = ends
+def negated_operand(bound: gs.Tensor) -> tuple[gs.Node, gs.Tensor] | None:
+    """If ``bound`` is ``-n`` (through one-element wrappers), the negating node and n."""
+    tensor = bound
     while True:
         node = producer(tensor)
         if node is None:
@@ -140,15 +150,14 @@ def _remainder(tensor: gs.Tensor) -> gs.Node | None:
     return node if node is not None and node.op == "Mod" else None
 
 
-def _undone_pad(n: gs.Tensor, data: gs.Tensor, axis: int, facts: GraphFacts) -> gs.Node | None:
-    """A ``Pad`` that pads the end of the sliced axis by this very n, if there is one.
+def _padding_amount(n: gs.Tensor, facts: GraphFacts) -> gs.Node | None:
+    """A ``Pad`` that pads the end of some axis by this very n, if there is one.
 
-    fairseq's ``pad_to_multiple`` pads the time axis by ``pad_length`` and the encoder
-    later does ``if pad_length > 0: x = x[:, :-pad_length]``; the slice undoes the pad.
-    Found by following n's consumers through value-keeping wrappers into the Concat
-    that builds a Pad's ``pads``. The Pad must pad the *end* of the same axis of a
-    tensor of the same rank: the very tensor n both pads and trims that axis (between
-    them lie the encoder layers, through which the dim's provenance is not traced).
+    fairseq's ``pad_to_multiple`` pads the time axis by ``pad_length``, and what later
+    undoes or marks that padding (``x[:, :-pad_length]``, ``mask[:, -pad_length:] =
+    True``) sits under ``if pad_length > 0``. Found by following n's consumers through
+    value-keeping wrappers into the Concat that builds a Pad's ``pads``; the position of
+    n there must be an *end* pad (the second half of ``pads``).
     """
     frontier, seen = [n], set()
     while frontier:
@@ -160,14 +169,14 @@ def _undone_pad(n: gs.Tensor, data: gs.Tensor, axis: int, facts: GraphFacts) -> 
             if consumer.op in _VALUE_KEEPING:
                 frontier.extend(consumer.outputs[:1])
             elif consumer.op == "Concat" and int(consumer.attrs.get("axis", 0)) == 0:
-                pad = _pad_of(consumer, tensor, data, axis, facts)
+                pad = _pad_of(consumer, tensor, facts)
                 if pad is not None:
                     return pad
     return None
 
 
-def _pad_of(concat: gs.Node, part: gs.Tensor, data: gs.Tensor, axis: int, facts: GraphFacts) -> gs.Node | None:
-    """The Pad whose ``pads`` is ``concat`` with ``part`` as the end pad of the sliced axis."""
+def _pad_of(concat: gs.Node, part: gs.Tensor, facts: GraphFacts) -> gs.Node | None:
+    """The Pad whose ``pads`` is ``concat`` with ``part`` as the end pad of one of its axes."""
     position = 0
     for piece in concat.inputs:
         if piece is part:
@@ -180,9 +189,9 @@ def _pad_of(concat: gs.Node, part: gs.Tensor, data: gs.Tensor, axis: int, facts:
         if pad.op != "Pad" or len(pad.inputs) < 2 or pad.inputs[1] is not concat.outputs[0]:
             continue
         rank = facts.rank(pad.outputs[0])
-        if rank is None or rank != facts.rank(data) or len(pad.inputs) > 3 and pad.inputs[3].name:
+        if rank is None or len(pad.inputs) > 3 and pad.inputs[3].name:
             continue  # unknown rank, or pads restricted to some axes (opset 18 ``axes``)
-        if position == rank + axis % rank:  # pads = [begin per axis..., end per axis...]
+        if rank <= position < 2 * rank:  # pads = [begin per axis..., end per axis...]
             return pad
     return None
 
@@ -215,18 +224,19 @@ def proven_nonnegative(tensor: gs.Tensor, depth: int = 0) -> bool:
     return False
 
 
-def _examine(node: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan | Declined | None:
-    """Decide about one Slice: a plan, a Declined, or None (not a negated-end Slice)."""
-    if len(node.inputs) < 3 or node.inputs[2].name == "":
-        return None  # opset < 10 attribute form: ends are constants, nothing frozen
-    data, ends = node.inputs[0], node.inputs[2]
-    found = negated_operand(ends)
+def _examine(node: gs.Node, index: int, facts: GraphFacts, taken: set[str]) -> _Plan | Declined | None:
+    """Decide about one Slice bound: a plan, a Declined, or None (not a negated bound)."""
+    if len(node.inputs) <= index or node.inputs[index].name == "":
+        return None  # opset < 10 attribute form: bounds are constants, nothing frozen
+    data, bound = node.inputs[0], node.inputs[index]
+    found = negated_operand(bound)
     if found is None:
         return None
     neg, n = found
     name = node_label(node)
     n_desc = _describe_value(n)
-    pattern = f"ends = -({n_desc}) via {neg.op} '{node_label(neg)}'"
+    which = _BOUNDS[index]
+    pattern = f"{which} = -({n_desc}) via {neg.op} '{node_label(neg)}'"
 
     def decline(why: str) -> Declined:
         return Declined(node=name, op="Slice", reason=f"{pattern}: {why}", blocking=True)
@@ -234,9 +244,9 @@ def _examine(node: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan | Decli
     axes_t = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name != "" else None
     steps_t = node.inputs[4] if len(node.inputs) > 4 and node.inputs[4].name != "" else None
     if axes_t is None:
-        ends_shape = facts.shape(ends)
-        if ends_shape != (1,):
-            return decline(f"no axes and ends has shape {facts.describe(ends)}, not one element")
+        bound_shape = facts.shape(bound)
+        if bound_shape != (1,):
+            return decline(f"no axes and {which} has shape {facts.describe(bound)}, not one element")
         axis = 0
     else:
         axes = int_list(axes_t)
@@ -248,43 +258,42 @@ def _examine(node: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan | Decli
         if steps is None or any(s <= 0 for s in steps):
             return decline("steps are not constant and positive")
     mod = _remainder(n)
-    pad = None if mod is not None else _undone_pad(n, data, axis, facts)
+    pad = None if mod is not None else _padding_amount(n, facts)
     if mod is None and pad is None:
         return Declined(
             node=name, op="Slice", blocking=False,
-            reason=f"{pattern}: n is neither a remainder (Mod) nor the amount of a Pad this slice undoes, "
-            "so no dropped guard is evident; an unguarded x[:-n] is empty for n == 0 in PyTorch too, "
-            "left as exported",
+            reason=f"{pattern}: n is neither a remainder (Mod) nor the end padding of a Pad, "
+            f"so no dropped guard is evident; an unguarded x[{'-n:' if index == 1 else ':-n'}] does "
+            "the same for n == 0 in PyTorch too, left as exported",
         )
     if mod is not None and not (facts.value_is_dim(mod.inputs[0], data, axis) or proven_nonnegative(n)):
         return decline(
             f"n = {n_desc}: its dividend is not proven to be the sliced dim {facts.dim_str(data, axis)}, "
             "nor n proven >= 0, so dim - n may differ from -n; cannot repair safely"
         )
-    dtype = facts.dtype(ends) or np.dtype(np.int64)
-    base = f"{name}/end_fix"
+    dtype = facts.dtype(bound) or np.dtype(np.int64)
+    base = f"{name}/{'start' if index == 1 else 'end'}_fix"
     names = {
         key: unique_name(f"{base}/{key}", taken)
         for key in ("Shape", "Shape_output_0", "Gather", "Gather_output_0", "indices", "Cast",
                     "Cast_output_0", "Add", "Add_output_0")
     }  # fmt: skip
     dim = facts.dim_str(data, axis)
+    at_zero = "empty" if index == 2 else "the whole axis (the guard selected nothing)"
+    kept = f"== {dim}, everything" if index == 2 else f"== {dim}, nothing"
     edit = Edit(
         node=name,
         op="Slice",
-        before=(
-            f"Slice of {facts.describe(data)} on axis {axis} with {pattern}: "
-            f"empty when n == 0"
-        ),
-        after=f"ends = {dim} - n (== {dim} when n == 0)",
-        action=f"inserted Shape/Gather/Add '{names['Add']}' computing dim + ends",
+        before=f"Slice of {facts.describe(data)} on axis {axis} with {pattern}: {at_zero} when n == 0",
+        after=f"{which} = {dim} - n ({kept} when n == 0)",
+        action=f"inserted Shape/Gather/Add '{names['Add']}' computing dim + {which}",
     )
-    return _Plan(node, axis, dtype, names, edit)
+    return _Plan(node, index, axis, dtype, names, edit)
 
 
 def _apply(plan: _Plan, graph: gs.Graph) -> None:
-    """``ends := Add(Gather(Shape(data), [axis]), ends)`` (Cast to ends' type if not int64)."""
-    data, ends = plan.slice_node.inputs[0], plan.slice_node.inputs[2]
+    """``bound := Add(Gather(Shape(data), [axis]), bound)`` (Cast to the bound's type if not int64)."""
+    data, bound = plan.slice_node.inputs[0], plan.slice_node.inputs[plan.index]
     names = plan.names
     shape = gs.Variable(names["Shape_output_0"], dtype=np.int64)
     indices = gs.Constant(names["indices"], np.array([plan.axis], dtype=np.int64))
@@ -299,9 +308,9 @@ def _apply(plan: _Plan, graph: gs.Graph) -> None:
             gs.Node("Cast", names["Cast"], attrs={"to": dtype_to_onnx(plan.dtype)}, inputs=[dim], outputs=[cast])
         )
         dim = cast
-    new_end = gs.Variable(names["Add_output_0"], dtype=plan.dtype)
-    new_nodes.append(gs.Node("Add", names["Add"], inputs=[dim, ends], outputs=[new_end]))
-    plan.slice_node.inputs[2] = new_end
+    new_bound = gs.Variable(names["Add_output_0"], dtype=plan.dtype)
+    new_nodes.append(gs.Node("Add", names["Add"], inputs=[dim, bound], outputs=[new_bound]))
+    plan.slice_node.inputs[plan.index] = new_bound
     graph.nodes.extend(new_nodes)
 
 

@@ -52,6 +52,12 @@ class WhereBroadcast:
     * both proven (e.g. static T == C with B == 1): the two readings differ and the
       graph does not say which one was meant; declined, blocking;
     * left not proven on some axis: declined, blocking, naming the axes and dims;
+      except when every unproven axis pairs unnamed dynamic dims of graph inputs (an
+      export without dim names: nothing can prove that ``source`` and ``padding_mask``
+      share the batch) *and* the right-aligned reading pairs a dynamic condition dim
+      with a static data dim > 1 (it would need the frame count to equal C on every
+      input, which cannot be the model's design): **repaired** left-aligned, the
+      assumption stated in the edit;
     * an operand of unknown rank (a model whose inputs declare no shapes): declined,
       blocking; a Where that cannot be examined cannot be claimed correct.
 
@@ -122,25 +128,33 @@ def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> 
             reason=f"already broadcasts correctly: condition {cond_s} vs data {data_s} ({right_pairs})",
             blocking=False,
         )
+    assumption = ""
     if not all(left):
         axes_unproven = [i for i in range(rc) if not left[i]]
         unproven = ", ".join(f"axis {i}: {facts.dim_str(cond, i)} vs {facts.dim_str(data, i)}" for i in axes_unproven)
-        inputs = {t.name for t in facts.graph.inputs}
-        roots = [facts.root(t, i) for i in axes_unproven for t in (cond, data)]
-        hint = ""
-        if all(isinstance(r, tuple) and r[0] in inputs for r in roots):
+        unnamed = _unnamed_input_dims(facts, [(t, i) for i in axes_unproven for t in (cond, data)])
+        refuted = _right_refuted(facts, cond, data, rc, rd)
+        if not (unnamed and refuted):
             hint = (
                 "; these dims are unnamed dims of different graph inputs, which nothing proves equal: give "
                 "them one name (e.g. 'batch', with onnx.tools.update_model_dims) and run again"
+                if unnamed
+                else ""
             )
-        return Declined(
-            node=name,
-            op="Where",
-            reason=(
-                f"condition {cond_s} vs data {data_s}: neither alignment proven; left-aligned "
-                f"dims not proven equal on {unproven}{hint}"
-            ),
-            blocking=True,
+            return Declined(
+                node=name,
+                op="Where",
+                reason=(
+                    f"condition {cond_s} vs data {data_s}: neither alignment proven; left-aligned "
+                    f"dims not proven equal on {unproven}{hint}"
+                ),
+                blocking=True,
+            )
+        assumption = (
+            f"left-aligned although {unproven} are unnamed dims of different graph inputs, which nothing "
+            f"proves equal: PyTorch's boolean-mask indexing is left-aligned by definition, and the "
+            f"right-aligned reading would need {refuted} on every input; give the dims one name "
+            "(onnx.tools.update_model_dims) to make this a proof"
         )
     axes = list(range(rc, rd))
     node_name = unique_name(f"{name}/cond_unsqueeze", taken)
@@ -154,8 +168,37 @@ def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> 
         before=f"condition {cond_s} vs data {data_s} (right-aligned: {right_pairs})",
         after=f"condition [{', '.join(after_dims)}] broadcasts to {data_s}",
         action=f"inserted Unsqueeze '{node_name}' (axes={axes} as {form}) on the condition",
+        assumption=assumption,
     )
     return _Plan(where, axes, node_name, output_name, axes_name, edit)
+
+
+def _unnamed_input_dims(facts: GraphFacts, dims: list[tuple[gs.Tensor, int]]) -> bool:
+    """True when every one of ``dims`` comes unchanged from an unnamed dynamic dim of a graph input."""
+    inputs = {t.name for t in facts.graph.inputs}
+    roots = [facts.root(tensor, axis) for tensor, axis in dims]
+    return all(isinstance(r, tuple) and r[0] in inputs for r in roots)
+
+
+def _static(facts: GraphFacts, tensor: gs.Tensor, axis: int) -> int | None:
+    """The dim's size when it is proven static."""
+    dim = facts.shape(tensor)
+    value = None if dim is None else dim[axis]
+    return value if isinstance(value, int) else None
+
+
+def _right_refuted(facts: GraphFacts, cond: gs.Tensor, data: gs.Tensor, rc: int, rd: int) -> str:
+    """Why the right-aligned reading cannot be what the model means ("" when nothing refutes it).
+
+    It is refuted when it pairs a dynamic condition dim with a static data dim > 1: the
+    broadcast would then only work for the inputs where that dynamic dim happens to equal
+    the constant (frames == C), never as a design.
+    """
+    for i in range(rc):
+        width = _static(facts, data, rd - rc + i)
+        if width is not None and width > 1 and _static(facts, cond, i) is None:
+            return f"the dynamic dim {facts.dim_str(cond, i)} to equal {width}"
+    return ""
 
 
 def _apply(plan: _Plan, graph: gs.Graph) -> None:

@@ -49,7 +49,7 @@ def run_main(*args: object) -> tuple[int, str, str]:
 def cuda_runs() -> bool:
     """True only where CUDAExecutionProvider really runs a session (onnxruntime-gpu lists
     it even without a GPU, then falls back to CPU)."""
-    from hubert_fix.validate import CUDA, create_session
+    from hubert_fix.session import CUDA, create_session
 
     try:
         return create_session(str(RAW), str(RAW), device="auto").get_providers()[0] == CUDA

@@ -160,12 +160,13 @@ def frozen_slice_model(
     return model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept"])], opset, inits)
 
 
-def pad_trim_model(form: str = "neg", opset: int = 17, same_axis: bool = True) -> onnx.ModelProto:
+def pad_trim_model(form: str = "neg", opset: int = 17, begin: bool = False, start: bool = False) -> onnx.ModelProto:
     """fairseq's ``pad_to_multiple(x, 2)`` then ``if pad > 0: x = x[:, :-pad]``, guard dropped.
 
-    ``pad = 2 * ((T + 1) // 2) - T`` pads the end of axis 1 of x [batch, T, 4]; a Relu
-    stands for the encoder between; the Slice trims by the same ``pad`` (on axis 2
-    instead with ``same_axis=False``).
+    ``pad = 2 * ((T + 1) // 2) - T`` pads the end of axis 1 of x [batch, T, 4] (its
+    beginning with ``begin=True``, which is no ``pad_to_multiple``); a Relu stands for
+    the encoder between; the Slice trims by the same ``pad``. With ``start=True`` it
+    selects the padded tail instead, ``x[:, -pad:]`` (fairseq marks it in a new mask).
     """
     nodes = [
         helper.make_node("Shape", ["x"], ["s_x"], name="/Shape"),
@@ -175,17 +176,21 @@ def pad_trim_model(form: str = "neg", opset: int = 17, same_axis: bool = True) -
         helper.make_node("Mul", ["half", "two"], ["padded"], name="/Mul_2"),
         helper.make_node("Sub", ["padded", "t"], ["pad"], name="/Sub_pad"),
         helper.make_node("Reshape", ["pad", "one_vec"], ["pad_vec"], name="/Reshape"),
-        helper.make_node("Concat", ["z", "z", "z", "z", "pad_vec", "z"], ["pads"], name="/Concat", axis=0),
+        helper.make_node(
+            "Concat", ["z", "pad_vec", "z", "z", "z", "z"] if begin else ["z", "z", "z", "z", "pad_vec", "z"],
+            ["pads"], name="/Concat", axis=0,
+        ),
         helper.make_node("Pad", ["x", "pads"], ["xp"], name="/Pad"),
         helper.make_node("Relu", ["xp"], ["enc"], name="/Relu"),
     ]
     neg_nodes, neg_inits = negation_nodes(form, "pad", "neg")
     nodes += neg_nodes
-    nodes += unsqueeze(opset, "neg", [0], "ends", "/Unsqueeze")
-    nodes.append(helper.make_node("Slice", ["enc", "start", "ends", "axes"], ["out"], name="/Slice"))
+    nodes += unsqueeze(opset, "neg", [0], "bound", "/Unsqueeze")
+    bounds = ["bound", "last"] if start else ["start", "bound"]
+    nodes.append(helper.make_node("Slice", ["enc", *bounds, "axes"], ["out"], name="/Slice"))
     inits = [
         const("i1", 1), const("one", 1), const("two", 2), const("one_vec", [1]), const("z", [0]),
-        const("start", [0]), const("axes", [1 if same_axis else 2]), *neg_inits,
+        const("start", [0]), const("last", [2**63 - 1]), const("axes", [1]), *neg_inits,
     ]  # fmt: skip
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "T", 4])]
     return model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept", 4])], opset, inits)

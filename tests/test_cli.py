@@ -31,7 +31,7 @@ def test_check_flags_the_raw_export(cli) -> None:
     before = digest(RAW)
     result = cli("check", RAW)
     assert result.returncode == 1, result.stderr
-    assert "where-broadcast" in result.stdout and "frozen-slice-end" in result.stdout
+    assert "where-broadcast" in result.stdout and "frozen-slice" in result.stdout
     assert "/encoder/Where" in result.stdout
     assert digest(RAW) == before
 
@@ -39,7 +39,7 @@ def test_check_flags_the_raw_export(cli) -> None:
     assert data["applied"] is False and data["edits"] == 2 and data["unrepairable"] == 0
     by_pass = {p["pass"]: p for p in data["passes"]}
     assert [e["node"] for e in by_pass["where-broadcast"]["edits"]] == ["/encoder/Where"]
-    assert len(by_pass["frozen-slice-end"]["edits"]) == 1
+    assert len(by_pass["frozen-slice"]["edits"]) == 1
     assert not any(p["modified"] for p in data["passes"])
 
 
@@ -54,7 +54,7 @@ def test_repair_keeps_the_interface_and_records_itself(repaired: Path) -> None:
         assert meta[prop.key] == prop.value
     record = json.loads(meta["hubert_fix.repair"])
     assert record["tool"] == "hubert-fix" and len(record["edits"]) == 2
-    assert record["passes"] == ["where-broadcast", "frozen-slice-end"]
+    assert record["passes"] == ["where-broadcast", "frozen-slice"]
     onnx.checker.check_model(fixed, full_check=True)
 
 
@@ -111,12 +111,12 @@ def test_validate_cuda_refuses_when_cuda_does_not_run(cli, repaired: Path) -> No
 
 def test_passes_lists_the_registry_in_order(cli) -> None:
     result = cli("passes", "--json")
-    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-slice-end"]
+    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-slice"]
     assert cli("repair", RAW, "-o", "/nonexistent/x.onnx", "--skip", "no-such-pass").returncode == 2
 
 
 def test_skip_leaves_a_pass_out(cli) -> None:
-    data = json.loads(cli("check", RAW, "--json", "--skip", "frozen-slice-end").stdout)
+    data = json.loads(cli("check", RAW, "--json", "--skip", "frozen-slice").stdout)
     assert [p["pass"] for p in data["passes"]] == ["where-broadcast"] and data["edits"] == 1
 
 
@@ -221,7 +221,7 @@ def test_module_entry_point() -> None:
 
 def test_fixing_only_the_where_leaves_the_frozen_slice_lengths_broken(cli, tmp_path: Path) -> None:
     out = tmp_path / "where-only.onnx"
-    assert cli("repair", RAW, "-o", out, "--skip", "frozen-slice-end").returncode == 0
+    assert cli("repair", RAW, "-o", out, "--skip", "frozen-slice").returncode == 0
     result = cli("validate", out, "--reference", CASES, "--device", "cpu", "--json")
     assert result.returncode == 1
     failed = {c["name"] for c in json.loads(result.stdout)["cases"] if not c["ok"]}

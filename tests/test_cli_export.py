@@ -111,7 +111,7 @@ def test_export_that_fails_validation_writes_nothing(tmp_path: Path, monkeypatch
 
     real_repair = runner.repair
     # Repairing only the Where leaves the frozen slice: the samples % frames == 0 cases fail.
-    monkeypatch.setattr(runner, "repair", lambda model, name: real_repair(model, name, skip=["frozen-slice-end"]))
+    monkeypatch.setattr(runner, "repair", lambda model, name: real_repair(model, name, skip=["frozen-slice"]))
     out = tmp_path / "half-fixed.onnx"
     code, stdout, _ = run_main("export", CHECKPOINT, "-o", out, "--json")
     report = json.loads(stdout)

@@ -1,4 +1,4 @@
-"""frozen-slice-end: must fix (Neg / Mul(-1) / Sub(0, .) forms, opsets), must NOT touch, idempotence."""
+"""frozen-slice: must fix (Neg / Mul(-1) / Sub(0, .) forms, opsets), must NOT touch, idempotence."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import onnx
 import pytest
 
 import onnx_builders as ob
-from hubert_fix.passes import DEFAULT_PASSES, FrozenSliceEnd
+from hubert_fix.passes import DEFAULT_PASSES, FrozenSlice
 
-PASS = FrozenSliceEnd()
+PASS = FrozenSlice()
 
 
 def _inputs(samples: int, frames: int) -> dict[str, np.ndarray]:
@@ -98,11 +98,32 @@ def test_trim_of_a_pad_by_the_same_amount_is_fixed(form, opset):
     assert not again.modified and not again.edits
 
 
-def test_trim_of_another_axis_than_the_pad_is_left_alone():
-    _, result = ob.run_pass(PASS, ob.pad_trim_model(same_axis=False))
+@pytest.mark.parametrize("form", ["neg", "mul"])
+def test_start_at_the_padded_tail_is_fixed(form):
+    # fairseq without a padding mask: ``if pad > 0: mask[:, -pad:] = True``; traced, pad 0
+    # makes the start -0 and selects every frame.
+    m = ob.pad_trim_model(form, start=True)
+    x = np.arange(2 * 6 * 4, dtype=np.float32).reshape(2, 6, 4)
+    assert ob.session(m).run(None, {"x": x})[0].shape == (2, 6, 4)  # even T: pad 0, starts -0
+    fixed, result = ob.run_pass(PASS, m)
+    assert result.modified and len(result.edits) == 1
+    assert "starts" in result.edits[0].before and "nothing when n == 0" in result.edits[0].after
+    sess = ob.session(fixed)
+    for t in (1, 5, 6, 49):
+        x = np.random.default_rng(t).standard_normal((2, t, 4)).astype(np.float32)
+        pad = t % 2
+        padded = np.pad(np.maximum(x, 0), ((0, 0), (0, pad), (0, 0)))
+        expected = padded[:, -pad:] if pad > 0 else padded[:, :0]
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], expected)
+    _, again = ob.run_pass(PASS, fixed)
+    assert not again.modified and not again.edits
+
+
+def test_trim_by_a_begin_pad_is_left_alone():
+    _, result = ob.run_pass(PASS, ob.pad_trim_model(begin=True))
     assert not result.modified and not result.edits
     [declined] = result.declined
-    assert not declined.blocking and "nor the amount of a Pad" in declined.reason
+    assert not declined.blocking and "nor the end padding of a Pad" in declined.reason
 
 
 def test_constant_end_is_not_a_candidate():
@@ -112,4 +133,4 @@ def test_constant_end_is_not_a_candidate():
 
 
 def test_default_order():
-    assert [p.name for p in DEFAULT_PASSES] == ["where-broadcast", "frozen-slice-end"]
+    assert [p.name for p in DEFAULT_PASSES] == ["where-broadcast", "frozen-slice"]

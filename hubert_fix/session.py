@@ -1,0 +1,64 @@
+"""ONNX Runtime sessions: what really runs, and ORT's errors as one line.
+
+Used by ``runner`` (a repaired model must load before it is written; a model ORT cannot
+load at all is unusable input) and by ``validate`` (the matrix runs on a session).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import onnxruntime as ort
+
+from hubert_fix.errors import DeviceUnavailableError
+from hubert_fix.model_io import one_line
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def create_session(model: bytes | str, name: str, *, device: str) -> ort.InferenceSession:
+    """An ORT session on ``device`` (cpu, cuda or auto), checked against what really runs.
+
+    onnxruntime-gpu lists CUDAExecutionProvider even without a GPU and silently falls
+    back to CPU, so the providers of the created session are what count.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # run failures are caught and reported by us, as one line each
+    if device == "cpu":
+        return ort.InferenceSession(model, options, providers=[CPU])
+    if device == "cuda" and CUDA not in ort.get_available_providers():
+        raise DeviceUnavailableError(f"{name}: --device cuda: this onnxruntime has no CUDAExecutionProvider")
+    ort.set_default_logger_severity(4)  # a CUDA EP that fails to load logs errors; we report it once
+    try:
+        session = ort.InferenceSession(model, options, providers=[CUDA, CPU])
+    finally:
+        ort.set_default_logger_severity(2)
+    if session.get_providers()[0] == CUDA:
+        return session
+    if device == "cuda":
+        raise DeviceUnavailableError(
+            f"{name}: --device cuda: CUDAExecutionProvider did not start (no usable GPU/CUDA libraries); "
+            "use --device cpu or auto"
+        )
+    log.info("CUDA is not usable here; validating on CPU")
+    return ort.InferenceSession(model, options, providers=[CPU])
+
+
+def ort_message(exc: Exception) -> str:
+    """ORT's error without its status prefix and C++ source location, on one line."""
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc))
+    text = re.sub(r"/onnxruntime_src/\S+:\d+ (?:[^()]*\([^)]*\) )?", "", text)
+    return one_line(text)
+
+
+def load_error(model: bytes | str, name: str) -> str | None:
+    """Why ONNX Runtime cannot create a CPU session for ``model``, or None when it can."""
+    try:
+        create_session(model, name, device="cpu")
+    except Exception as exc:  # ORT raises its own exception types on graphs it rejects
+        return ort_message(exc)
+    return None
