@@ -24,6 +24,7 @@ from pathlib import Path
 from hubert_fix import __version__, runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError
 from hubert_fix.extras import export_module, pytorch_reference
+from hubert_fix.interface import parse_roles
 from hubert_fix.model_io import check_output_path, load_model, save_model
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.validate import ValidationReport, load_reference_cases, validate
@@ -63,6 +64,8 @@ def format_report(report: runner.Report) -> str:
                 f"      edit ({verb}): {edit.action}",
                 f"      after:   {edit.after}",
             ]
+            if edit.assumption:
+                lines.append(f"      assumed: {edit.assumption}")
     declined = [(r.name, d) for r in report.results for d in r.declined]
     if declined:
         lines.append("  declined:")
@@ -80,16 +83,32 @@ def format_validation(report: ValidationReport) -> str:
             f"  tolerance: max abs diff <= {report.tolerance['max_abs_diff']:g}, cosine >= {report.tolerance['min_cosine']}"
         )
     for case in report.cases:
-        mark = "PASS" if case.ok else "FAIL"
         detail = f"shape {case.shape}" if case.shape else ""
         if case.max_abs_diff is not None:
-            detail += f", max abs diff {case.max_abs_diff:.2e}, cosine {case.cosine:.6f}"
-        lines.append(f"  {mark}  {case.name} (batch {case.batch}, {case.samples} samples) {detail}".rstrip())
+            detail += f"{', ' if detail else ''}max abs diff {case.max_abs_diff:.2e}"
+        if case.cosine is not None:
+            detail += f", cosine {case.cosine:.6f}"
+        if case.status == "RAN":
+            detail += f"{', ' if detail else ''}not compared"
+        size = f" (batch {case.batch}, {case.samples} samples)" if case.batch else ""
+        lines.append(f"  {case.status:<4}  {case.name}{size} {detail}".rstrip())
         lines += [f"        {failure}" for failure in case.failures]
     lines += [f"  SKIP  {skipped}" for skipped in report.skipped]
-    passed = sum(c.ok for c in report.cases)
-    lines.append(f"  {passed}/{len(report.cases)} cases pass" + (f", {len(report.skipped)} skipped" if report.skipped else ""))
+    lines += [f"  note: {text}" for text in report.not_checked]
+    tally = {status: sum(c.status == status for c in report.cases) for status in ("PASS", "RAN", "FAIL")}
+    summary = ", ".join(f"{n} {word}" for word, n in (("passed", tally["PASS"]), ("ran, not compared", tally["RAN"]),
+                                                     ("failed", tally["FAIL"])) if n)  # fmt: skip
+    lines.append(f"  {len(report.cases)} checks: {summary}" + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
     return "\n".join(lines)
+
+
+def findings(report: runner.Report) -> list[str]:
+    """What ``check`` would repair or cannot repair, one line each (validate fails on any)."""
+    lines = [f"[{r.name}] {e.op} {e.node}: would be repaired: {e.before}" for r in report.results for e in r.edits]
+    lines += [
+        f"[{r.name}] {d.op} {d.node}: unrepairable: {d.reason}" for r in report.results for d in r.declined if d.blocking
+    ]
+    return lines
 
 
 def emit(console: Console, payload: dict[str, object], human: str) -> None:
@@ -145,9 +164,11 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         device = _torch_device(args.device) if fp16 else "cpu"
         final_proj = args.final_proj or meta.get("hubert_fix.final_proj") == "1"
         reference = pytorch_reference(checkpoint, output_layer=layer, fp16=fp16, device=device, final_proj=final_proj)
+    roles = parse_roles(args.input)
     report = validate(
         model.proto, str(args.model), device=args.device, reference=reference, stored=stored, quick=args.quick,
-        progress=console.progress, path=args.model,
+        progress=console.progress, path=args.model, findings=findings(runner.check(model.proto, str(args.model))),
+        roles=roles,
     )
     emit(console, report.to_dict(), format_validation(report))
     return EXIT_OK if report.ok else EXIT_FOUND
@@ -266,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-proj", action="store_true", help="with --checkpoint: the model ends in final_proj (default: from metadata)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--quick", action="store_true", help="leave out the 10 s input")
+    p.add_argument(
+        "--input", action="append", default=[], metavar="NAME=ROLE",
+        help="say what an input is: audio, padding_mask (True = pad) or attention_mask (1 = real sample); "
+        "found by dtype and rank otherwise",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("demo", parents=[common], help="the whole job on the embedded tiny HuBERT checkpoint")

@@ -308,6 +308,14 @@ class GraphFacts:
             return self._raw_dim(tensor, axis) == step
         return step is not None and self.same_dim(step[0], step[1], tensor, axis)
 
+    def scalar_dim(self, scalar: gs.Tensor) -> Dim | None:
+        """The dim a one-element integer is traced to (``Gather(Shape(T), k)``, ...): its
+        static size, or its symbol; None when it is not a shape element."""
+        step = _scalar_element(self, scalar)
+        if isinstance(step, int) or step is None:
+            return step
+        return self.shape(step[0])[step[1]] if self.shape(step[0]) is not None else None
+
     def is_one(self, tensor: gs.Tensor, axis: int) -> bool:
         """True when the dim is proven to be 1 (broadcast-neutral)."""
         return self._raw_dim(tensor, axis) == 1 or self.root(tensor, axis) == 1
@@ -617,6 +625,13 @@ def shape_element(facts: GraphFacts, vector: gs.Tensor | None, index: int) -> St
         return None
     if node.op == "Unsqueeze" and index == 0 and facts.rank(node.inputs[0]) == 0:
         return _scalar_element(facts, node.inputs[0])
+    if node.op == "Slice" and "starts" not in node.attrs:  # a constant window of a shape vector
+        starts, axes, steps = int_list(_input(node, 1)), int_list(_input(node, 3)), int_list(_input(node, 4))
+        length = _vector_length(facts, node.inputs[0])
+        if starts is None or len(starts) != 1 or axes not in (None, [0]) or steps not in (None, [1]) or length is None:
+            return None
+        start = min(max(starts[0] + length if starts[0] < 0 else starts[0], 0), length)
+        return shape_element(facts, node.inputs[0], start + index)
     return None
 
 

@@ -73,6 +73,11 @@ class Case:
     def batch(self) -> int:
         return len(self.lengths)
 
+    @property
+    def padded(self) -> bool:
+        """True when some item is shorter than the input: only a mask can say so."""
+        return min(self.lengths) < self.samples
+
     def expected_frames(self, stack: ConvStack) -> int:
         return frames(self.samples, stack)
 
@@ -87,34 +92,43 @@ class Case:
         return source, padding_mask
 
 
-def cases(stack: ConvStack, embed_dim: int, *, full: bool = True) -> list[Case]:
+def cases(stack: ConvStack, embed_dim: int | None, *, full: bool = True) -> list[Case]:
     """The matrix for a model with this conv stack and encoder width ``embed_dim`` (C).
 
-    ``full=False`` leaves out the 10 s input (for quick checks).
+    ``full=False`` leaves out the 10 s input (for quick checks); ``embed_dim=None`` (C
+    unknown) leaves out the frames == C cases.
     """
     one_frame = min_samples(stack, 1)
     second = SAMPLE_RATE
-    frames_eq_c = min_samples(stack, embed_dim)
     mod_zero_1s = mod_zero_samples(stack, second)
     mod_zero = [n for n in (mod_zero_samples(stack, 0), mod_zero_1s) if n is not None]
     matrix = [Case("1 frame (shortest input)", (one_frame,))]
     matrix += [Case(f"samples % frames == 0 ({frames(n, stack)} frames)", (n,)) for n in sorted(set(mod_zero))]
-    matrix += [
-        Case(f"frames == C ({embed_dim})", (frames_eq_c,)),
-        # One utterance padded to a fixed size: the raw export runs here and silently
-        # zeroes channels instead of frames.
-        Case(f"frames == C ({embed_dim}), batch 1 padded", ((frames_eq_c * 3) // 4,), padded_to=frames_eq_c),
-        Case("1 s", (second,)),
-    ]
+    if embed_dim:
+        frames_eq_c = min_samples(stack, embed_dim)
+        matrix += [
+            Case(f"frames == C ({embed_dim})", (frames_eq_c,)),
+            # One utterance padded to a fixed size: the raw export runs here and silently
+            # zeroes channels instead of frames.
+            Case(f"frames == C ({embed_dim}), batch 1 padded", ((frames_eq_c * 3) // 4,), padded_to=frames_eq_c),
+        ]
+    matrix.append(Case("1 s", (second,)))
     if full:
         matrix.append(Case("10 s", (10 * second,)))
     longest = mod_zero_1s or second  # padded to a samples % frames == 0 length where there is one
     matrix += [
         Case("batch 2, padded", (second, (second * 9) // 16)),
         Case(f"batch 3, padded, {longest} samples", (longest, (longest * 3) // 4, one_frame)),
-        Case(f"batch 2, frames == C ({embed_dim}), padded", (frames_eq_c, frames_eq_c // 2)),
     ]
+    if embed_dim:
+        frames_eq_c = min_samples(stack, embed_dim)
+        matrix.append(Case(f"batch 2, frames == C ({embed_dim}), padded", (frames_eq_c, frames_eq_c // 2)))
     return matrix
+
+
+def unpadded_batches(samples: int) -> list[Case]:
+    """Batches of 2 and 3 equal-length utterances: what a model without a mask input admits."""
+    return [Case(f"batch {n}, unpadded, {samples} samples", (samples,) * n) for n in (2, 3)]
 
 
 def static_cases(batch: int, samples: int) -> list[Case]:

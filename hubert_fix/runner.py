@@ -52,7 +52,8 @@ class Report:
             "applied": self.applied,
             "edits": len(self.edits),
             "unrepairable": self.blocking,
-            "passes": [r.to_dict() for r in self.results],
+            # check repairs a copy to verify it: the model itself is modified only by repair
+            "passes": [{**r.to_dict(), "modified": r.modified and self.applied} for r in self.results],
         }
 
 

@@ -1,9 +1,17 @@
 """Validate a model on ONNX Runtime over the edge-length input matrix.
 
-For every case: the session runs, the output has shape [B, frames, C] with frames
-derived from the conv stack, and holds no NaN/Inf; with a reference (a fairseq
-checkpoint, or stored reference outputs) it must also match PyTorch on the same padded
+The cases are the ones the model's interface admits (``hubert_fix.interface``): no
+padded batch without a mask input, only the fixed length of a static export. For every
+case: the session runs, the first output has the shape the interface implies (frames
+from the conv stack) and every output is finite. Without a reference that is all a case
+can show: it *ran*, it was not compared. With a reference (a fairseq checkpoint, or
+stored reference outputs) the first output must also match PyTorch on the same padded
 batch within the tolerances below.
+
+Checks that need no reference, so that a pipeline without a checkpoint still catches a
+broken export: the static ``check`` finds nothing to repair (``findings``, given by the
+caller), and a dynamic batch gives each utterance of an unpadded batch the features it
+gets alone (a batch the trace fixed at 1 fails there).
 
 Parity compares the same padded batch on both sides on purpose: fairseq's default
 extractor uses GroupNorm over time, so an utterance alone and inside a padded batch do
@@ -12,9 +20,7 @@ not give the same features even in PyTorch.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,54 +31,24 @@ import onnx
 import onnxruntime as ort
 
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
-from hubert_fix.matrix import Case, ConvStack, cases, static_cases
+from hubert_fix.interface import Interface, describe
+from hubert_fix.matrix import SAMPLE_RATE, Case, cases, static_cases, unpadded_batches
 from hubert_fix.model_io import one_line
-from hubert_fix.skeleton import weightless
+from hubert_fix.session import create_session, ort_message
 
 log = logging.getLogger(__name__)
 
 # Parity tolerances: (max abs diff, min cosine similarity) per precision.
 TOLERANCES = {"fp32": (1e-3, 0.9999), "fp16": (5e-2, 0.999)}
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-
 Reference = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (source, padding_mask) -> features
+Stored = list[tuple[Case, np.ndarray, np.ndarray, np.ndarray | None]]
 
-
-def create_session(model: bytes | str, name: str, *, device: str) -> ort.InferenceSession:
-    """An ORT session on ``device`` (cpu, cuda or auto), checked against what really runs.
-
-    onnxruntime-gpu lists CUDAExecutionProvider even without a GPU and silently falls
-    back to CPU, so the providers of the created session are what count.
-    """
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # run failures are caught and reported by us, as one line each
-    if device == "cpu":
-        return ort.InferenceSession(model, options, providers=[CPU])
-    if device == "cuda" and CUDA not in ort.get_available_providers():
-        raise DeviceUnavailableError(f"{name}: --device cuda: this onnxruntime has no CUDAExecutionProvider")
-    ort.set_default_logger_severity(4)  # a CUDA EP that fails to load logs errors; we report it once
-    try:
-        session = ort.InferenceSession(model, options, providers=[CUDA, CPU])
-    finally:
-        ort.set_default_logger_severity(2)
-    if session.get_providers()[0] == CUDA:
-        return session
-    if device == "cuda":
-        raise DeviceUnavailableError(
-            f"{name}: --device cuda: CUDAExecutionProvider did not start (no usable GPU/CUDA libraries); "
-            "use --device cpu or auto"
-        )
-    log.info("CUDA is not usable here; validating on CPU")
-    return ort.InferenceSession(model, options, providers=[CPU])
-
-
-def ort_message(exc: Exception) -> str:
-    """ORT's error without its status prefix and C++ source location, on one line."""
-    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc))
-    text = re.sub(r"/onnxruntime_src/\S+:\d+ (?:[^()]*\([^)]*\) )?", "", text)
-    return one_line(text)
+NEEDS_REFERENCE = (
+    "parity with PyTorch needs a reference (--checkpoint CKPT or --reference CASES.npz); without one a "
+    "case only shows that the model runs, has the right shape and finite values. The padded frames == C "
+    "case is the one a misaligned Where corrupts silently: only a reference can tell"
+)
 
 
 @dataclass
@@ -83,10 +59,16 @@ class CaseResult:
     ok: bool
     failures: list[str] = field(default_factory=list)
     shape: list[int] | None = None
-    expected_shape: list[int] | None = None
+    expected_shape: list[int | None] | None = None
     max_abs_diff: float | None = None
     cosine: float | None = None
     seconds: float = 0.0
+    compared: bool = False  # parity with a reference was checked (or the check needs none)
+
+    @property
+    def status(self) -> str:
+        """PASS (checked in full), RAN (ran, nothing to compare with) or FAIL."""
+        return "FAIL" if not self.ok else "PASS" if self.compared else "RAN"
 
 
 @dataclass
@@ -97,7 +79,9 @@ class ValidationReport:
     reference: str  # "none", "checkpoint", "stored"
     tolerance: dict[str, float] | None
     cases: list[CaseResult] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # cases the model's fixed input shape rules out
+    skipped: list[str] = field(default_factory=list)  # cases the model's interface rules out
+    interface: dict[str, object] | None = None
+    not_checked: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -105,94 +89,10 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
+        for case, result in zip(data["cases"], self.cases):
+            case["status"] = result.status
         data["ok"] = self.ok
         return data
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What validation needs to know about the model's interface."""
-
-    audio: str  # input name of the waveform
-    mask: str | None  # input name of the padding mask (None if the export dropped it)
-    audio_dtype: np.dtype
-    stack: ConvStack
-    embed_dim: int  # C, the encoder width: the matrix's frames == C cases
-    output_dim: int  # the output's last dim (C, or final_proj's width)
-    precision: str
-    static: tuple[int | None, int | None]  # the waveform input's [batch, samples] where fixed
-
-    def fits(self, case: Case) -> bool:
-        return all(fixed is None or fixed == dim for fixed, dim in zip(self.static, (case.batch, case.samples)))
-
-
-def model_facts(model: onnx.ModelProto, name: str) -> ModelFacts:
-    """Find the inputs, the conv stack and C: from export metadata, else from the graph."""
-    meta = {p.key: p.value for p in model.metadata_props}
-    audio = mask = None
-    audio_dtype = np.dtype(np.float32)
-    static: tuple[int | None, int | None] = (None, None)
-    for graph_input in model.graph.input:
-        elem = graph_input.type.tensor_type.elem_type
-        if elem == onnx.TensorProto.BOOL and mask is None:
-            mask = graph_input.name
-        elif elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and audio is None:
-            audio = graph_input.name
-            audio_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
-            dims = graph_input.type.tensor_type.shape.dim
-            if len(dims) == 2:
-                static = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    if audio is None:
-        raise UnusableInputError(f"{name}: no float waveform input found; is this a speech encoder export?")
-    if "hubert_fix.conv_stack" in meta:
-        stack = tuple(tuple(pair) for pair in json.loads(meta["hubert_fix.conv_stack"]))
-    else:
-        stack = _conv_stack_from_graph(model)
-    if not stack:
-        raise UnusableInputError(f"{name}: cannot find the conv feature extractor (no 1-D Conv layers)")
-    embed_dim = int(meta.get("hubert_fix.embed_dim") or _static_last_dim(model) or 0)
-    if not embed_dim:
-        raise UnusableInputError(f"{name}: the output's feature width C is not static and not recorded in metadata")
-    precision = "fp16" if audio_dtype == np.float16 else meta.get("hubert_fix.precision", "fp32")
-    output_dim = int(meta.get("hubert_fix.output_dim") or embed_dim)
-    return ModelFacts(audio, mask, audio_dtype, stack, embed_dim, output_dim, precision, static)
-
-
-def _conv_stack_from_graph(model: onnx.ModelProto) -> ConvStack:
-    """(kernel, stride) of the ungrouped 1-D convolutions without padding, in graph order.
-
-    That is the fairseq conv feature extractor; the positional conv is grouped and
-    padded, so it is not counted. Graph order is the exporter's topological order.
-    """
-    stack = []
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        kernel = list(attrs.get("kernel_shape", []))
-        if len(kernel) != 1 or attrs.get("group", 1) != 1 or any(attrs.get("pads", [])):
-            continue
-        if any(d != 1 for d in attrs.get("dilations", [1])):
-            continue
-        stack.append((int(kernel[0]), int(list(attrs.get("strides", [1]))[0])))
-    return tuple(stack)
-
-
-def _static_last_dim(model: onnx.ModelProto) -> int | None:
-    """C as the output declares it, else as ONNX shape inference finds it."""
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    if dims and dims[-1].HasField("dim_value"):
-        return dims[-1].dim_value
-    try:
-        inferred = onnx.shape_inference.infer_shapes(weightless(model), strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - inference is best effort; the caller reports C as unknown
-        return None
-    name = model.graph.output[0].name
-    for info in [*inferred.graph.output, *inferred.graph.value_info]:
-        dims = info.type.tensor_type.shape.dim
-        if info.name == name and dims and dims[-1].HasField("dim_value"):
-            return dims[-1].dim_value
-    return None
 
 
 def load_reference_cases(path: Path) -> list[tuple[Case, np.ndarray, np.ndarray, np.ndarray]]:
@@ -215,68 +115,110 @@ def load_reference_cases(path: Path) -> list[tuple[Case, np.ndarray, np.ndarray,
     return stored
 
 
+def plan_cases(face: Interface, *, quick: bool, stored: Stored | None) -> tuple[Stored, list[str]]:
+    """The cases to run (the stored ones, or the matrix) that the interface admits, and the skipped ones."""
+    if stored is None:
+        if face.samples is not None:  # a fixed length: that length, in every batch the model admits
+            if face.batch is not None:
+                matrix = static_cases(face.batch, face.samples)
+            else:
+                samples = face.samples
+                matrix = [Case(f"static length {samples}", (samples,)), *unpadded_batches(samples)]
+                matrix.append(static_cases(2, samples)[1])  # the same length, padded
+        else:
+            matrix = cases(face.stack, face.width, full=not quick)
+            if face.mask is None:
+                matrix += unpadded_batches(SAMPLE_RATE)
+            if face.batch not in (None, 1):
+                matrix += [Case(f"batch {face.batch}, unpadded, {SAMPLE_RATE} samples", (SAMPLE_RATE,) * face.batch)]
+        stored = [(case, *case.inputs(), None) for case in matrix]
+    elif quick:
+        stored = [entry for entry in stored if entry[0].samples < 10 * SAMPLE_RATE]
+    kept, skipped = [], []
+    for entry in stored:
+        case = entry[0]
+        why = face.refusal(case.batch, case.samples, case.padded)
+        if why:
+            skipped.append(f"{case.name} (batch {case.batch}, {case.samples} samples): {why}")
+        else:
+            kept.append(entry)
+    return kept, skipped
+
+
 def validate(
     model: onnx.ModelProto,
     name: str,
     *,
     device: str = "auto",
     reference: Reference | None = None,
-    stored: list[tuple[Case, np.ndarray, np.ndarray, np.ndarray]] | None = None,
+    stored: Stored | None = None,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
     path: Path | None = None,
+    findings: list[str] | None = None,
+    roles: dict[str, str] | None = None,
 ) -> ValidationReport:
-    """Run the matrix (or the stored cases) and check every output.
+    """Run the cases the model admits (the matrix, or the stored cases) and check every output.
 
     ``reference`` computes PyTorch features for the same inputs (``--checkpoint``);
     ``stored`` brings inputs with reference outputs (``--reference``). ``path``, the
     file ``model`` was loaded from, is what ONNX Runtime loads (with its weights);
-    without it ``model`` must be complete and is serialized.
+    without it ``model`` must be complete and is serialized. ``findings`` are what the
+    static ``check`` would repair (each fails the validation); ``roles`` override the
+    input roles (``--input NAME=ROLE``).
     """
-    facts = model_facts(model, name)
+    face = describe(model, name, roles)
+    kind = "checkpoint" if reference else "stored" if stored else "none"
+    tol = TOLERANCES[face.precision]
+    report = ValidationReport(
+        name, "none", face.precision, kind,
+        {"max_abs_diff": tol[0], "min_cosine": tol[1]} if kind != "none" else None, interface=face.to_dict(),
+    )  # fmt: skip
+    if findings is not None:
+        check = CaseResult("static check (hubert-fix check)", 0, 0, not findings, list(findings), compared=True)
+        report.cases.append(check)
     try:
         session = create_session(str(path) if path else model.SerializeToString(), name, device=device)
     except (DeviceUnavailableError, UnusableInputError):
         raise
     except Exception as exc:  # ORT raises its own exception types on graphs it rejects
-        report = ValidationReport(name, "none", facts.precision, "none", None)
         failure = f"ONNX Runtime rejects the model: {ort_message(exc)}"
         report.cases.append(CaseResult("session creation", 0, 0, False, [failure]))
         return report
-    provider = session.get_providers()[0]
-    kind = "checkpoint" if reference else "stored" if stored else "none"
-    tol = TOLERANCES[facts.precision] if kind != "none" else None
-    report = ValidationReport(
-        name, provider, facts.precision, kind, {"max_abs_diff": tol[0], "min_cosine": tol[1]} if tol else None
-    )
-    if stored is None:
-        matrix = cases(facts.stack, facts.embed_dim, full=not quick)
-        if None not in facts.static:
-            matrix = static_cases(*facts.static) + matrix
-        stored = [(case, *case.inputs(), None) for case in matrix]
-    report.skipped = [
-        f"{case.name} (batch {case.batch}, {case.samples} samples): the model's input is fixed at "
-        f"[{', '.join('?' if d is None else str(d) for d in facts.static)}]"
-        for case, *_ in stored
-        if not facts.fits(case)
-    ]
-    stored = [entry for entry in stored if facts.fits(entry[0])]
-    if not stored:
-        failure = "no stored case fits the model's fixed input shape; validate with --checkpoint"
-        report.cases.append(CaseResult("fixed input shape", 0, 0, False, [failure]))
-    for index, (case, source, mask, expected) in enumerate(stored, 1):
+    report.provider = session.get_providers()[0]
+    entries, report.skipped = plan_cases(face, quick=quick, stored=stored)
+    if not entries:
+        failure = "no stored case fits the model's interface; validate with --checkpoint, or without a reference"
+        report.cases.append(CaseResult("fitting cases", 0, 0, False, [failure]))
+    for index, (case, source, mask, expected) in enumerate(entries, 1):
         if progress:
-            progress(f"[{index}/{len(stored)}] {case.name}: batch {case.batch}, {case.samples} samples")
+            progress(f"[{index}/{len(entries)}] {case.name}: batch {case.batch}, {case.samples} samples")
         if expected is None and reference is not None:
             expected = reference(source, mask)
-        result = _run_case(session, facts, case, source, mask, expected, tol)
-        report.cases.append(result)
+        report.cases.append(_run_case(session, face, case, source, mask, expected, tol if kind != "none" else None))
+    if face.batch is None:
+        report.cases.append(_batch_consistency(session, face, tol))
+    if kind == "none":
+        report.not_checked.append(NEEDS_REFERENCE)
     return report
+
+
+def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray], result: CaseResult) -> list[np.ndarray] | None:
+    """All outputs, or None with the failure recorded in ``result``."""
+    start = time.perf_counter()
+    try:
+        return session.run(None, feeds)
+    except Exception as exc:  # ORT's runtime errors: the check that it runs
+        result.ok = False
+        result.failures.append(f"ONNX Runtime failed: {ort_message(exc)}")
+        return None
+    finally:
+        result.seconds = round(result.seconds + time.perf_counter() - start, 4)
 
 
 def _run_case(
     session: ort.InferenceSession,
-    facts: ModelFacts,
+    face: Interface,
     case: Case,
     source: np.ndarray,
     mask: np.ndarray,
@@ -284,40 +226,61 @@ def _run_case(
     tol: tuple[float, float] | None,
 ) -> CaseResult:
     result = CaseResult(case.name, case.batch, case.samples, ok=True)
-    feeds = {facts.audio: source.astype(facts.audio_dtype)}
-    if facts.mask is not None:
-        feeds[facts.mask] = mask
-    elif mask.any():
-        result.ok = False
-        result.failures.append("model has no padding_mask input, padded batches cannot be right")
-    start = time.perf_counter()
-    try:
-        output = session.run(None, feeds)[0]
-    except Exception as exc:  # ORT's runtime errors: the check that it runs
-        result.ok = False
-        result.failures.append(f"ONNX Runtime failed: {ort_message(exc)}")
+    outputs = _run(session, face.feeds(source, mask), result)
+    if outputs is None:
         return result
-    finally:
-        result.seconds = round(time.perf_counter() - start, 4)
+    output = outputs[0]
     result.shape = list(output.shape)
-    result.expected_shape = [case.batch, case.expected_frames(facts.stack), facts.output_dim]
-    if result.shape != result.expected_shape:
+    result.expected_shape = face.expected_shape(case.batch, case.samples)
+    if result.expected_shape is not None and not all(
+        e is None or e == d for e, d in zip(result.expected_shape, result.shape)
+    ) or result.expected_shape is not None and len(result.expected_shape) != len(result.shape):
         result.failures.append(f"output shape {result.shape}, expected {result.expected_shape}")
+    for port, value in zip(face.outputs, outputs):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int((~np.isfinite(value)).sum())
+            result.failures.append(f"{bad} NaN/Inf value(s) in output {port.name}")
     output = output.astype(np.float32)
-    if not np.isfinite(output).all():
-        bad = int((~np.isfinite(output)).sum())
-        result.failures.append(f"{bad} NaN/Inf value(s) in the output")
     if expected is not None and tol is not None and output.shape == expected.shape:
         diff = np.abs(output.astype(np.float64) - expected.astype(np.float64))
         result.max_abs_diff = float(np.nanmax(diff)) if diff.size else 0.0
         a, b = output.ravel().astype(np.float64), expected.ravel().astype(np.float64)
         denom = float(np.linalg.norm(a) * np.linalg.norm(b))
         result.cosine = float(a @ b / denom) if denom else (1.0 if not a.any() and not b.any() else 0.0)
+        result.compared = True
         if not result.max_abs_diff <= tol[0]:
             result.failures.append(f"max abs diff {result.max_abs_diff:.3g} > {tol[0]:g} vs reference")
         if not result.cosine >= tol[1]:
             result.failures.append(f"cosine {result.cosine:.6f} < {tol[1]} vs reference")
     elif expected is not None and output.shape != expected.shape:
         result.failures.append(f"reference has shape {list(expected.shape)}, output {result.shape}")
+    result.ok = not result.failures
+    return result
+
+
+def _batch_consistency(session: ort.InferenceSession, face: Interface, tol: tuple[float, float]) -> CaseResult:
+    """Each utterance of an unpadded batch of 3 gets the features it gets alone.
+
+    Needs no reference: a batch the trace fixed at 1 fails to run or mixes items, and an
+    export that broadcasts one item's mask over the others differs here.
+    """
+    samples = face.samples or SAMPLE_RATE
+    case = Case(f"batch consistency: 3 utterances of {samples} samples, together and alone", (samples,) * 3)
+    result = CaseResult(case.name, 3, samples, ok=True, compared=True)
+    source, mask = case.inputs()
+    together = _run(session, face.feeds(source, mask), result)
+    if together is None:
+        return result
+    for row in range(3):
+        alone = _run(session, face.feeds(source[row : row + 1], mask[row : row + 1]), result)
+        if alone is None:
+            return result
+        if alone[0].shape[1:] != together[0].shape[1:]:
+            result.failures.append(f"utterance {row}: alone {list(alone[0].shape)}, in the batch {list(together[0].shape)}")
+            continue
+        diff = float(np.abs(alone[0][0].astype(np.float64) - together[0][row].astype(np.float64)).max(initial=0.0))
+        result.max_abs_diff = max(result.max_abs_diff or 0.0, diff)
+        if not diff <= tol[0]:
+            result.failures.append(f"utterance {row}: max abs diff {diff:.3g} > {tol[0]:g} between alone and in the batch")
     result.ok = not result.failures
     return result

@@ -2,17 +2,19 @@
 
 ``DEFAULT_PASSES`` is the registry: the CLI lists it and ``--skip NAME`` filters it.
 where-broadcast runs first so that the graph ORT can load is the one whose slices
-are then checked.
+are then checked; frozen-batch only reports (a batch the trace fixed cannot be
+repaired), last.
 """
 
 from __future__ import annotations
 
 from hubert_fix.passinfra import Pass
 
+from .frozen_batch import FrozenBatch
 from .frozen_slice import FrozenSlice
 from .where_broadcast import WhereBroadcast
 
-DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenSlice())
+DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenSlice(), FrozenBatch())
 
 
-__all__ = ["DEFAULT_PASSES", "FrozenSlice", "WhereBroadcast"]
+__all__ = ["DEFAULT_PASSES", "FrozenBatch", "FrozenSlice", "WhereBroadcast"]

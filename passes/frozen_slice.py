@@ -196,6 +196,31 @@ def _pad_of(concat: gs.Node, part: gs.Tensor, facts: GraphFacts) -> gs.Node | No
     return None
 
 
+def _frozen_length(n: gs.Tensor, facts: GraphFacts) -> str:
+    """Why n looks like a padded length the trace froze ("" when it does not).
+
+    fairseq's ``pad_to_multiple`` computes ``ceil(T / m) * m - T``; with ``m`` made a
+    float so that TorchScript can trace it (fairseq issue #5596's workaround), the trace
+    records ``K - T`` with K the *example's* padded length as a constant. Then the pad is
+    negative for inputs longer than K (ONNX Pad crops) and the output is truncated to
+    about K frames. No guard explains that; the graph no longer says what the length was.
+    """
+    node = producer(n)
+    while node is not None and node.op in _VALUE_KEEPING:
+        node = producer(node.inputs[0])
+    if node is None or node.op != "Sub":
+        return ""
+    total, dim = int_list(node.inputs[0]), node.inputs[1]
+    if total is None or len(total) != 1 or const_value(dim) is not None or isinstance(facts.scalar_dim(dim), int):
+        return ""
+    return (
+        f"n = {total[0]} - {_describe_value(dim)}: a padded length the trace froze at {total[0]} (fairseq's "
+        "pad_to_multiple traced with a float multiple, fairseq issue #5596's workaround); inputs longer than that "
+        "are cropped and their output truncated. Re-export with the sample axis static, or export with "
+        "hubert-fix export (which traces without the padding)"
+    )
+
+
 def proven_nonnegative(tensor: gs.Tensor, depth: int = 0) -> bool:
     """True when every element of ``tensor`` is >= 0 for every input of the model.
 
@@ -257,6 +282,9 @@ def _examine(node: gs.Node, index: int, facts: GraphFacts, taken: set[str]) -> _
         steps = int_list(steps_t)
         if steps is None or any(s <= 0 for s in steps):
             return decline("steps are not constant and positive")
+    frozen = _frozen_length(n, facts)
+    if frozen:
+        return decline(frozen)
     mod = _remainder(n)
     pad = None if mod is not None else _padding_amount(n, facts)
     if mod is None and pad is None:
@@ -318,6 +346,8 @@ def _describe_value(tensor: gs.Tensor, depth: int = 0) -> str:
     """A short formula for a scalar, e.g. ``Mod(Shape(padding_mask)[1], Shape(x)[1])``."""
     values = const_value(tensor)
     if values is not None:
+        if values.size > 4:
+            return f"<constant {list(values.shape)}>"
         return str(values.reshape(-1).tolist()[0] if values.size == 1 else values.tolist())
     node = producer(tensor)
     if node is None or depth > 4:

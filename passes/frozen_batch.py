@@ -1,0 +1,59 @@
+"""frozen-batch: find a batch the trace fixed at 1 while the inputs still declare it dynamic.
+
+An export traced with one utterance can bake batch 1 into the graph (the dynamo
+exporter specializes a dim whose example size is 1; reshapes to ``[1, heads, -1, d]``
+follow) while ``source`` keeps a symbolic batch. Such a model runs at batch 1 and fails,
+or mixes utterances, at batch 2. Nothing in the graph says how the batch should flow,
+so this pass cannot repair it; it reports it, and ``repair`` refuses (exit 3).
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from hubert_fix.dims import GraphFacts
+from hubert_fix.passinfra import Declined, PassResult, settle
+
+
+class FrozenBatch:
+    """Refuse a graph whose output batch is a static 1 while an input's batch is dynamic.
+
+    Candidate: a graph output of rank >= 2 whose axis 0 is proven to be 1 (declared, or
+    found by shape inference, e.g. from a ``Reshape`` to a constant ``[1, ...]``), in a
+    model with an input of rank >= 2 whose axis 0 is dynamic (a symbol, or unnamed).
+
+    Declined, blocking: the output cannot follow the input's batch. The next step is to
+    re-export tracing a batch of 2 (so no dim of the example is 1), or, to deploy at
+    batch 1 only, to declare the inputs' batch static 1
+    (``onnx.tools.update_model_dims``), which makes the interface honest.
+
+    Before::
+
+        source [batch, samples] -> ... Reshape(x, [1, 4, -1, 8]) ... -> features [1, frames, 32]
+
+    After: unchanged (nothing to rewrite; the report says why).
+    """
+
+    name = "frozen-batch"
+
+    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+        dynamic = [t for t in graph.inputs if (facts.rank(t) or 0) >= 2 and facts.shape(t) and not isinstance(facts.shape(t)[0], int)]
+        outcomes = [] if not dynamic else [_examine(out, dynamic[0], facts) for out in graph.outputs]
+        return settle(self.name, outcomes, lambda plan: None, apply=apply)
+
+
+def _examine(output: gs.Tensor, batched: gs.Tensor, facts: GraphFacts) -> Declined | None:
+    shape = facts.shape(output)
+    if shape is None or len(shape) < 2 or shape[0] != 1:
+        return None
+    return Declined(
+        node=output.name,
+        op="output",
+        reason=(
+            f"output {output.name} {facts.describe(output)} has batch 1 fixed in the graph, while input "
+            f"{batched.name} {facts.describe(batched)} declares a dynamic batch: the trace fixed the batch "
+            "(traced with one utterance), so batch 2 and up fail or mix utterances; re-export tracing a batch "
+            "of 2, or declare the inputs' batch static 1 (onnx.tools.update_model_dims) to deploy at batch 1 only"
+        ),
+        blocking=True,
+    )
