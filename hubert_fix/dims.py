@@ -312,6 +312,8 @@ class GraphFacts:
         """The dim a one-element integer is traced to (``Gather(Shape(T), k)``, ...): its
         static size, or its symbol; None when it is not a shape element."""
         step = _scalar_element(self, scalar)
+        if step is None and _vector_length(self, scalar) == 1:
+            step = shape_element(self, scalar, 0)
         if isinstance(step, int) or step is None:
             return step
         return self.shape(step[0])[step[1]] if self.shape(step[0]) is not None else None

@@ -64,6 +64,7 @@ class CaseResult:
     cosine: float | None = None
     seconds: float = 0.0
     compared: bool = False  # parity with a reference was checked (or the check needs none)
+    kind: str = "case"  # "case" (an input of the matrix or a stored one), or the name of a whole-model check
 
     @property
     def status(self) -> str:
@@ -175,7 +176,9 @@ def validate(
         {"max_abs_diff": tol[0], "min_cosine": tol[1]} if kind != "none" else None, interface=face.to_dict(),
     )  # fmt: skip
     if findings is not None:
-        check = CaseResult("static check (hubert-fix check)", 0, 0, not findings, list(findings), compared=True)
+        check = CaseResult(
+            "static check (hubert-fix check)", 0, 0, not findings, list(findings), compared=True, kind="static check"
+        )
         report.cases.append(check)
     try:
         session = create_session(str(path) if path else model.SerializeToString(), name, device=device)
@@ -183,7 +186,7 @@ def validate(
         raise
     except Exception as exc:  # ORT raises its own exception types on graphs it rejects
         failure = f"ONNX Runtime rejects the model: {ort_message(exc)}"
-        report.cases.append(CaseResult("session creation", 0, 0, False, [failure]))
+        report.cases.append(CaseResult("session creation", 0, 0, False, [failure], kind="session"))
         return report
     report.provider = session.get_providers()[0]
     entries, report.skipped = plan_cases(face, quick=quick, stored=stored)
@@ -266,7 +269,7 @@ def _batch_consistency(session: ort.InferenceSession, face: Interface, tol: tupl
     """
     samples = face.samples or SAMPLE_RATE
     case = Case(f"batch consistency: 3 utterances of {samples} samples, together and alone", (samples,) * 3)
-    result = CaseResult(case.name, 3, samples, ok=True, compared=True)
+    result = CaseResult(case.name, 3, samples, ok=True, compared=True, kind="batch consistency")
     source, mask = case.inputs()
     together = _run(session, face.feeds(source, mask), result)
     if together is None:

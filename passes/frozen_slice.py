@@ -142,11 +142,18 @@ def negated_operand(bound: gs.Tensor) -> tuple[gs.Node, gs.Tensor] | None:
         return None
 
 
-def _remainder(tensor: gs.Tensor) -> gs.Node | None:
-    """The ``Mod`` node ``tensor`` comes from (through value-keeping wrappers), if any."""
+def _unwrapped(tensor: gs.Tensor) -> gs.Tensor:
+    """The tensor whose value ``tensor`` carries, through value-keeping wrappers."""
     node = producer(tensor)
     while node is not None and node.op in _VALUE_KEEPING:
-        node = producer(node.inputs[0])
+        tensor = node.inputs[0]
+        node = producer(tensor)
+    return tensor
+
+
+def _remainder(tensor: gs.Tensor) -> gs.Node | None:
+    """The ``Mod`` node ``tensor`` comes from (through value-keeping wrappers), if any."""
+    node = producer(_unwrapped(tensor))
     return node if node is not None and node.op == "Mod" else None
 
 
@@ -205,12 +212,10 @@ def _frozen_length(n: gs.Tensor, facts: GraphFacts) -> str:
     negative for inputs longer than K (ONNX Pad crops) and the output is truncated to
     about K frames. No guard explains that; the graph no longer says what the length was.
     """
-    node = producer(n)
-    while node is not None and node.op in _VALUE_KEEPING:
-        node = producer(node.inputs[0])
+    node = producer(_unwrapped(n))
     if node is None or node.op != "Sub":
         return ""
-    total, dim = int_list(node.inputs[0]), node.inputs[1]
+    total, dim = int_list(_unwrapped(node.inputs[0])), node.inputs[1]
     if total is None or len(total) != 1 or const_value(dim) is not None or isinstance(facts.scalar_dim(dim), int):
         return ""
     return (

@@ -160,20 +160,26 @@ def frozen_slice_model(
     return model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept"])], opset, inits)
 
 
-def pad_trim_model(form: str = "neg", opset: int = 17, begin: bool = False, start: bool = False) -> onnx.ModelProto:
+def pad_trim_model(
+    form: str = "neg", opset: int = 17, begin: bool = False, start: bool = False, frozen: int | None = None,
+    length: int | str = "T",
+) -> onnx.ModelProto:
     """fairseq's ``pad_to_multiple(x, 2)`` then ``if pad > 0: x = x[:, :-pad]``, guard dropped.
 
     ``pad = 2 * ((T + 1) // 2) - T`` pads the end of axis 1 of x [batch, T, 4] (its
     beginning with ``begin=True``, which is no ``pad_to_multiple``); a Relu stands for
     the encoder between; the Slice trims by the same ``pad``. With ``start=True`` it
     selects the padded tail instead, ``x[:, -pad:]`` (fairseq marks it in a new mask).
+    ``frozen=K`` pads to the constant length K instead (``pad = K - T``, what a trace
+    records when the multiple is a float); ``length`` is x's axis 1.
     """
     nodes = [
         helper.make_node("Shape", ["x"], ["s_x"], name="/Shape"),
         helper.make_node("Gather", ["s_x", "i1"], ["t"], name="/Gather", axis=0),
         helper.make_node("Add", ["t", "one"], ["t1"], name="/Add"),
         helper.make_node("Div", ["t1", "two"], ["half"], name="/Div"),
-        helper.make_node("Mul", ["half", "two"], ["padded"], name="/Mul_2"),
+        helper.make_node("Mul", ["half", "two"], ["computed"], name="/Mul_2"),
+        helper.make_node("Cast", ["frozen" if frozen else "computed"], ["padded"], name="/Padded", to=TensorProto.INT64),
         helper.make_node("Sub", ["padded", "t"], ["pad"], name="/Sub_pad"),
         helper.make_node("Reshape", ["pad", "one_vec"], ["pad_vec"], name="/Reshape"),
         helper.make_node(
@@ -190,9 +196,9 @@ def pad_trim_model(form: str = "neg", opset: int = 17, begin: bool = False, star
     nodes.append(helper.make_node("Slice", ["enc", *bounds, "axes"], ["out"], name="/Slice"))
     inits = [
         const("i1", 1), const("one", 1), const("two", 2), const("one_vec", [1]), const("z", [0]),
-        const("start", [0]), const("last", [2**63 - 1]), const("axes", [1]), *neg_inits,
+        const("start", [0]), const("last", [2**63 - 1]), const("axes", [1]), const("frozen", frozen or 0), *neg_inits,
     ]  # fmt: skip
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "T", 4])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", length, 4])]
     return model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept", 4])], opset, inits)
 
 

@@ -54,7 +54,7 @@ def test_repair_keeps_the_interface_and_records_itself(repaired: Path) -> None:
         assert meta[prop.key] == prop.value
     record = json.loads(meta["hubert_fix.repair"])
     assert record["tool"] == "hubert-fix" and len(record["edits"]) == 2
-    assert record["passes"] == ["where-broadcast", "frozen-slice"]
+    assert record["passes"] == ["where-broadcast", "frozen-slice", "frozen-batch"]
     onnx.checker.check_model(fixed, full_check=True)
 
 
@@ -73,10 +73,13 @@ def test_validate_passes_the_repaired_model_on_every_case(cli, repaired: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     stored = np.load(CASES)
-    assert len(report["cases"]) == sum(k.endswith(".source") for k in stored.files) >= 8
+    inputs = [c for c in report["cases"] if c["kind"] == "case"]
+    assert len(inputs) == sum(k.endswith(".source") for k in stored.files) >= 8
     assert report["ok"] and report["provider"] == "CPUExecutionProvider" and report["reference"] == "stored"
+    assert {c["kind"] for c in report["cases"]} == {"case", "static check", "batch consistency"}
     for case in report["cases"]:
-        assert case["max_abs_diff"] <= report["tolerance"]["max_abs_diff"]
+        assert case["status"] == "PASS"
+        assert case["kind"] == "static check" or case["max_abs_diff"] <= report["tolerance"]["max_abs_diff"]
 
 
 def test_validate_fails_the_raw_export(cli) -> None:
@@ -96,6 +99,8 @@ def test_validate_without_reference_checks_shapes_and_values(cli, repaired: Path
     result = cli("validate", repaired, "--device", "cpu", "--quick")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no reference" in result.stdout and "FAIL" not in result.stdout
+    assert "PASS  frames == C" not in result.stdout and "RAN   frames == C (32), batch 1 padded" in result.stdout
+    assert "needs a reference" in result.stdout
 
 
 def test_validate_cuda_refuses_when_cuda_does_not_run(cli, repaired: Path) -> None:
@@ -111,13 +116,13 @@ def test_validate_cuda_refuses_when_cuda_does_not_run(cli, repaired: Path) -> No
 
 def test_passes_lists_the_registry_in_order(cli) -> None:
     result = cli("passes", "--json")
-    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-slice"]
+    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-slice", "frozen-batch"]
     assert cli("repair", RAW, "-o", "/nonexistent/x.onnx", "--skip", "no-such-pass").returncode == 2
 
 
 def test_skip_leaves_a_pass_out(cli) -> None:
     data = json.loads(cli("check", RAW, "--json", "--skip", "frozen-slice").stdout)
-    assert [p["pass"] for p in data["passes"]] == ["where-broadcast"] and data["edits"] == 1
+    assert [p["pass"] for p in data["passes"]] == ["where-broadcast", "frozen-batch"] and data["edits"] == 1
 
 
 # ---------------------------------------------------------------- models with nothing to repair
@@ -224,7 +229,7 @@ def test_fixing_only_the_where_leaves_the_frozen_slice_lengths_broken(cli, tmp_p
     assert cli("repair", RAW, "-o", out, "--skip", "frozen-slice").returncode == 0
     result = cli("validate", out, "--reference", CASES, "--device", "cpu", "--json")
     assert result.returncode == 1
-    failed = {c["name"] for c in json.loads(result.stdout)["cases"] if not c["ok"]}
+    failed = {c["name"] for c in json.loads(result.stdout)["cases"] if not c["ok"] and c["kind"] == "case"}
     stored = np.load(CASES)
     mod_zero = set()
     for index in range(len([k for k in stored.files if k.endswith(".source")])):
@@ -266,7 +271,7 @@ def test_progress_on_a_terminal_only(cli, repaired: Path) -> None:
     stdout, terminal = stderr_on_a_terminal(*args)
     assert "[1/9]" in terminal and "PASSED |" in terminal and b"[1/9]" not in stdout
     stdout, terminal = stderr_on_a_terminal(*args, "--quiet")
-    assert terminal == "" and b"9/9 cases pass" in stdout
+    assert terminal == "" and b"11 checks: 2 passed, 9 ran, not compared" in stdout
 
 
 def test_unrepairable_problem_exits_3_and_writes_nothing(cli, tmp_path: Path) -> None:

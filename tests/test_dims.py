@@ -100,3 +100,48 @@ def test_analyze_does_not_touch_the_graph_and_skips_big_weights():
     assert facts.shape(graph.tensors()["y"]) == ("batch", 100)
     assert gs.export_onnx(graph).SerializeToString() == before
     assert not any(t.shape for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.inputs and t not in graph.outputs)
+
+
+def test_walk_steps_through_repeat_and_expand():
+    # transformers' ``mask.unsqueeze(-1).repeat(1, 1, C)``: Unsqueeze, Expand to ones_like(repeats), Tile.
+    nodes = [
+        helper.make_node("Unsqueeze", ["mask", "axes"], ["u"], name="u"),
+        helper.make_node("Shape", ["x"], ["sx"], name="sx"),
+        helper.make_node("Gather", ["sx", "i2"], ["c"], name="c"),
+        helper.make_node("Unsqueeze", ["c", "axes0"], ["c1"], name="c1"),
+        helper.make_node("Concat", ["one", "one", "c1"], ["reps"], name="reps", axis=0),
+        helper.make_node("Shape", ["reps"], ["sr"], name="sr"),
+        helper.make_node("ConstantOfShape", ["sr"], ["ones"], name="ones", value=ob.const("v", [1])),
+        helper.make_node("Expand", ["u", "ones"], ["e"], name="e"),
+        helper.make_node("Tile", ["e", "reps"], ["t"], name="t"),
+        helper.make_node("Expand", ["mask", "two_one"], ["wide"], name="wide"),
+    ]
+    inits = [ob.const("axes", [-1]), ob.const("axes0", [0]), ob.const("i2", 2), ob.const("one", [1]),
+             ob.const("two_one", [2, 1])]  # fmt: skip
+    m = ob.model(
+        nodes,
+        [helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", "frames"]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "frames", 8])],
+        [helper.make_tensor_value_info("t", TensorProto.BOOL, [None, None, None]),
+         helper.make_tensor_value_info("wide", TensorProto.BOOL, [None, None])],
+        17, inits,
+    )  # fmt: skip
+    graph, facts, t = _facts(m)
+    tiled, wide = t["t"], t["wide"]
+    assert facts.same_dim(tiled, 0, t["x"], 0) and facts.same_dim(tiled, 1, t["x"], 1)
+    assert not facts.same_dim(tiled, 2, t["x"], 2)  # repeated C times: not proven by the walk
+    assert facts.root(wide, 0) == 2 and facts.same_dim(wide, 1, t["x"], 1)  # Expand to [2, 1] keeps frames
+
+
+def test_a_window_of_a_shape_vector_is_its_element():
+    nodes = [
+        helper.make_node("Shape", ["x"], ["sx"], name="sx"),
+        helper.make_node("Slice", ["sx", "start", "end", "axes"], ["w"], name="w"),
+    ]
+    inits = [ob.const("start", [-2]), ob.const("end", [-1]), ob.const("axes", [0])]
+    m = ob.model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "frames", 8])],
+        [helper.make_tensor_value_info("w", TensorProto.INT64, [1])], 17, inits,
+    )  # fmt: skip
+    graph, facts, t = _facts(m)
+    assert facts.scalar_dim(t["w"]) == "frames"

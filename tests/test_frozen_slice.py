@@ -126,6 +126,22 @@ def test_trim_by_a_begin_pad_is_left_alone():
     assert not declined.blocking and "nor the end padding of a Pad" in declined.reason
 
 
+def test_padded_length_frozen_by_the_trace_is_refused():
+    # pad = 8 - T: inputs longer than 8 are cropped by the Pad; no guard explains that.
+    _, result = ob.run_pass(PASS, ob.pad_trim_model(frozen=8))
+    assert not result.modified and not result.edits
+    [declined] = result.declined
+    assert declined.blocking and "froze at 8" in declined.reason and "issue #5596" in declined.reason
+
+
+def test_padded_length_of_a_static_input_is_not_frozen():
+    # The sample axis is static: 8 - 7 is the right pad for the only length there is.
+    fixed, result = ob.run_pass(PASS, ob.pad_trim_model(frozen=8, length=7))
+    assert not any(d.blocking for d in result.declined)
+    x = np.random.default_rng(7).standard_normal((2, 7, 4)).astype(np.float32)
+    np.testing.assert_array_equal(ob.session(fixed).run(None, {"x": x})[0], np.maximum(x, 0))
+
+
 def test_constant_end_is_not_a_candidate():
     m = ob.where_model(["batch", "frames"], ["batch", "frames", 4])  # no Slice at all
     _, result = ob.run_pass(PASS, m)
@@ -133,4 +149,4 @@ def test_constant_end_is_not_a_candidate():
 
 
 def test_default_order():
-    assert [p.name for p in DEFAULT_PASSES] == ["where-broadcast", "frozen-slice"]
+    assert [p.name for p in DEFAULT_PASSES] == ["where-broadcast", "frozen-slice", "frozen-batch"]

@@ -134,3 +134,31 @@ def test_where_of_unknown_rank_is_reported_not_guessed():
     assert not result.modified and not result.edits
     [declined] = result.declined
     assert declined.blocking and "condition ?" in declined.reason
+
+
+def test_unnamed_input_dims_are_repaired_with_the_assumption_stated():
+    # An export without dim names: nothing proves that mask and x share the batch, but the
+    # right-aligned reading would need the dynamic frame count to equal C = 8 always.
+    m = ob.where_model([None, "frames"], [None, "frames", 8])
+    fixed, result = ob.run_pass(PASS, m)
+    assert result.modified and len(result.edits) == 1 and not result.declined
+    assumption = result.edits[0].assumption
+    assert "unnamed dims of different graph inputs" in assumption and "frames to equal 8" in assumption
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    mask = rng.random((2, 5)) > 0.5
+    np.testing.assert_array_equal(_run_model(fixed, mask, x), ob.masked_zero(x, mask))
+
+
+@pytest.mark.parametrize(
+    ("cond_shape", "data_shape"),
+    [
+        ([None, "frames"], [None, "frames", "width"]),  # right-aligned not refuted: C is dynamic too
+        (["b2", "frames"], ["batch", "frames", 8]),  # named, different: a real mismatch, not a missing name
+    ],
+)
+def test_unproven_batch_without_refuted_right_alignment_stays_declined(cond_shape, data_shape):
+    _, result = ob.run_pass(PASS, ob.where_model(cond_shape, data_shape))
+    assert not result.modified and not result.edits
+    [declined] = result.declined
+    assert declined.blocking and "neither alignment proven" in declined.reason
