@@ -152,6 +152,22 @@ def test_a_model_with_no_problem(cli, tmp_path: Path) -> None:
     assert copy.graph == plain_model().graph and copy.producer_name == "someone"
 
 
+@pytest.mark.parametrize("damage", ["IR version ORT does not support", "op ORT does not have"])
+@pytest.mark.parametrize("command", ["check", "repair", "validate"])
+def test_a_model_onnx_runtime_cannot_load_is_unusable(cli, tmp_path: Path, damage: str, command: str) -> None:
+    model = plain_model()
+    if damage.startswith("IR"):
+        model.ir_version = onnx.IR_VERSION  # the onnx library's newest: beyond what ORT reads
+    else:
+        model.graph.node[0].domain = "com.example"
+        model.opset_import.append(helper.make_opsetid("com.example", 1))
+    path, out = tmp_path / "model.onnx", tmp_path / "out.onnx"
+    onnx.save(model, str(path))
+    result = cli(command, path, *(["-o", out] if command == "repair" else []))
+    assert_one_clear_line(result, path)
+    assert "ONNX Runtime cannot load this model" in result.stderr and not out.exists()
+
+
 # ---------------------------------------------------------------- unusable input
 
 
