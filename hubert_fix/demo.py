@@ -70,10 +70,11 @@ def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
 
 
 def _tally(report: ValidationReport) -> str:
-    passed = sum(c.ok for c in report.cases)
-    worst = max((c.max_abs_diff for c in report.cases if c.max_abs_diff is not None), default=None)
+    cases = [c for c in report.cases if c.kind == "case"]
+    worst = max((c.max_abs_diff for c in cases if c.max_abs_diff is not None), default=None)
     diff = f", worst max abs diff {worst:.2e}" if worst is not None else ""
-    return f"{passed}/{len(report.cases)} cases pass{diff}"
+    checks = "; ".join(f"{c.kind}: {c.status}" for c in report.cases if c.kind != "case")
+    return f"{sum(c.ok for c in cases)}/{len(cases)} cases pass{diff}" + (f"; {checks}" if checks else "")
 
 
 def _indent(text: str) -> str:

@@ -82,6 +82,19 @@ def producer(tensor: gs.Tensor) -> gs.Node | None:
     return tensor.inputs[0] if isinstance(tensor, gs.Variable) and tensor.inputs else None
 
 
+#: Ops that keep a scalar's value (only its type or shape changes).
+VALUE_KEEPING = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Identity")
+
+
+def unwrapped(tensor: gs.Tensor) -> gs.Tensor:
+    """The tensor whose value ``tensor`` carries, through value-keeping ops (Cast, Unsqueeze, ...)."""
+    node = producer(tensor)
+    while node is not None and node.op in VALUE_KEEPING:
+        tensor = node.inputs[0]
+        node = producer(tensor)
+    return tensor
+
+
 def const_value(tensor: gs.Tensor | None, limit: int = SMALL_CONSTANT) -> np.ndarray | None:
     """The value of a small constant tensor (an initializer or a Constant node's output).
 

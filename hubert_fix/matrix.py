@@ -8,7 +8,9 @@ Naive repairs break at particular lengths, and those lengths depend on the conv 
   then becomes empty);
 - the length where ``frames == C`` (the misaligned Where then runs and, with padding,
   corrupts silently);
-- typical 1 s and 10 s inputs, and batches of 2 and 3 with different padding.
+- typical 1 s and 10 s inputs, and batches of 2 and 3 with different padding;
+- 2 s, longer than a 1 s trace example: a length the trace froze (a padded length
+  ``K - T``) truncates it; the 10 s input shows it too, but ``--quick`` leaves that out.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def cases(stack: ConvStack, embed_dim: int | None, *, full: bool = True) -> list
             # zeroes channels instead of frames.
             Case(f"frames == C ({embed_dim}), batch 1 padded", ((frames_eq_c * 3) // 4,), padded_to=frames_eq_c),
         ]
-    matrix.append(Case("1 s", (second,)))
+    matrix += [Case("1 s", (second,)), Case("2 s", (2 * second,))]
     if full:
         matrix.append(Case("10 s", (10 * second,)))
     longest = mod_zero_1s or second  # padded to a samples % frames == 0 length where there is one

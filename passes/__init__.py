@@ -2,7 +2,8 @@
 
 ``DEFAULT_PASSES`` is the registry: the CLI lists it and ``--skip NAME`` filters it.
 where-broadcast runs first so that the graph ORT can load is the one whose slices
-are then checked; frozen-batch only reports (a batch the trace fixed cannot be
+are then checked; frozen-pad clamps a frozen padded length before frozen-slice fixes
+the slices by it; frozen-batch only reports (a batch the trace fixed cannot be
 repaired), last.
 """
 
@@ -11,10 +12,11 @@ from __future__ import annotations
 from hubert_fix.passinfra import Pass
 
 from .frozen_batch import FrozenBatch
+from .frozen_pad import FrozenPad
 from .frozen_slice import FrozenSlice
 from .where_broadcast import WhereBroadcast
 
-DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenSlice(), FrozenBatch())
+DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenPad(), FrozenSlice(), FrozenBatch())
 
 
-__all__ = ["DEFAULT_PASSES", "FrozenBatch", "FrozenSlice", "WhereBroadcast"]
+__all__ = ["DEFAULT_PASSES", "FrozenBatch", "FrozenPad", "FrozenSlice", "WhereBroadcast"]

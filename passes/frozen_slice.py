@@ -23,8 +23,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
-from hubert_fix.dims import GraphFacts, const_value, int_list, producer
+from hubert_fix.dims import VALUE_KEEPING, GraphFacts, const_value, int_list, producer, unwrapped
 from hubert_fix.passinfra import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
+
+from .frozen_pad import clamped_total, frozen_total
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +34,6 @@ logger = logging.getLogger(__name__)
 _WRAPPERS = frozenset({"Unsqueeze", "Reshape", "Squeeze", "Cast", "Identity", "Concat"})
 # Ops whose output is >= 0 when all their inputs are (for Concat/Gather/Slice: the data input).
 _NONNEG_IF_INPUTS = frozenset({"Add", "Mul", "Max", "Min", "Div", "Cast", "Identity", "Sum"})
-# Ops that keep a scalar's value (only its type or shape changes): looked through.
-_VALUE_KEEPING = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Identity")
 _NONNEG_IF_FIRST = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Gather", "Slice", "Expand", "Concat"})
 
 
@@ -142,18 +142,9 @@ def negated_operand(bound: gs.Tensor) -> tuple[gs.Node, gs.Tensor] | None:
         return None
 
 
-def _unwrapped(tensor: gs.Tensor) -> gs.Tensor:
-    """The tensor whose value ``tensor`` carries, through value-keeping wrappers."""
-    node = producer(tensor)
-    while node is not None and node.op in _VALUE_KEEPING:
-        tensor = node.inputs[0]
-        node = producer(tensor)
-    return tensor
-
-
 def _remainder(tensor: gs.Tensor) -> gs.Node | None:
     """The ``Mod`` node ``tensor`` comes from (through value-keeping wrappers), if any."""
-    node = producer(_unwrapped(tensor))
+    node = producer(unwrapped(tensor))
     return node if node is not None and node.op == "Mod" else None
 
 
@@ -173,7 +164,7 @@ def _padding_amount(n: gs.Tensor, facts: GraphFacts) -> gs.Node | None:
             continue
         seen.add(tensor.name)
         for consumer in tensor.outputs:
-            if consumer.op in _VALUE_KEEPING:
+            if consumer.op in VALUE_KEEPING:
                 frontier.extend(consumer.outputs[:1])
             elif consumer.op == "Concat" and int(consumer.attrs.get("axis", 0)) == 0:
                 pad = _pad_of(consumer, tensor, facts)
@@ -204,25 +195,20 @@ def _pad_of(concat: gs.Node, part: gs.Tensor, facts: GraphFacts) -> gs.Node | No
 
 
 def _frozen_length(n: gs.Tensor, facts: GraphFacts) -> str:
-    """Why n looks like a padded length the trace froze ("" when it does not).
+    """Why n is a padded length the trace froze and frozen-pad left unclamped ("" when it is not).
 
-    fairseq's ``pad_to_multiple`` computes ``ceil(T / m) * m - T``; with ``m`` made a
-    float so that TorchScript can trace it (fairseq issue #5596's workaround), the trace
-    records ``K - T`` with K the *example's* padded length as a constant. Then the pad is
-    negative for inputs longer than K (ONNX Pad crops) and the output is truncated to
-    about K frames. No guard explains that; the graph no longer says what the length was.
+    ``K - T`` with K the example's padded length (see ``passes.frozen_pad``): inputs over
+    K frames are cropped. frozen-pad clamps it (run it, or do not skip it); alone, a
+    slice by it cannot be repaired.
     """
-    node = producer(_unwrapped(n))
-    if node is None or node.op != "Sub":
-        return ""
-    total, dim = int_list(_unwrapped(node.inputs[0])), node.inputs[1]
-    if total is None or len(total) != 1 or const_value(dim) is not None or isinstance(facts.scalar_dim(dim), int):
+    total = frozen_total(producer(unwrapped(n)), facts)
+    if total is None:
         return ""
     return (
-        f"n = {total[0]} - {_describe_value(dim)}: a padded length the trace froze at {total[0]} (fairseq's "
-        "pad_to_multiple traced with a float multiple, fairseq issue #5596's workaround); inputs longer than that "
-        "are cropped and their output truncated. Re-export with the sample axis static, or export with "
-        "hubert-fix export (which traces without the padding)"
+        f"n = {total} - {_describe_value(producer(unwrapped(n)).inputs[1])}: a padded length the trace froze at "
+        f"{total} (fairseq's pad_to_multiple traced with a float multiple, fairseq issue #5596's workaround), not "
+        "clamped by frozen-pad (no Pad uses it, or the pass was skipped); inputs longer than that are truncated. "
+        "Re-export with the sample axis static, or export with hubert-fix export (which traces without the padding)"
     )
 
 
@@ -292,10 +278,10 @@ def _examine(node: gs.Node, index: int, facts: GraphFacts, taken: set[str]) -> _
         return decline(frozen)
     mod = _remainder(n)
     pad = None if mod is not None else _padding_amount(n, facts)
-    if mod is None and pad is None:
+    if mod is None and pad is None and clamped_total(n, facts) is None:
         return Declined(
             node=name, op="Slice", blocking=False,
-            reason=f"{pattern}: n is neither a remainder (Mod) nor the end padding of a Pad, "
+            reason=f"{pattern}: n is neither a remainder (Mod), nor the end padding of a Pad, nor a clamped frozen pad, "
             f"so no dropped guard is evident; an unguarded x[{'-n:' if index == 1 else ':-n'}] does "
             "the same for n == 0 in PyTorch too, left as exported",
         )
@@ -361,7 +347,7 @@ def _describe_value(tensor: gs.Tensor, depth: int = 0) -> str:
         index = int_list(node.inputs[1])
         source = producer(node.inputs[0]).inputs[0].name
         return f"Shape({source})[{index[0] if index and len(index) == 1 else '?'}]"
-    if node.op in _VALUE_KEEPING:
+    if node.op in VALUE_KEEPING:
         return _describe_value(node.inputs[0], depth + 1)
     args = ", ".join(_describe_value(t, depth + 1) for t in node.inputs if t.name != "")
     return f"{node.op}({args})"

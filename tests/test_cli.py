@@ -54,7 +54,7 @@ def test_repair_keeps_the_interface_and_records_itself(repaired: Path) -> None:
         assert meta[prop.key] == prop.value
     record = json.loads(meta["hubert_fix.repair"])
     assert record["tool"] == "hubert-fix" and len(record["edits"]) == 2
-    assert record["passes"] == ["where-broadcast", "frozen-slice", "frozen-batch"]
+    assert record["passes"] == ["where-broadcast", "frozen-pad", "frozen-slice", "frozen-batch"]
     onnx.checker.check_model(fixed, full_check=True)
 
 
@@ -116,13 +116,13 @@ def test_validate_cuda_refuses_when_cuda_does_not_run(cli, repaired: Path) -> No
 
 def test_passes_lists_the_registry_in_order(cli) -> None:
     result = cli("passes", "--json")
-    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-slice", "frozen-batch"]
+    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-pad", "frozen-slice", "frozen-batch"]
     assert cli("repair", RAW, "-o", "/nonexistent/x.onnx", "--skip", "no-such-pass").returncode == 2
 
 
 def test_skip_leaves_a_pass_out(cli) -> None:
     data = json.loads(cli("check", RAW, "--json", "--skip", "frozen-slice").stdout)
-    assert [p["pass"] for p in data["passes"]] == ["where-broadcast", "frozen-batch"] and data["edits"] == 1
+    assert [p["pass"] for p in data["passes"]] == ["where-broadcast", "frozen-pad", "frozen-batch"] and data["edits"] == 1
 
 
 # ---------------------------------------------------------------- models with nothing to repair
@@ -285,9 +285,9 @@ def test_progress_on_a_terminal_only(cli, repaired: Path) -> None:
     piped = cli(*args)
     assert piped.returncode == 0 and piped.stderr == ""  # a pipeline sees only the report
     stdout, terminal = stderr_on_a_terminal(*args)
-    assert "[1/9]" in terminal and "PASSED |" in terminal and b"[1/9]" not in stdout
+    assert "[1/10]" in terminal and "PASSED |" in terminal and b"[1/10]" not in stdout
     stdout, terminal = stderr_on_a_terminal(*args, "--quiet")
-    assert terminal == "" and b"11 checks: 2 passed, 9 ran, not compared" in stdout
+    assert terminal == "" and b"12 checks: 2 passed, 10 ran, not compared" in stdout
 
 
 def test_unrepairable_problem_exits_3_and_writes_nothing(cli, tmp_path: Path) -> None:
@@ -327,4 +327,5 @@ def test_a_foreign_export_without_our_metadata(cli, tmp_path: Path) -> None:
     # The conv stack and C now come from the graph itself, the inputs from their types.
     result = cli("validate", fixed, "--reference", CASES, "--device", "cpu", "--json")
     assert result.returncode == 0, result.stdout
-    assert all(c["shape"] == c["expected_shape"] for c in json.loads(result.stdout)["cases"])
+    cases = [c for c in json.loads(result.stdout)["cases"] if c["kind"] == "case"]
+    assert len(cases) == 11 and all(c["shape"] == c["expected_shape"] for c in cases)

@@ -1,0 +1,153 @@
+"""frozen-pad: clamp at 0 a padded length the trace froze, so longer inputs are not cropped.
+
+fairseq's encoder pads the frames to a multiple of ``required_seq_len_multiple``
+(``pad_to_multiple``: ``ceil(T / m) * m - T``) and cuts the padding off after the
+layers. TorchScript cannot trace the original (``.is_integer()`` on a traced size);
+fairseq issue #5596's workaround makes ``m`` a float, and then the trace records
+``K - T`` with K the *example's* padded length as a constant (50 for a 1 s example).
+For inputs longer than K frames the pad is negative: ONNX ``Pad`` crops, and the
+output is truncated to about K frames, silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from hubert_fix.dims import GraphFacts, const_value, int_list, producer, unwrapped
+from hubert_fix.passinfra import Edit, PassResult, node_label, settle, taken_names, unique_name
+
+# How many nodes back from a Pad's ``pads`` input the pad amount is looked for (the
+# TorchScript exporter builds ``pads`` through Concat/Reshape/Slice/Transpose/Cast, about 8).
+_PADS_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sub: gs.Node
+    names: tuple[str, str, str]  # Max node, its output, the zero constant
+    edit: Edit
+
+
+def frozen_total(node: gs.Node | None, facts: GraphFacts) -> int | None:
+    """K when ``node`` is ``Sub(K, T)``: a constant minus a dim proven dynamic (a frozen padded length)."""
+    if node is None or node.op != "Sub" or len(node.inputs) != 2:
+        return None
+    total = int_list(unwrapped(node.inputs[0]))
+    dim = node.inputs[1]
+    if total is None or len(total) != 1 or const_value(dim) is not None:
+        return None
+    size = facts.scalar_dim(dim)
+    return total[0] if size is not None and not isinstance(size, int) else None
+
+
+def clamped_total(tensor: gs.Tensor, facts: GraphFacts) -> int | None:
+    """K when ``tensor`` is ``Max(Sub(K, T), 0)``: a frozen padded length this pass clamped."""
+    node = producer(unwrapped(tensor))
+    if node is None or node.op != "Max" or len(node.inputs) != 2:
+        return None
+    first, second = node.inputs
+    zero = const_value(second)
+    if zero is None or zero.size != 1 or zero.reshape(-1)[0] != 0:
+        return None
+    return frozen_total(producer(first), facts)
+
+
+class FrozenPad:
+    """Clamp ``pad = K - T`` (K a constant, T a dynamic frame count) at 0: ``Max(K - T, 0)``.
+
+    Candidate: a ``Sub(K, T)`` with K an integer constant and T proven to be a dynamic
+    dim (``Shape`` of a tensor, through Gather/Slice/Squeeze), where a K of the same
+    value reaches a ``Pad``'s ``pads`` (within a few nodes): the trace froze the padded
+    length at K. Every such Sub with that K is clamped (the encoder computes the pad of
+    the features, of the mask and of the trim each from its own ``Shape``).
+
+    Why the result is right: for T <= K nothing changes (``Max`` is the identity), so the
+    model computes what the export computed, padding to K with masked frames; for T > K
+    the pad is 0 instead of negative, so nothing is cropped and, once frozen-slice has
+    made the trim ``x[:, :dim - 0]`` keep everything, the encoder runs on the unpadded
+    frames, which is what fairseq computes whenever T is already a multiple (padding
+    exists only for speed: padded keys are masked in attention and the padded rows cut
+    off again; ``hubert-fix export`` traces without it on that ground).
+
+    Before::
+
+        pad = Sub(50, Squeeze(Slice(Shape(x), -2, -1)))     # -49 at 99 frames: Pad crops
+        Pad(x, pads(..., pad, ...));  ...;  Slice(y, ends=Neg(Sub(50, ...)))
+
+    After::
+
+        pad = Max(Sub(50, ...), 0)                           # every consumer of the Sub
+
+    Idempotent: a Sub whose every consumer is such a ``Max`` is not a candidate.
+    """
+
+    name = "frozen-pad"
+
+    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+        totals = {total for pad in graph.nodes if pad.op == "Pad" for total in _totals_into(pad, facts)}
+        taken = taken_names(graph)
+        outcomes = [
+            _plan(node, facts, taken)
+            for node in graph.nodes
+            if node.op == "Sub" and frozen_total(node, facts) in totals and not _clamped(node)
+        ]
+        return settle(self.name, outcomes, lambda plan: _apply(plan, graph), apply=apply)
+
+
+def _totals_into(pad: gs.Node, facts: GraphFacts) -> set[int]:
+    """The frozen K of every ``Sub(K, T)`` among the few nodes that build this Pad's ``pads``."""
+    if len(pad.inputs) < 2:
+        return set()
+    found, frontier, seen = set(), [pad.inputs[1]], set()
+    while frontier and len(seen) < _PADS_DEPTH:
+        node = producer(frontier.pop())
+        if node is None or node.name in seen or node.op in ("Shape", "Constant"):
+            continue
+        seen.add(node.name)
+        total = frozen_total(node, facts)
+        if total is not None:
+            found.add(total)
+            continue
+        frontier.extend(t for t in node.inputs if t.name)
+    return found
+
+
+def _clamped(sub: gs.Node) -> bool:
+    """True when every consumer of the Sub is a ``Max(sub, 0)`` (this pass ran before)."""
+    consumers = sub.outputs[0].outputs
+    return bool(consumers) and all(c.op == "Max" and c.inputs[0] is sub.outputs[0] for c in consumers)
+
+
+def _plan(sub: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan:
+    total = frozen_total(sub, facts)
+    name = node_label(sub)
+    node_name = unique_name(f"{name}/clamp", taken)
+    names = (node_name, unique_name(f"{node_name}_output_0", taken), unique_name(f"{node_name}_zero", taken))
+    dim = facts.scalar_dim(sub.inputs[1])
+    edit = Edit(
+        node=name,
+        op="Sub",
+        before=(
+            f"pad = {total} - {dim}: the padded length the trace froze at {total} (pad_to_multiple traced with a "
+            f"float multiple); negative for inputs over {total} frames, which Pad then crops"
+        ),
+        after=f"pad = max({total} - {dim}, 0): padded to {total} as exported up to {total} frames, unpadded beyond",
+        action=f"inserted Max '{node_name}' between the Sub and its {len(sub.outputs[0].outputs)} consumer(s)",
+    )
+    return _Plan(sub, names, edit)
+
+
+def _apply(plan: _Plan, graph: gs.Graph) -> None:
+    """``Max(sub, 0)`` takes the Sub's place in every consumer."""
+    out = plan.sub.outputs[0]
+    dtype = np.dtype(out.dtype) if out.dtype is not None else np.dtype(np.int64)
+    clamped = gs.Variable(plan.names[1], dtype=dtype)
+    for consumer in list(out.outputs):
+        for index, tensor in enumerate(consumer.inputs):
+            if tensor is out:
+                consumer.inputs[index] = clamped
+    zero = gs.Constant(plan.names[2], np.zeros((), dtype=dtype))
+    graph.nodes.append(gs.Node("Max", plan.names[0], inputs=[out, zero], outputs=[clamped]))
