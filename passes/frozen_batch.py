@@ -20,7 +20,8 @@ class FrozenBatch:
 
     Candidate: a graph output of rank >= 2 whose axis 0 is proven to be 1 (declared, or
     found by shape inference, e.g. from a ``Reshape`` to a constant ``[1, ...]``), in a
-    model with an input of rank >= 2 whose axis 0 is dynamic (a symbol, or unnamed).
+    model whose inputs of rank >= 2 all have a dynamic axis 0 (a symbol, or unnamed): no
+    input says that 1 is the batch.
 
     Declined, blocking: the output cannot follow the input's batch. The next step is to
     re-export tracing a batch of 2 (so no dim of the example is 1), or, to deploy at
@@ -37,8 +38,9 @@ class FrozenBatch:
     name = "frozen-batch"
 
     def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
-        dynamic = [t for t in graph.inputs if (facts.rank(t) or 0) >= 2 and facts.shape(t) and not isinstance(facts.shape(t)[0], int)]
-        outcomes = [] if not dynamic else [_examine(out, dynamic[0], facts) for out in graph.outputs]
+        batched = [t for t in graph.inputs if (facts.rank(t) or 0) >= 2]
+        dynamic = all(not isinstance(facts.shape(t)[0], int) for t in batched)
+        outcomes = [_examine(out, batched[0], facts) for out in graph.outputs] if batched and dynamic else []
         return settle(self.name, outcomes, lambda plan: None, apply=apply)
 
 

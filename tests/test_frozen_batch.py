@@ -42,3 +42,10 @@ def test_flags_a_batch_the_graph_fixed_at_one():
 def test_leaves_a_consistent_batch_alone(target, batch):
     _, result = ob.run_pass(PASS, _reshape_model(target, batch))
     assert not result.edits and not result.declined
+
+
+def test_an_input_that_declares_batch_one_explains_the_output():
+    # x [1, T, 8] with a dynamic-looking mask [T, T]: the 1 comes from an input, not the trace.
+    m = ob.where_model(["frames", "frames"], [1, "frames", "frames"])
+    _, result = ob.run_pass(PASS, m)
+    assert not result.edits and not result.declined
