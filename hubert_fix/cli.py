@@ -1,17 +1,20 @@
-"""The ``hubert-fix`` command line.
+"""The ``hubert-fix`` command line: a shell over the Python API (``hubert_fix.api``).
 
 Exit codes (stable; pipelines depend on them):
   0  success: nothing to repair (check), OUT written (repair, export), all checks pass (validate)
   1  check: repairable problems found; validate/export: a validation check failed
   2  unusable input: missing/damaged file, bad checkpoint, unwritable output, device not usable
-  3  repair/export: problems found that no pass can repair (nothing written)
+  3  repair/export: problems found that no pass can repair (nothing written);
+     check: the planned repair would not load (check reports unrepairable problems with 1)
   130 interrupted (Ctrl-C; nothing written), 141 stdout closed early (e.g. piped to head)
-Reports go to stdout (``--json`` for one JSON object); logs and progress go to stderr.
+Reports go to stdout (--json for one JSON object); logs and progress go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -21,13 +24,14 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from hubert_fix import __version__, runner
-from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError
+from hubert_fix import __version__, api, runner
+from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError, UnusableInputError
 from hubert_fix.extras import export_module, pytorch_reference
-from hubert_fix.interface import parse_roles
-from hubert_fix.model_io import check_output_path, load_model, save_model
+from hubert_fix.interface import ROLES, parse_roles
+from hubert_fix.model_io import check_output_path, save_model, write_bytes
 from hubert_fix.passes import DEFAULT_PASSES
-from hubert_fix.validate import ValidationReport, load_reference_cases, validate
+from hubert_fix.reports import format_report, format_validation, junit_xml
+from hubert_fix.validation import validate
 
 log = logging.getLogger("hubert_fix")
 
@@ -36,79 +40,28 @@ EXIT_SIGPIPE = 141  # the shell's code for a process ended by SIGPIPE
 
 
 class Console:
-    """Where output goes: reports to stdout, progress to stderr only on a terminal."""
+    """Where output goes: reports to stdout; progress to stderr only on a terminal, each
+    line overwriting the one before (cleared before anything else is printed)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.json = getattr(args, "json", False)
         self.show_progress = not args.quiet and sys.stderr.isatty()
+        self._pending = False  # a progress line is on the terminal, without its newline
 
     def progress(self, message: str) -> None:
         if self.show_progress:
-            print(f"hubert-fix: {message}", file=sys.stderr, flush=True)
+            print(f"\r\033[Khubert-fix: {message}", end="", file=sys.stderr, flush=True)
+            self._pending = True
+
+    def done(self) -> None:
+        """Clear the progress line (before a report, an error or the closing verdict)."""
+        if self._pending:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+            self._pending = False
 
     def out(self, text: str = "") -> None:
+        self.done()
         print(text, flush=True)
-
-
-# ---------------------------------------------------------------- reports, human form
-
-
-def format_report(report: runner.Report) -> str:
-    lines = []
-    verb = "made" if report.applied else "planned"
-    for result in report.results:
-        for edit in result.edits:
-            lines += [
-                f"  [{result.name}] {edit.op} {edit.node}",
-                f"      problem: {edit.before}",
-                f"      edit ({verb}): {edit.action}",
-                f"      after:   {edit.after}",
-            ]
-            if edit.assumption:
-                lines.append(f"      assumed: {edit.assumption}")
-    declined = [(r.name, d) for r in report.results for d in r.declined]
-    if declined:
-        lines.append("  declined:")
-        for name, d in declined:
-            mark = "UNREPAIRABLE" if d.blocking else "ok"
-            lines.append(f"    [{name}] {d.op} {d.node}: {mark}: {d.reason}")
-    return "\n".join(lines)
-
-
-def format_validation(report: ValidationReport) -> str:
-    ref = {"none": "no reference", "checkpoint": "vs fairseq PyTorch", "stored": "vs stored reference"}[report.reference]
-    lines = [f"validate {report.model}: provider {report.provider}, {report.precision}, {ref}"]
-    if report.tolerance:
-        lines.append(
-            f"  tolerance: max abs diff <= {report.tolerance['max_abs_diff']:g}, cosine >= {report.tolerance['min_cosine']}"
-        )
-    for case in report.cases:
-        detail = f"shape {case.shape}" if case.shape else ""
-        if case.max_abs_diff is not None:
-            detail += f"{', ' if detail else ''}max abs diff {case.max_abs_diff:.2e}"
-        if case.cosine is not None:
-            detail += f", cosine {case.cosine:.6f}"
-        if case.status == "RAN":
-            detail += f"{', ' if detail else ''}not compared"
-        size = f" (batch {case.batch}, {case.samples} samples)" if case.batch else ""
-        lines.append(f"  {case.status:<4}  {case.name}{size} {detail}".rstrip())
-        lines += [f"        {failure}" for failure in case.failures]
-    lines += [f"  SKIP  {skipped}" for skipped in report.skipped]
-    lines += [f"  note: {text}" for text in report.not_checked]
-    tally = {status: sum(c.status == status for c in report.cases) for status in ("PASS", "RAN", "FAIL")}
-    summary = ", ".join(f"{n} {word}" for word, n in (("passed", tally["PASS"]), ("ran, not compared", tally["RAN"]),
-                                                     ("failed", tally["FAIL"])) if n)  # fmt: skip
-    lines.append(f"  {len(report.cases)} checks: {summary}" + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
-    return "\n".join(lines)
-
-
-def findings(report: runner.Report) -> list[str]:
-    """What ``check`` would repair or cannot repair, one line each (validate fails on any)."""
-    lines = [f"[{r.name}] {e.op} {e.node}: would be repaired: {e.before}" for r in report.results for e in r.edits]
-    lines += [
-        f"[{r.name}] {d.op} {d.node}: unrepairable: {d.reason}" for r in report.results for d in r.declined if d.blocking
-    ]
-    return lines
 
 
 def emit(console: Console, payload: dict[str, object], human: str) -> None:
@@ -119,8 +72,7 @@ def emit(console: Console, payload: dict[str, object], human: str) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    model = load_model(args.model)
-    report = runner.check(model.proto, str(args.model), skip=args.skip)
+    report = api.check(args.model, skip=args.skip)
     edits = len(report.edits)
     if report.blocking:
         status = f"{edits} repairable, {report.blocking} unrepairable problem(s)"
@@ -133,49 +85,35 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_repair(args: argparse.Namespace, console: Console) -> int:
-    check_output_path(args.output, source=args.model, in_place=args.in_place)
-    model = load_model(args.model)
-    _, report = runner.repair(model.proto, str(args.model), skip=args.skip)
-    save_model(model, args.output)
-    status = f"{len(report.edits)} edit(s), wrote {args.output}"
-    emit(console, {**report.to_dict(), "output": str(args.output), "status": status}, f"{args.model}: {status}\n{format_report(report)}".rstrip())
+    if args.output is None and not args.in_place:
+        raise UnusableInputError(f"{args.model}: give -o OUT.onnx, or --in-place to replace the model")
+    out = args.output if args.output is not None else args.model
+    report = api.repair(args.model, out, skip=args.skip, in_place=args.in_place)
+    status = f"{len(report.edits)} edit(s), wrote {out}"
+    payload = {**report.to_dict(), "output": str(out), "status": status}
+    emit(console, payload, f"{args.model}: {status}\n{format_report(report)}".rstrip())
     return EXIT_OK
 
 
-def _torch_device(device: str) -> str:
-    """The PyTorch device for the reference: CUDA only when asked for and present."""
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
-    model = load_model(args.model)
-    reference = stored = None
-    if args.reference:
-        stored = load_reference_cases(args.reference)
+    if args.junit_xml is not None:
+        check_output_path(args.junit_xml)
     if args.checkpoint:
-        checkpoint = export_module().load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
-        meta = {p.key: p.value for p in model.proto.metadata_props}
-        layer = args.output_layer if args.output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
-        fp16 = meta.get("hubert_fix.precision") == "fp16"
-        device = _torch_device(args.device) if fp16 else "cpu"
-        final_proj = args.final_proj or meta.get("hubert_fix.final_proj") == "1"
-        reference = pytorch_reference(checkpoint, output_layer=layer, fp16=fp16, device=device, final_proj=final_proj)
-    roles = parse_roles(args.input)
-    report = validate(
-        model.proto, str(args.model), device=args.device, reference=reference, stored=stored, quick=args.quick,
-        progress=console.progress, path=args.model, findings=findings(runner.check(model.proto, str(args.model))),
-        roles=roles,
-    )
+        console.progress("importing torch and fairseq (a few seconds)")
+    report = api.validate(
+        args.model, checkpoint=args.checkpoint, reference=args.reference, device=args.device, quick=args.quick,
+        roles=parse_roles(args.input), output_layer=args.output_layer, final_proj=args.final_proj or None,
+        trust_checkpoint=args.trust_checkpoint, progress=console.progress,
+    )  # fmt: skip
+    if args.junit_xml is not None:
+        write_bytes(args.junit_xml, junit_xml(report))
     emit(console, report.to_dict(), format_validation(report))
     return EXIT_OK if report.ok else EXIT_FOUND
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     check_output_path(args.output, source=args.checkpoint)
+    console.progress("importing torch and fairseq (a few seconds)")
     export = export_module()
     console.progress(f"loading {args.checkpoint}")
     checkpoint = export.load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
@@ -232,17 +170,31 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def _options(*, top: bool) -> argparse.ArgumentParser:
+    """-q/-v, accepted before the command and after it. After it they only add to what
+    came before (their default is "not given"), so ``hubert-fix -v check M`` and
+    ``hubert-fix check -v M`` both log."""
+    options = argparse.ArgumentParser(add_help=False)
+    default: dict[str, object] = {"default": False} if top else {"default": argparse.SUPPRESS}
+    options.add_argument("-q", "--quiet", action="store_true", help="no progress output", **default)
+    options.add_argument("-v", "--verbose", action="store_true", help="log details to stderr", **default)
+    return options
+
+
+MODEL_HELP = "the ONNX model (a file; its external data files, if any, beside it)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hubert-fix",
-        description="Repair ONNX exports of fairseq speech encoders (HuBERT, wav2vec 2.0).",
+        description="Repair ONNX exports of fairseq speech encoders (HuBERT, wav2vec 2.0, ...) and of other "
+        "exporters' speech models with the same defects.",
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_options(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"hubert-fix {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    common.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    common = _options(top=False)
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     skip = argparse.ArgumentParser(add_help=False)
@@ -254,21 +206,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", parents=[common, as_json, skip], help="find problems; writes nothing")
-    p.add_argument("model", type=Path, metavar="MODEL.onnx")
+    def command(name: str, summary: str, description: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common, *parents], help=summary, description=f"{summary}. {description}")
+
+    p = command(
+        "check", "find problems and prove their repair would load; writes nothing",
+        "Exit 0: nothing to repair; 1: problems found (run repair); 2: unusable input; 3: the repair would not load.",
+        [as_json, skip],
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help=MODEL_HELP)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("repair", parents=[common, as_json, skip], help="write a repaired copy of MODEL")
-    p.add_argument("model", type=Path, metavar="MODEL.onnx")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx")
-    p.add_argument("--in-place", action="store_true", help="allow OUT to be MODEL (replaced only once the repair is verified)")
+    p = command(
+        "repair", "write a repaired copy of MODEL",
+        "OUT is written atomically and only once the repair is verified. Exit 0: written; 2: unusable input or "
+        "output; 3: a problem no pass can repair (nothing written).",
+        [as_json, skip],
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help=MODEL_HELP)
+    p.add_argument("-o", "--output", type=Path, metavar="OUT.onnx", help="where to write the repaired model (not MODEL)")
+    p.add_argument("--in-place", action="store_true", help="replace MODEL itself (-o may be left out); only once verified")
     p.set_defaults(func=cmd_repair)
 
-    p = sub.add_parser("export", parents=[common, as_json, trust], help="export a fairseq checkpoint, repair, validate")
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx")
+    p = command(
+        "export", "export a fairseq checkpoint as-is, repair, validate",
+        "Needs the [export] extra (torch, fairseq). Exit 0: written; 1: validation failed (nothing written); "
+        "2: unusable input, device or missing extra; 3: unrepairable.",
+        [as_json, trust],
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt", help="a fairseq checkpoint (HuBERT, wav2vec 2.0, ...)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="where to write the model")
     p.add_argument("--output-layer", type=int, default=None, metavar="N", help="1-based transformer layer (default: last)")
-    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument(
+        "--opset", type=int, default=17, metavar="N",
+        help="ONNX opset, 11 to 20 (default 17; the encoder needs dynamic Slice inputs, from 11)",
+    )
     p.add_argument("--fp16", action="store_true", help="half precision (model.half(); traced on --device, CPU works)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to trace on (default cpu)")
     p.add_argument("--raw", action="store_true", help="write the unrepaired export, skip repair and validation")
@@ -278,27 +250,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("validate", parents=[common, as_json, trust], help="run the edge-length matrix on ONNX Runtime")
-    p.add_argument("model", type=Path, metavar="MODEL.onnx")
+    p = command(
+        "validate", "run the model on ONNX Runtime over the cases its interface admits",
+        "Also the static check and batch consistency. Without --checkpoint or --reference a case can only show "
+        "that it ran (RAN), not that its numbers are right. Exit 0: all checks pass; 1: a check failed; "
+        "2: unusable input or device.",
+        [as_json, trust],
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help=MODEL_HELP)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, metavar="CKPT", help="compare with fairseq's PyTorch output")
     source.add_argument("--reference", type=Path, metavar="CASES.npz", help="compare with stored inputs/outputs")
     p.add_argument("--output-layer", type=int, default=None, metavar="N", help="with --checkpoint (default: from metadata)")
     p.add_argument("--final-proj", action="store_true", help="with --checkpoint: the model ends in final_proj (default: from metadata)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="where ONNX Runtime runs: cuda only if CUDAExecutionProvider really runs (else exit 2); auto: CUDA "
+        "where it works, else CPU (default)",
+    )
     p.add_argument("--quick", action="store_true", help="leave out the 10 s input")
     p.add_argument(
         "--input", action="append", default=[], metavar="NAME=ROLE",
-        help="say what an input is: audio, padding_mask (True = pad) or attention_mask (1 = real sample); "
+        help=f"say what an input is ({', '.join(ROLES)}: padding_mask True = pad, attention_mask 1 = real sample); "
         "found by dtype and rank otherwise",
     )
+    p.add_argument("--junit-xml", type=Path, default=None, metavar="FILE", help="also write a JUnit XML report (one testcase per check)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("demo", parents=[common], help="the whole job on the embedded tiny HuBERT checkpoint")
+    p = command(
+        "demo", "the whole job on the embedded tiny HuBERT checkpoint",
+        "Every step is printed as the command that does it. Needs the [export] extra.", [],
+    )
     p.add_argument("--out-dir", type=Path, default=Path("hubert-fix-demo"), metavar="DIR", help="default ./hubert-fix-demo")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("passes", parents=[common, as_json], help="list the rewrite passes, in the order they run")
+    p = command("passes", "list the rewrite passes, in the order they run", "Names for --skip.", [as_json])
     p.set_defaults(func=cmd_passes)
     return parser
 
@@ -316,14 +302,17 @@ def main(argv: list[str] | None = None) -> int:
     except HubertFixError as exc:
         if isinstance(exc.report, runner.Report):  # what was found before giving up
             emit(console, exc.report.to_dict(), f"not repaired:\n{format_report(exc.report)}")
+        console.done()
         print(f"hubert-fix {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        console.done()
         print(f"hubert-fix {args.command}: interrupted; nothing written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_SIGPIPE
+    console.done()
     if console.show_progress:
         verdict = "PASSED" if code == EXIT_OK else "FOUND" if args.command == "check" else "FAILED"
         print(f"{verdict} | {time.perf_counter() - start:.1f}s | hubert-fix {args.command}", file=sys.stderr)

@@ -2,12 +2,15 @@
 
 Export as-is, show how ONNX Runtime fails on the raw export (and where it silently
 computes garbage), check, repair, validate against fairseq's PyTorch output, summarise.
-Everything it writes goes to one folder (default ``./hubert-fix-demo``).
+Everything it writes goes to one folder (default ``./hubert-fix-demo``), the checkpoint
+included, and each step is printed as the command that does the same, ready to copy.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,46 +18,62 @@ from hubert_fix import runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError
 from hubert_fix.extras import export_module, pytorch_reference
 from hubert_fix.model_io import ModelFile, one_line, save_model
-from hubert_fix.validate import ValidationReport, validate
+from hubert_fix.reports import format_report, format_validation
+from hubert_fix.validation import ValidationReport, validate
 
 if TYPE_CHECKING:
     from hubert_fix.cli import Console
 
 
-def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
-    from hubert_fix.cli import format_report, format_validation
+def _command(*words: object) -> str:
+    return "$ " + shlex.join(str(w) for w in words)
 
+
+def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
+    console.progress("importing torch and fairseq (a few seconds)")
     export = export_module()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        local = out_dir / checkpoint.name  # so that every printed command works from here
+        shutil.copyfile(checkpoint, local)
     except OSError as exc:
         raise UnusableInputError(f"{out_dir}: cannot create the demo folder: {one_line(exc.strerror or exc)}") from None
     console.progress(f"loading the embedded checkpoint {checkpoint.name}")
-    model = export.load_checkpoint(checkpoint)
+    model = export.load_checkpoint(local)
     reference = pytorch_reference(model, output_layer=None, fp16=False, device="cpu")
-
-    console.out(f"1. export {checkpoint.name} as-is (TorchScript exporter, opset 17)")
-    raw = export.export_raw(model)
     raw_path = out_dir / "hubert_base_tiny.raw.onnx"
+    repaired_path = out_dir / "hubert_base_tiny.onnx"
+
+    console.out(f"1. export {local.name} as-is (TorchScript exporter, opset 17)")
+    console.out(f"   {_command('hubert-fix', 'export', local, '-o', raw_path, '--raw')}")
+    raw = export.export_raw(model)
     save_model(ModelFile(raw), raw_path)
     console.out(f"   wrote {raw_path}")
 
-    console.out("2. run the raw export on ONNX Runtime over the edge-length matrix")
-    raw_report = validate(raw, str(raw_path), device="cpu", reference=reference, progress=console.progress)
+    console.out("2. run the raw export on ONNX Runtime against fairseq in PyTorch")
+    console.out(f"   {_command('hubert-fix', 'validate', raw_path, '--checkpoint', local)}")
+    found = runner.check(raw, str(raw_path))
+    raw_report = validate(
+        raw, str(raw_path), device="cpu", reference=reference, progress=console.progress, findings=runner.findings(found)
+    )
     console.out(_indent(format_validation(raw_report)))
 
-    console.out(f"3. hubert-fix check {raw_path}")
-    found = runner.check(raw, str(raw_path))
+    console.out("3. find what to repair")
+    console.out(f"   {_command('hubert-fix', 'check', raw_path)}")
     console.out(_indent(format_report(found)))
 
-    console.out("4. hubert-fix repair")
+    console.out("4. repair")
+    console.out(f"   {_command('hubert-fix', 'repair', raw_path, '-o', repaired_path)}")
     repaired, report = runner.repair(raw, str(raw_path))
-    repaired_path = out_dir / "hubert_base_tiny.onnx"
     save_model(ModelFile(repaired), repaired_path)
     console.out(f"   {len(report.edits)} edit(s), wrote {repaired_path}")
 
-    console.out(f"5. hubert-fix validate {repaired_path} --checkpoint {checkpoint.name}")
-    fixed_report = validate(repaired, str(repaired_path), device="auto", reference=reference, progress=console.progress)
+    console.out("5. validate the repaired model against fairseq in PyTorch")
+    console.out(f"   {_command('hubert-fix', 'validate', repaired_path, '--checkpoint', local)}")
+    fixed_report = validate(
+        repaired, str(repaired_path), device="auto", reference=reference, progress=console.progress,
+        findings=runner.findings(runner.check(repaired, str(repaired_path))),
+    )  # fmt: skip
     console.out(_indent(format_validation(fixed_report)))
     (out_dir / "report.json").write_text(
         json.dumps(

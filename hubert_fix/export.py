@@ -29,7 +29,9 @@ import copy
 import inspect
 import json
 import logging
+import os
 import re
+import sys
 import tempfile
 import typing
 import warnings
@@ -97,7 +99,7 @@ DYNAMIC_AXES = {
     "features": {0: "batch", 1: "frames"},
 }
 DEFAULT_SAMPLE_RATE = 16000
-MIN_OPSET = 9  # the TorchScript exporter's base opset
+MIN_OPSET = 11  # below, the exporter cannot record the encoder's dynamic Slice inputs and index_put
 MAX_OPSET = 20  # torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
 
 
@@ -438,6 +440,25 @@ def _no_seq_len_padding() -> Iterator[None]:
         fairseq_wav2vec2.pad_to_multiple = original
 
 
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null while exporting.
+
+    On an error the TorchScript exporter's C++ log prints the whole Torch IR graph
+    (tens of KB) to fd 1, where our reports go; ``contextlib.redirect_stdout`` cannot
+    catch a C++ write, so the descriptor itself is redirected, and restored afterwards.
+    """
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _trace_example(
     stack: ConvStack, channels: int, *, dtype: torch.dtype, device: str, static: tuple[int, int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -498,18 +519,23 @@ def export_model(
         traced.prepare_for_onnx_export_()
     dtype = torch.float16 if fp16 else torch.float32
     example = _trace_example(stack, channels, dtype=dtype, device=device, static=static)
-    with _no_seq_len_padding(), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+    with _no_seq_len_padding(), torch.no_grad(), warnings.catch_warnings(record=True) as caught, _stdout_silenced():
         warnings.simplefilter("always")
-        torch.onnx.export(
-            _Features(traced, output_layer, final_proj).eval(),
-            example,
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=None if static else DYNAMIC_AXES,
-        )
+        try:
+            torch.onnx.export(
+                _Features(traced, output_layer, final_proj).eval(),
+                example,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=None if static else DYNAMIC_AXES,
+            )
+        except Exception as exc:  # the exporter raises assorted types on what it cannot record
+            raise UnusableInputError(
+                f"{type(model).__name__}: torch.onnx.export failed at opset {opset}: {one_line(exc, 200)}"
+            ) from None
     _log_warnings(caught)
     exported = load_model(path)
     if not any(INPUT_NAMES[1] in node.input for node in exported.proto.graph.node):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hubert_fix.errors import MissingExtraError
-from hubert_fix.validate import Reference
+from hubert_fix.validation import Reference
 
 
 def export_module() -> ModuleType:
@@ -20,9 +20,12 @@ def export_module() -> ModuleType:
     try:
         from hubert_fix import export
     except ImportError as exc:
+        root = (exc.name or "").split(".")[0]
+        missing = root if root in ("torch", "fairseq") else f"fairseq's dependency {root or exc.name}"
         raise MissingExtraError(
-            f"this command needs the [export] extra (torch, fairseq): pip install 'hubert-fix[export]' "
-            f"(module {exc.name} is not installed)"
+            f"this command needs torch and fairseq (the [export] extra); {missing} is not installed: "
+            f"pip install torch==2.13.0 'hubert-fix[export]' (pin torch: an unpinned one can pull a "
+            "multi-GB CUDA build; use the version your platform has a CPU build of)"
         ) from None
     return export
 

@@ -56,8 +56,17 @@ class ModelFile:
         return skeleton.spans(self.proto, self.source.parent, str(self.source))
 
 
+STREAM = "-"
+STREAM_REFUSED = (
+    "standard input/output is not supported: a model may keep its weights in files beside it, "
+    "and the output is written to a temporary file and renamed; give a file path"
+)
+
+
 def load_model(path: Path) -> ModelFile:
     """Load and check an ONNX model's skeleton, or raise UnusableInputError naming the file."""
+    if str(path) == STREAM:
+        raise UnusableInputError(f"-: {STREAM_REFUSED}")
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -130,6 +139,8 @@ def _first_invalid_text(model: onnx.ModelProto) -> str | None:
 
 def check_output_path(out: Path, *, source: Path | None = None, in_place: bool = False) -> None:
     """Fail before any work if OUT cannot be written, or would overwrite the input unasked."""
+    if str(out) == STREAM:
+        raise UnusableInputError(f"-: {STREAM_REFUSED}")
     if source is not None and not in_place and out.exists() and source.exists() and os.path.samefile(out, source):
         raise UnusableInputError(f"{out}: output is the input model; choose another -o path, or pass --in-place")
     if out.is_dir():
@@ -162,12 +173,14 @@ def data_path(out: Path) -> Path:
     return out.with_name(out.name + ".data")
 
 
-def save_model(model: ModelFile, out: Path) -> None:
+def save_model(model: ModelFile, out: Path, *, in_place: bool = False) -> None:
     """Write ``model`` to ``out`` atomically: temp files in the same folder, then rename.
 
     Weights are copied file to file (see skeleton.write). An external-data model gets
     its weights in ``OUT.data``; that file is renamed into place just before OUT, with
-    Ctrl-C held off between the two renames.
+    Ctrl-C held off between the two renames. ``in_place`` (OUT is the model itself):
+    the data files the old model referenced and the new one does not (one file per
+    tensor, as torch writes them) are removed once OUT is in place, so no orphan is left.
     """
     outside = model.spans()
     targets = [out]
@@ -196,6 +209,8 @@ def save_model(model: ModelFile, out: Path) -> None:
                 os.replace(tmp, target)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if in_place and model.external_data:
+            _remove_orphans({span.file for span in outside.values()}, keep=targets)
     except BaseException as exc:
         for fd, tmp, _ in staged:
             if fd >= 0:
@@ -204,7 +219,31 @@ def save_model(model: ModelFile, out: Path) -> None:
         if isinstance(exc, OSError):
             raise UnusableInputError(f"{out}: cannot write: {one_line(exc.strerror or exc)}") from None
         raise
-    log.info("wrote %s (%.1f MB)", out, sum(t.stat().st_size for t in targets) / 1e6)
+    log.debug("wrote %s (%.1f MB)", out, sum(t.stat().st_size for t in targets) / 1e6)
+
+
+def _remove_orphans(referenced: set[Path], *, keep: list[Path]) -> None:
+    """Remove the old model's data files that the new one does not use (never one of ``keep``)."""
+    for old in referenced:
+        if old.exists() and not any(k.exists() and os.path.samefile(old, k) for k in keep):
+            old.unlink()
+            log.debug("removed %s, no longer referenced", old)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a report file atomically (temp file beside it, then rename), or UnusableInputError."""
+    check_output_path(path)
+    fd, tmp = _temp_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UnusableInputError(f"{path}: cannot write: {one_line(exc.strerror or exc)}") from None
+        raise
 
 
 def _temp_beside(target: Path) -> tuple[int, str]:

@@ -63,7 +63,10 @@ def select_passes(skip: Sequence[str] = ()) -> tuple[Pass, ...]:
     unknown = sorted(set(skip) - known)
     if unknown:
         raise UnusableInputError(f"unknown pass {', '.join(unknown)} for --skip; known: {', '.join(sorted(known))}")
-    return tuple(p for p in DEFAULT_PASSES if p.name not in skip)
+    selected = tuple(p for p in DEFAULT_PASSES if p.name not in skip)
+    if not selected:
+        raise UnusableInputError("--skip leaves no pass to run: nothing would be checked")
+    return selected
 
 
 def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> tuple[gs.Graph, Report]:
@@ -77,7 +80,7 @@ def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -
     report = Report(model=name, applied=False)
     for rewrite in select_passes(skip):
         result = rewrite.run(graph, analyze(graph), apply=True)
-        log.debug("%s: %d edit(s), %d declined", rewrite.name, len(result.edits), len(result.declined))
+        log.info("%s: %d edit(s), %d declined", rewrite.name, len(result.edits), len(result.declined))
         if result.modified:
             graph.cleanup().toposort()
         report.results.append(result)
@@ -110,12 +113,12 @@ def repair(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> tu
     original = onnx.ModelProto()
     original.CopyFrom(model)
     graph, report = run_passes(model, name, skip=skip)
-    report.applied = True
-    if report.blocking:
+    if report.blocking:  # the report stays "planned": nothing was made
         raise UnrepairableError(
             f"{name}: {report.blocking} problem(s) no pass can repair (see the report); nothing written",
             report=report,
         )
+    report.applied = True
     _settle(model, graph, report, skip)
     _verify(model, original, name)
     return model, report
@@ -130,14 +133,37 @@ def _settle(model: onnx.ModelProto, graph: gs.Graph, report: Report, skip: Seque
 
 
 def _record(model: onnx.ModelProto, report: Report, skip: Sequence[str]) -> None:
-    """Store tool version, passes and edits in metadata_props (replacing an older record)."""
-    record = {
+    """Store tool version, passes and edits in metadata_props.
+
+    A model repaired before keeps that record: it moves into ``history`` (oldest first),
+    so a second repair (0 edits) does not erase what the first one did.
+    """
+    record: dict[str, object] = {
         "tool": "hubert-fix",
         "version": __version__,
         "passes": [p.name for p in select_passes(skip)],
         "edits": [edit.to_dict() for edit in report.edits],
     }
+    earlier = {p.key: p.value for p in model.metadata_props}.get(REPAIR_METADATA_KEY)
+    if earlier is not None:
+        try:
+            previous = json.loads(earlier)
+        except ValueError:
+            previous = {"unreadable": earlier}
+        if not isinstance(previous, dict):
+            previous = {"unreadable": earlier}
+        history = previous.pop("history", [])
+        record["history"] = [*(history if isinstance(history, list) else [history]), previous]
     set_metadata(model, {REPAIR_METADATA_KEY: json.dumps(record, sort_keys=True)})
+
+
+def findings(report: Report) -> list[str]:
+    """What ``check`` would repair or cannot repair, one line each (``validate`` fails on any)."""
+    lines = [f"[{r.name}] {e.op} {e.node}: would be repaired: {e.before}" for r in report.results for e in r.edits]
+    lines += [
+        f"[{r.name}] {d.op} {d.node}: unrepairable: {d.reason}" for r in report.results for d in r.declined if d.blocking
+    ]
+    return lines
 
 
 def _verify(model: onnx.ModelProto, original: onnx.ModelProto, name: str) -> None:

@@ -181,6 +181,7 @@ def validate(
     path: Path | None = None,
     findings: list[str] | None = None,
     roles: dict[str, str] | None = None,
+    face: Interface | None = None,
 ) -> ValidationReport:
     """Run the cases the model admits (the matrix, or the stored cases) and check every output.
 
@@ -189,9 +190,10 @@ def validate(
     file ``model`` was loaded from, is what ONNX Runtime loads (with its weights);
     without it ``model`` must be complete and is serialized. ``findings`` are what the
     static ``check`` would repair (each fails the validation); ``roles`` override the
-    input roles (``--input NAME=ROLE``).
+    input roles (``--input NAME=ROLE``); ``face``, the interface when the caller has
+    found it already (``interface.describe``).
     """
-    face = describe(model, name, roles)
+    face = face or describe(model, name, roles)
     kind = "checkpoint" if reference else "stored" if stored else "none"
     tol = TOLERANCES[face.precision]
     report = ValidationReport(

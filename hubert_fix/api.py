@@ -1,0 +1,117 @@
+"""The Python API: ``check``, ``repair`` and ``validate`` on files, as the CLI runs them.
+
+Each returns a typed report (the same content as the CLI's ``--json``: ``report.to_dict()``)
+and raises only ``HubertFixError`` subclasses for what the caller can act on
+(``UnusableInputError``: the input or output path cannot be used; ``UnrepairableError``:
+a problem no pass can repair, nothing written, ``error.report`` says what was found;
+``DeviceUnavailableError``; ``MissingExtraError``). Arguments are never modified. torch
+and fairseq are imported only when a checkpoint is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+
+from hubert_fix import runner
+from hubert_fix.errors import UnusableInputError
+from hubert_fix.extras import export_module, pytorch_reference
+from hubert_fix.interface import Interface, describe
+from hubert_fix.model_io import check_output_path, load_model, save_model
+from hubert_fix.validation import ValidationReport, load_reference_cases
+from hubert_fix.validation import validate as run_validation
+
+StrPath = str | PathLike[str]
+
+
+def check(model: StrPath, *, skip: Sequence[str] = ()) -> runner.Report:
+    """What ``repair`` would change in ``model`` (a file), proven to load; writes nothing.
+
+    ``report.edits`` lists the repairs, ``report.blocking`` counts the problems no pass
+    can repair; both empty means the model is fine as it is.
+    """
+    path = Path(model)
+    return runner.check(load_model(path).proto, str(path), skip=tuple(skip))
+
+
+def repair(model: StrPath, out: StrPath, *, skip: Sequence[str] = (), in_place: bool = False) -> runner.Report:
+    """Write the repaired ``model`` to ``out`` (atomically; ``out == model`` only with ``in_place``).
+
+    Raises UnrepairableError (nothing written) when a problem cannot be repaired.
+    """
+    path, target = Path(model), Path(out)
+    check_output_path(target, source=path, in_place=in_place)
+    loaded = load_model(path)
+    _, report = runner.repair(loaded.proto, str(path), skip=tuple(skip))
+    save_model(loaded, target, in_place=in_place)
+    return report
+
+
+def validate(
+    model: StrPath,
+    *,
+    checkpoint: StrPath | None = None,
+    reference: StrPath | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    roles: Mapping[str, str] | None = None,
+    output_layer: int | None = None,
+    final_proj: bool | None = None,
+    trust_checkpoint: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ValidationReport:
+    """Run ``model`` on ONNX Runtime over the cases its interface admits (see the README).
+
+    ``checkpoint`` (a fairseq checkpoint: needs the [export] extra) or ``reference`` (a
+    ``CASES.npz``) adds parity with PyTorch; ``roles`` ({input name: "audio",
+    "padding_mask" or "attention_mask"}) overrides what the inputs are taken to be;
+    ``output_layer`` and ``final_proj`` default to what the export recorded.
+    ``report.ok`` is the verdict.
+    """
+    if checkpoint is not None and reference is not None:
+        raise UnusableInputError("validate: give a checkpoint or a reference file, not both")
+    path = Path(model)
+    loaded = load_model(path)
+    findings = runner.findings(runner.check(loaded.proto, str(path)))  # also: ORT cannot load it at all
+    face = describe(loaded.proto, str(path), dict(roles or {}))
+    stored = load_reference_cases(Path(reference)) if reference is not None else None
+    torch_reference = None
+    if checkpoint is not None:
+        export = export_module()
+        fairseq_model = export.load_checkpoint(Path(checkpoint), trust=trust_checkpoint)
+        _same_architecture(Path(checkpoint), path, face, export.conv_stack(fairseq_model), export.embed_dim(fairseq_model))
+        meta = {p.key: p.value for p in loaded.proto.metadata_props}
+        layer = output_layer if output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
+        fp16 = meta.get("hubert_fix.precision") == "fp16"
+        project = final_proj if final_proj is not None else meta.get("hubert_fix.final_proj") == "1"
+        torch_reference = pytorch_reference(
+            fairseq_model, output_layer=layer, fp16=fp16, device=_torch_device(device) if fp16 else "cpu",
+            final_proj=project,
+        )
+    return run_validation(
+        loaded.proto, str(path), device=device, reference=torch_reference, stored=stored, quick=quick,
+        progress=progress, path=path, findings=findings, face=face,
+    )  # fmt: skip
+
+
+def _same_architecture(checkpoint: Path, model: Path, face: Interface, stack: tuple, width: int) -> None:
+    """A checkpoint whose conv stack or encoder width differs from the model's cannot be its source."""
+    differences = []
+    if tuple(map(tuple, stack)) != tuple(map(tuple, face.stack)):
+        differences.append(f"conv stack {list(map(list, stack))} vs the model's {list(map(list, face.stack))}")
+    if face.width is not None and width != face.width:
+        differences.append(f"encoder width {width} vs the model's {face.width}")
+    if differences:
+        raise UnusableInputError(
+            f"{checkpoint}: does not match {model} ({'; '.join(differences)}); give the checkpoint it was exported from"
+        )
+
+
+def _torch_device(device: str) -> str:
+    """The PyTorch device for an fp16 reference: CUDA only when not refused and present."""
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
