@@ -20,7 +20,9 @@ The graph is never modified: inference runs on a separate, weight-free export.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,6 +190,40 @@ def _inference_model(graph: gs.Graph) -> onnx.ModelProto:
 #: How often inference is re-run with Reshape hints (each round can unblock a chain).
 HINT_ROUNDS = 8
 
+#: Address space ONNX shape inference may add to the process. Data propagation
+#: materialises small shape tensors; a damaged shape value (one flipped byte in a
+#: ConstantOfShape's input) would make it allocate without end. Real graphs need a few MB.
+INFERENCE_BUDGET = 1 << 30
+
+
+@contextlib.contextmanager
+def memory_budget(extra: int) -> Iterator[None]:
+    """Limit the process's address space to its current size plus ``extra`` bytes.
+
+    An allocation past it fails (``MemoryError``) instead of taking the machine down.
+    Linux only (elsewhere, and where the size cannot be read, no limit is set); a
+    stricter limit already in force is kept; the previous limit is restored afterwards.
+    """
+    try:
+        import resource
+
+        with open("/proc/self/statm") as statm:
+            current = int(statm.read().split()[0]) * resource.getpagesize()
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = current + extra
+    if soft != resource.RLIM_INFINITY:
+        limit = min(limit, soft)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
 
 def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[Dim | None, ...] | None]:
     """Tensor name -> dims from ONNX shape inference (None per dim when unknown).
@@ -202,7 +238,12 @@ def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[Dim | None, ...] | None
     shapes: dict[str, tuple[Dim | None, ...] | None] = {}
     for _ in range(HINT_ROUNDS):
         try:
-            inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+            with memory_budget(INFERENCE_BUDGET):
+                inferred = onnx.shape_inference.infer_shapes(
+                    model, check_type=False, strict_mode=False, data_prop=True
+                )  # fmt: skip
+        except MemoryError:
+            raise  # a damaged or hostile shape value: the caller refuses the file
         except Exception as err:  # noqa: BLE001 - inference is best effort; the walk still works
             logger.warning("ONNX shape inference failed (%s); using declared shapes only", err)
             return shapes

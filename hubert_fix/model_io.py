@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 
 from hubert_fix import skeleton
 from hubert_fix.errors import UnusableInputError
@@ -95,6 +96,9 @@ def load_model(path: Path) -> ModelFile:
     broken = _first_invalid_text(model)
     if broken:
         raise UnusableInputError(f"{path}: damaged ONNX model: {broken} is not valid UTF-8")
+    damage = _first_damaged_value(model.graph)
+    if damage:
+        raise UnusableInputError(f"{path}: damaged ONNX model: {damage}")
     loaded.spans()  # every weight's bytes are there, as long as its shape says
     return loaded
 
@@ -135,6 +139,52 @@ def _first_invalid_text(model: onnx.ModelProto) -> str | None:
         if isinstance(text, bytes):
             return f"a {what} ({text[:40]!r})"
     return None
+
+
+_DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())
+_INTS = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+#: No tensor has more elements than this along one axis; larger ints in a small constant
+#: are damage, except the sentinels exporters write for "to the end" (|v| >= 2**62).
+_ABSURD_INT = 1 << 40
+
+
+def _first_damaged_value(graph: onnx.GraphProto) -> str | None:
+    """A field the parser and onnx.checker let through that no model can mean.
+
+    An unknown element type (one flipped byte in ``data_type``) breaks every later step;
+    an absurd integer in a small constant (a shape, an axis) makes shape inference try to
+    materialise a tensor of that size. Both are refused here, before any work.
+    """
+    tensors = [(f"initializer {t.name}", t) for t in graph.initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            label = f"{node.op_type} node {node.name or '(unnamed)'}"
+            tensors += [(label, attr.t)] if attr.HasField("t") else []
+            tensors += [(label, t) for t in attr.tensors]
+            for sub in [attr.g, *attr.graphs] if attr.HasField("g") or attr.graphs else []:
+                found = _first_damaged_value(sub)
+                if found:
+                    return found
+    for label, tensor in tensors:
+        if tensor.data_type not in _DATA_TYPES:
+            return f"{label} has element type {tensor.data_type}, which ONNX does not define"
+        if tensor.data_type in _INTS and tensor.data_location != onnx.TensorProto.EXTERNAL and len(tensor.dims) <= 1:
+            values = onnx.numpy_helper.to_array(tensor).reshape(-1) if _size(tensor) <= 64 else ()
+            absurd = [int(v) for v in values if _ABSURD_INT < abs(int(v)) < 1 << 62]
+            if absurd:
+                return f"{label} holds the integer {absurd[0]}, larger than any tensor dimension"
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        elem = info.type.tensor_type.elem_type if info.type.HasField("tensor_type") else 0
+        if elem not in _DATA_TYPES:
+            return f"value {info.name} has element type {elem}, which ONNX does not define"
+    return None
+
+
+def _size(tensor: onnx.TensorProto) -> int:
+    count = 1
+    for dim in tensor.dims:
+        count *= max(int(dim), 0)
+    return count
 
 
 def check_output_path(out: Path, *, source: Path | None = None, in_place: bool = False) -> None:

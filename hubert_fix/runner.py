@@ -17,7 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hubert_fix import __version__
-from hubert_fix.dims import analyze
+from hubert_fix.dims import INFERENCE_BUDGET, analyze
 from hubert_fix.errors import UnrepairableError, UnusableInputError
 from hubert_fix.model_io import checkable, one_line, set_metadata
 from hubert_fix.passes import DEFAULT_PASSES
@@ -79,7 +79,14 @@ def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -
     graph = gs.import_onnx(model)
     report = Report(model=name, applied=False)
     for rewrite in select_passes(skip):
-        result = rewrite.run(graph, analyze(graph), apply=True)
+        try:
+            facts = analyze(graph)
+        except MemoryError:
+            raise UnusableInputError(
+                f"{name}: ONNX shape inference needs more than {INFERENCE_BUDGET >> 30} GiB on this model: "
+                "a damaged or absurd shape value (e.g. in a ConstantOfShape or Reshape input)"
+            ) from None
+        result = rewrite.run(graph, facts, apply=True)
         log.info("%s: %d edit(s), %d declined", rewrite.name, len(result.edits), len(result.declined))
         if result.modified:
             graph.cleanup().toposort()
