@@ -75,9 +75,13 @@ def test_in_place_needs_the_flag_and_then_replaces(tmp_path: Path) -> None:
     before = model.read_bytes()
     code, _, err = run_main("repair", model, "-o", model)
     assert code == 2 and "--in-place" in err and model.read_bytes() == before
+    (model.parent / "notes.txt").write_text("not the model's")
     assert run_main("repair", model, "-o", model, "--in-place")[0] == 0
     assert run_main("check", model)[0] == 0
     assert run_main("validate", model, "--reference", CASES)[0] == 0
+    # The one-file-per-tensor weights now live in model.onnx.data; the files the old model
+    # referenced are gone, anything else in the folder is left alone.
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model.onnx", "model.onnx.data", "notes.txt"]
 
 
 def test_out_data_may_not_overwrite_the_inputs_weights(tmp_path: Path) -> None:
