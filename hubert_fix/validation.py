@@ -228,6 +228,12 @@ def validate(
         report.cases.append(_batch_consistency(session, face, tol))
     if kind == "none":
         report.not_checked.append(NEEDS_REFERENCE)
+    compared = [c for c in report.cases if c.kind == "case" and c.cosine is not None]
+    if len(compared) >= 3 and not any(c.ok for c in compared):  # a broken export still gets some right
+        report.not_checked.append(
+            f"every case differs from the reference (best cosine {max(c.cosine for c in compared):.3f}): "
+            f"is the {'checkpoint' if kind == 'checkpoint' else 'reference file'} the one this model was exported from?"
+        )
     if len(face.outputs) > 1:
         others = ", ".join(port.name for port in face.outputs[1:])
         report.not_checked.append(f"outputs {others}: checked to be finite only (shape and parity cover the first output)")

@@ -137,3 +137,44 @@ def test_export_of_every_architecture(cli, tmp_path: Path, name: str) -> None:
     assert report["repair"]["edits"] >= 1 and report["validation"]["ok"]
     assert len([c for c in report["validation"]["cases"] if c["kind"] == "case"]) == 11
     assert not result.stderr.strip()  # fairseq's and Hydra's chatter stays out of a pipeline's stderr
+
+
+@pytest.mark.parametrize("opset", [9, 10])
+def test_opsets_the_encoder_cannot_use_are_one_line(cli, tmp_path: Path, opset: int) -> None:
+    out = tmp_path / "x.onnx"
+    result = cli("export", CHECKPOINT, "-o", out, "--opset", opset)
+    assert result.returncode == 2 and result.stdout == "" and not out.exists()
+    assert result.stderr.strip() == f"hubert-fix export: error: --opset {opset}: the TorchScript exporter supports opsets 11..20"
+
+
+def test_an_exporter_failure_is_one_line_and_keeps_stdout_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    import torch
+    from conftest import run_main
+
+    def failing_export(*args: object, **kwargs: object) -> None:
+        os.write(1, b"Torch IR graph at exception: graph(...)\n")  # what the C++ log does
+        raise RuntimeError("Unsupported: ONNX export of operator foo")
+
+    monkeypatch.setattr(torch.onnx, "export", failing_export)
+    code, stdout, err = run_main("export", CHECKPOINT, "-o", tmp_path / "x.onnx")
+    assert code == 2 and stdout == "" and "torch.onnx.export failed at opset 17: Unsupported" in err
+    assert "Torch IR" not in capfd.readouterr().out and list(tmp_path.iterdir()) == []
+
+
+def test_verbose_export_shows_no_internal_paths(cli, tmp_path: Path) -> None:
+    out = tmp_path / "v.onnx"
+    result = cli("export", CHECKPOINT, "-o", out, "-v")
+    assert result.returncode == 0 and f".{out.name}." not in result.stderr
+
+
+def test_a_checkpoint_of_another_model_is_named(cli, tmp_path: Path) -> None:
+    repaired = tmp_path / "w2v.onnx"
+    assert cli("repair", FIXTURES / "wav2vec2_base_tiny.raw.onnx", "-o", repaired).returncode == 0
+    result = cli("validate", repaired, "--checkpoint", CHECKPOINT, "--quick")  # HuBERT's, same sizes
+    assert result.returncode == 1 and "is the checkpoint the one this model was exported from?" in result.stdout
+    larger = cli("validate", repaired, "--checkpoint", FIXTURES / "hubert_large_tiny.pt")  # other width
+    assert larger.returncode == 2 and "does not match" in larger.stderr and "encoder width 48" in larger.stderr
