@@ -417,6 +417,10 @@ class GraphFacts:
             if not isinstance(step, tuple):
                 return step
             tensor, axis = step
+            rank = self.rank(tensor)
+            if rank is None or not -rank <= axis < rank:  # attributes that contradict the shapes: stop
+                return (tensor.name, axis)
+            axis %= rank
 
     # ---- internals
 
@@ -493,7 +497,7 @@ def _step(facts: GraphFacts, tensor: gs.Tensor, axis: int) -> Step:
         if rank is None:
             return None
         perm = node.attrs.get("perm") or list(range(rank))[::-1]
-        return (first, int(perm[axis]))
+        return (first, int(perm[axis])) if len(perm) == rank and 0 <= axis < rank else None
     if op in _REDUCE_OPS:
         return _reduce_step(facts, node, axis)
     if op == "Slice":

@@ -135,6 +135,11 @@ def _first_invalid_text(model: onnx.ModelProto) -> str | None:
         named += [("node name", node.name), ("op type", node.op_type), ("domain", node.domain)]
         named += [("tensor name", name) for name in [*node.input, *node.output]]
         named += [("attribute name", a.name) for a in node.attribute]
+        for text in [a.s for a in node.attribute if a.HasField("s")] + [t for a in node.attribute for t in a.strings]:
+            try:
+                text.decode("utf-8")  # string attributes are bytes in protobuf; a mode, a direction
+            except UnicodeDecodeError:
+                named.append(("string attribute", text))
     for what, text in named:
         if isinstance(text, bytes):
             return f"a {what} ({text[:40]!r})"
@@ -165,9 +170,15 @@ def _first_damaged_value(graph: onnx.GraphProto) -> str | None:
                 found = _first_damaged_value(sub)
                 if found:
                     return found
+    if graph.sparse_initializer:
+        return f"sparse initializer {graph.sparse_initializer[0].values.name or '(unnamed)'}: not supported"
     for label, tensor in tensors:
-        if tensor.data_type not in _DATA_TYPES:
+        if tensor.data_type not in _DATA_TYPES or tensor.data_type == onnx.TensorProto.UNDEFINED:
             return f"{label} has element type {tensor.data_type}, which ONNX does not define"
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and tensor.HasField("raw_data"):
+            expected = skeleton.nbytes(tensor)
+            if expected is not None and expected != len(tensor.raw_data):
+                return f"{label} holds {len(tensor.raw_data)} bytes where its type and shape need {expected}"
         if tensor.data_type in _INTS and tensor.data_location != onnx.TensorProto.EXTERNAL and len(tensor.dims) <= 1:
             values = onnx.numpy_helper.to_array(tensor).reshape(-1) if _size(tensor) <= 64 else ()
             absurd = [int(v) for v in values if _ABSURD_INT < abs(int(v)) < 1 << 62]

@@ -76,7 +76,11 @@ def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -
     run this, so each pass sees the graph as the passes before it left it, and ``check``
     reports exactly what ``repair`` does.
     """
-    graph = gs.import_onnx(model)
+    try:
+        graph = gs.import_onnx(model)
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, gs.util.exception.OnnxGraphSurgeonException) as exc:
+        # load_model refuses the damage it knows; what still breaks the importer is damage too
+        raise UnusableInputError(f"{name}: damaged ONNX model: onnx-graphsurgeon cannot import it: {one_line(exc)}") from None
     report = Report(model=name, applied=False)
     for rewrite in select_passes(skip):
         try:

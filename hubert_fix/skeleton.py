@@ -211,7 +211,7 @@ def span(tensor: onnx.TensorProto, directory: Path, model_name: str) -> Span:
         raise UnusableInputError(
             f"{where}: external data {file} is {size} bytes, the tensor needs bytes {offset}..{offset + length} (truncated?)"
         )
-    needed = _nbytes(tensor)
+    needed = nbytes(tensor)
     if needed is not None and needed != length:
         raise UnusableInputError(f"{where}: {length} bytes of data, but its shape {list(tensor.dims)} needs {needed}")
     return Span(file, offset, length)
@@ -226,7 +226,7 @@ _PACKED = {
 _UNCHECKED = {onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED, getattr(onnx.TensorProto, "FLOAT6E3M2", -1)}
 
 
-def _nbytes(tensor: onnx.TensorProto) -> int | None:
+def nbytes(tensor: onnx.TensorProto) -> int | None:
     """Bytes of raw data the tensor's dtype and shape call for (None where not checked)."""
     count = math.prod(tensor.dims)
     if tensor.data_type in _PACKED:
