@@ -151,7 +151,10 @@ def test_missing_extra_names_torch_and_a_command_that_pins_it(monkeypatch: pytes
     from hubert_fix import extras
     from hubert_fix.errors import MissingExtraError
 
+    import hubert_fix
+
     monkeypatch.delitem(sys.modules, "hubert_fix.export", raising=False)
+    monkeypatch.delattr(hubert_fix, "export", raising=False)  # the submodule, once imported
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(MissingExtraError) as caught:
         extras.export_module()
