@@ -239,16 +239,16 @@ def save_model(model: ModelFile, out: Path, *, in_place: bool = False) -> None:
 
     Weights are copied file to file (see skeleton.write). An external-data model gets
     its weights in ``OUT.data``; that file is renamed into place just before OUT, with
-    Ctrl-C held off between the two renames. ``in_place`` (OUT is the model itself):
+    Ctrl-C held off between the two renames. ``in_place`` and OUT is the model itself:
     the data files the old model referenced and the new one does not (one file per
     tensor, as torch writes them) are removed once OUT is in place, so no orphan is left.
     """
     outside = model.spans()
     targets = [out]
+    same_as_input = model.source is not None and out.exists() and os.path.samefile(out, model.source)
     if model.external_data and outside:
         data = data_path(out)
         sources = {span.file for span in outside.values()}
-        same_as_input = model.source is not None and out.exists() and os.path.samefile(out, model.source)
         if data.exists() and not same_as_input and any(os.path.samefile(data, f) for f in sources):
             raise UnusableInputError(f"{out}: its data file {data} is the input's weights; choose another -o path")
         targets.insert(0, data)
@@ -270,7 +270,7 @@ def save_model(model: ModelFile, out: Path, *, in_place: bool = False) -> None:
                 os.replace(tmp, target)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        if in_place and model.external_data:
+        if in_place and same_as_input and model.external_data:  # only when MODEL itself was replaced
             _remove_orphans({span.file for span in outside.values()}, keep=targets)
     except BaseException as exc:
         for fd, tmp, _ in staged:
