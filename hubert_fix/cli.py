@@ -13,8 +13,6 @@ Reports go to stdout (--json for one JSON object); logs and progress go to stder
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import os

@@ -201,11 +201,12 @@ def _frozen_length(n: gs.Tensor, facts: GraphFacts) -> str:
     K frames are cropped. frozen-pad clamps it (run it, or do not skip it); alone, a
     slice by it cannot be repaired.
     """
-    total = frozen_total(producer(unwrapped(n)), facts)
+    sub = producer(unwrapped(n))
+    total = frozen_total(sub, facts)
     if total is None:
         return ""
     return (
-        f"n = {total} - {_describe_value(producer(unwrapped(n)).inputs[1])}: a padded length the trace froze at "
+        f"n = {total} - {_describe_value(sub.inputs[1])}: a padded length the trace froze at "
         f"{total} (fairseq's pad_to_multiple traced with a float multiple, fairseq issue #5596's workaround), not "
         "clamped by frozen-pad (no Pad uses it, or the pass was skipped); inputs longer than that are truncated. "
         "Re-export with the sample axis static, or export with hubert-fix export (which traces without the padding)"
