@@ -1,4 +1,4 @@
-"""The Python API: ``check``, ``repair`` and ``validate`` on files, as the CLI runs them.
+"""The Python API: ``check``, ``repair``, ``validate`` and ``optimize`` on files, as the CLI runs them.
 
 Each returns a typed report (the same content as the CLI's ``--json``: ``report.to_dict()``)
 and raises only ``HubertFixError`` subclasses for what the caller can act on
@@ -14,12 +14,21 @@ from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
+import numpy as np
+
 from hubert_fix import runner
 from hubert_fix.errors import UnusableInputError
 from hubert_fix.extras import export_module, pytorch_reference
 from hubert_fix.interface import Interface, describe
-from hubert_fix.model_io import check_output_path, load_model, save_model
-from hubert_fix.validation import ValidationReport, load_reference_cases
+from hubert_fix.model_io import ModelFile, check_output_path, load_model, save_model
+from hubert_fix.optimize import OptimizeReport
+from hubert_fix.optimize import optimize as run_optimize
+from hubert_fix.validation import (
+    Reference,
+    Tolerance,
+    ValidationReport,
+    load_reference_cases,
+)
 from hubert_fix.validation import validate as run_validation
 
 StrPath = str | PathLike[str]
@@ -78,21 +87,68 @@ def validate(
     stored = load_reference_cases(Path(reference)) if reference is not None else None
     torch_reference = None
     if checkpoint is not None:
-        export = export_module()
-        fairseq_model = export.load_checkpoint(Path(checkpoint), trust=trust_checkpoint)
-        _same_architecture(Path(checkpoint), path, face, export.conv_stack(fairseq_model), export.embed_dim(fairseq_model))
-        meta = {p.key: p.value for p in loaded.proto.metadata_props}
-        layer = output_layer if output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
-        fp16 = meta.get("hubert_fix.precision") == "fp16"
-        project = final_proj if final_proj is not None else meta.get("hubert_fix.final_proj") == "1"
-        torch_reference = pytorch_reference(
-            fairseq_model, output_layer=layer, fp16=fp16, device=_torch_device(device) if fp16 else "cpu",
-            final_proj=project,
-        )
+        torch_reference = _checkpoint_reference(
+            Path(checkpoint), loaded, face, device=device, output_layer=output_layer, final_proj=final_proj,
+            trust=trust_checkpoint,
+        )  # fmt: skip
     return run_validation(
         loaded.proto, str(path), device=device, reference=torch_reference, stored=stored, quick=quick,
         progress=progress, path=path, findings=findings, face=face,
     )  # fmt: skip
+
+
+def optimize(
+    model: StrPath,
+    out: StrPath,
+    *,
+    precision: str = "fp32",
+    checkpoint: StrPath | None = None,
+    tolerance: Tolerance | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    trust_checkpoint: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> OptimizeReport:
+    """Write a faster ``model`` to ``out``: fp32 rewrites, or ``precision`` "int8" (CPU) or "fp16" (GPU).
+
+    Validated before it is written, against ``model``'s own outputs (and fairseq's with
+    ``checkpoint``) within ``tolerance`` (default: ``hubert_fix.optimize.TOLERANCES``).
+    ``report.ok`` False: missed, nothing written. Raises UnrepairableError for a model
+    ``check`` would change (repair it first).
+    """
+    path = Path(model)
+    build = None
+    if checkpoint is not None:
+        def build(face: Interface) -> Reference:
+            return _checkpoint_reference(Path(checkpoint), load_model(path), face, device=device, trust=trust_checkpoint)
+
+    return run_optimize(
+        path, Path(out), precision=precision, tolerance=tolerance, device=device, quick=quick,
+        checkpoint_reference=build, progress=progress,
+    )  # fmt: skip
+
+
+def _checkpoint_reference(
+    checkpoint: Path,
+    loaded: ModelFile,
+    face: Interface,
+    *,
+    device: str,
+    output_layer: int | None = None,
+    final_proj: bool | None = None,
+    trust: bool = False,
+) -> Reference:
+    """fairseq's features for the model's inputs, as the export recorded them (layer, final_proj, fp16 inputs)."""
+    export = export_module()
+    fairseq_model = export.load_checkpoint(checkpoint, trust=trust)
+    _same_architecture(checkpoint, Path(loaded.source or "model"), face, export.conv_stack(fairseq_model), export.embed_dim(fairseq_model))
+    meta = {p.key: p.value for p in loaded.proto.metadata_props}
+    layer = output_layer if output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
+    fp16 = face.audio.dtype == np.float16  # an fp16 export; an fp16-optimized model takes float32 audio
+    project = final_proj if final_proj is not None else meta.get("hubert_fix.final_proj") == "1"
+    return pytorch_reference(
+        fairseq_model, output_layer=layer, fp16=fp16, device=_torch_device(device) if fp16 else "cpu", final_proj=project
+    )
 
 
 def _same_architecture(checkpoint: Path, model: Path, face: Interface, stack: tuple, width: int) -> None:

@@ -4,7 +4,7 @@ Exit codes (stable; pipelines depend on them):
   0  success: nothing to repair (check), OUT written (repair, export), all checks pass (validate)
   1  check: repairable problems found; validate/export: a validation check failed
   2  unusable input: missing/damaged file, bad checkpoint, unwritable output, device not usable
-  3  repair/export: problems found that no pass can repair (nothing written);
+  3  repair/export: problems found that no pass can repair (nothing written); optimize: MODEL needs repair first;
      check: the planned repair would not load (check reports unrepairable problems with 1)
   130 interrupted (Ctrl-C; nothing written), 141 stdout closed early (e.g. piped to head)
 Reports go to stdout (--json for one JSON object); logs and progress go to stderr.
@@ -13,6 +13,7 @@ Reports go to stdout (--json for one JSON object); logs and progress go to stder
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,8 @@ from hubert_fix.interface import ROLES, parse_roles
 from hubert_fix.model_io import check_output_path, save_model, write_bytes
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.reports import format_report, format_validation, junit_xml
-from hubert_fix.validation import validate
+from hubert_fix.optimize import TOLERANCES
+from hubert_fix.validation import Tolerance, validate
 
 log = logging.getLogger("hubert_fix")
 
@@ -150,6 +152,41 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     payload["status"] = f"wrote {args.output}"
     emit(console, payload, "\n".join(human + [f"wrote {args.output}{' (raw, unrepaired)' if args.raw else ''}"]))
     return EXIT_OK
+
+
+def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:
+    """``NAME=VALUE`` overrides of a tolerance's bounds (UnusableInputError on a bad one)."""
+    names = {f.name for f in dataclasses.fields(Tolerance)}
+    changes: dict[str, float] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            if key not in names:
+                raise ValueError
+            changes[key] = float(value)
+        except ValueError:
+            raise UnusableInputError(f"--tolerance {pair!r}: expected NAME=NUMBER with NAME one of {', '.join(sorted(names))}") from None
+    return dataclasses.replace(default, **changes)
+
+
+def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    tolerance = parse_tolerance(args.tolerance, TOLERANCES[precision]) if args.tolerance else None
+    if args.checkpoint:
+        console.progress("importing torch and fairseq (a few seconds)")
+    report = api.optimize(
+        args.model, args.output, precision=precision, checkpoint=args.checkpoint, tolerance=tolerance,
+        device=args.device, quick=args.quick, trust_checkpoint=args.trust_checkpoint, progress=console.progress,
+    )  # fmt: skip
+    human = [f"optimize {args.model} ({precision}): " + ", ".join(f"{s.name} x{s.count}" for s in report.steps)]
+    human += [format_validation(v) for v in (report.validation, report.checkpoint_validation) if v is not None]
+    if report.ok:
+        size = f"{report.output_bytes / 1e6:.1f} MB, {report.output_bytes / report.input_bytes:.2f}x the input's {report.input_bytes / 1e6:.1f} MB"
+        status = f"wrote {args.output} ({size}; rewrite {report.rewrite_seconds:.1f} s, validation {report.validate_seconds:.1f} s)"
+    else:
+        status = f"{precision} candidate missed its tolerance; nothing written"
+    emit(console, {**report.to_dict(), "status": status}, "\n".join([*human, status]))
+    return EXIT_OK if report.ok else EXIT_FOUND
 
 
 def cmd_passes(args: argparse.Namespace, console: Console) -> int:
@@ -274,6 +311,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--junit-xml", type=Path, default=None, metavar="FILE", help="also write a JUnit XML report (one testcase per check)")
     p.set_defaults(func=cmd_validate)
+
+    p = command(
+        "optimize", "write a faster copy of MODEL for deployment, validated before it is written",
+        "Always the fp32 rewrites that measured faster; --int8: int8 weights for CPU; --fp16: float16 for GPUs "
+        "(inputs and outputs stay float32). The candidate is compared with MODEL's own outputs (and fairseq's "
+        "with --checkpoint) over the matrix within the precision's tolerance. Exit 0: written; 1: the candidate "
+        "missed its tolerance (nothing written); 2: unusable input or output; 3: MODEL needs repair first.",
+        [as_json, trust],
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help=MODEL_HELP + "; repaired (check finds nothing)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="where to write the optimized model")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--int8", action="store_true", help="int8 weights and dynamically quantized MatMuls (CPU)")
+    precision.add_argument("--fp16", action="store_true", help="float16 compute, normalizations in float32 (GPU)")
+    p.add_argument("--checkpoint", type=Path, metavar="CKPT", help="also compare with fairseq's PyTorch output")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="where the candidate is validated (int8: always cpu; default auto: CUDA where it really runs)",
+    )
+    p.add_argument("--quick", action="store_true", help="leave out the 10 s input")
+    p.add_argument(
+        "--tolerance", action="append", default=[], metavar="NAME=VALUE",
+        help=f"override one bound of the precision's tolerance ({', '.join(f.name for f in dataclasses.fields(Tolerance))})",
+    )
+    p.set_defaults(func=cmd_optimize)
 
     p = command(
         "demo", "the whole job on the embedded tiny HuBERT checkpoint",

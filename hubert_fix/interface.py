@@ -34,6 +34,8 @@ AUDIO = "audio"
 PADDING_MASK = "padding_mask"
 ATTENTION_MASK = "attention_mask"
 ROLES = (AUDIO, PADDING_MASK, ATTENTION_MASK)
+#: Metadata key: the precision the model computes in (fp32, fp16 or int8), written by export and optimize.
+PRECISION_METADATA_KEY = "hubert_fix.precision"
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
     width = int(meta["hubert_fix.embed_dim"]) if meta.get("hubert_fix.embed_dim") else _masked_width(facts)
     if width is None and outputs[0].dims is not None and len(outputs[0].dims) == 3:
         width = outputs[0].dims[2]
-    precision = "fp16" if audio[0].dtype == np.float16 else meta.get("hubert_fix.precision", "fp32")
+    precision = "fp16" if audio[0].dtype == np.float16 else meta.get(PRECISION_METADATA_KEY, "fp32")
     return Interface(audio[0], mask, mask_role, outputs, stack, width, precision)
 
 
@@ -230,7 +232,9 @@ def conv_stack_from_graph(model: onnx.ModelProto) -> ConvStack:
     """(kernel, stride) of the ungrouped 1-D convolutions without padding, in graph order.
 
     That is the fairseq conv feature extractor; the positional conv is grouped and
-    padded, so it is not counted. Graph order is the exporter's topological order.
+    padded, so it is not counted. Graph order is the exporter's topological order. A
+    1-D convolution that ``optimize`` runs as 2-D (kernel [1, k], strides [1, s]) counts
+    as the 1-D one it computes.
     """
     stack = []
     for node in model.graph.node:
@@ -238,9 +242,12 @@ def conv_stack_from_graph(model: onnx.ModelProto) -> ConvStack:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         kernel = list(attrs.get("kernel_shape", []))
+        strides = list(attrs.get("strides", [1] * len(kernel)))
+        if len(kernel) == 2 and kernel[0] == 1 and strides[:1] == [1]:  # [1, k] over [B, C, 1, T]
+            kernel, strides = kernel[1:], strides[1:]
         if len(kernel) != 1 or attrs.get("group", 1) != 1 or any(attrs.get("pads", [])):
             continue
         if any(d != 1 for d in attrs.get("dilations", [1])):
             continue
-        stack.append((int(kernel[0]), int(list(attrs.get("strides", [1]))[0])))
+        stack.append((int(kernel[0]), int(strides[0])))
     return tuple(stack)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from hubert_fix.runner import Report
-from hubert_fix.validation import ValidationReport
+from hubert_fix.validation import Tolerance, ValidationReport
 
 
 def format_report(report: Report) -> str:
@@ -35,18 +35,21 @@ def format_report(report: Report) -> str:
 
 
 def format_validation(report: ValidationReport) -> str:
-    ref = {"none": "no reference", "checkpoint": "vs fairseq PyTorch", "stored": "vs stored reference"}[report.reference]
+    ref = {
+        "none": "no reference", "checkpoint": "vs fairseq PyTorch", "stored": "vs stored reference",
+        "model": "vs the input model on ONNX Runtime",
+    }[report.reference]  # fmt: skip
     lines = [f"validate {report.model}: provider {report.provider}, {report.precision}, {ref}"]
     if report.tolerance:
-        lines.append(
-            f"  tolerance: max abs diff <= {report.tolerance['max_abs_diff']:g}, cosine >= {report.tolerance['min_cosine']}"
-        )
+        lines.append(f"  tolerance: {Tolerance(**report.tolerance).describe()}")
     for case in report.cases:
         detail = f"shape {case.shape}" if case.shape else ""
         if case.max_abs_diff is not None:
             detail += f"{', ' if detail else ''}max abs diff {case.max_abs_diff:.2e}"
         if case.cosine is not None:
             detail += f", cosine {case.cosine:.6f}"
+        if case.mean_frame_cosine is not None:
+            detail += f", frame cosine mean {case.mean_frame_cosine:.6f} min {case.min_frame_cosine:.6f}"
         if case.status == "RAN":
             detail += f"{', ' if detail else ''}not compared"
         size = f" (batch {case.batch}, {case.samples} samples)" if case.batch else ""

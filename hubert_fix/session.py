@@ -20,14 +20,18 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-def create_session(model: bytes | str, name: str, *, device: str) -> ort.InferenceSession:
+def create_session(model: bytes | str, name: str, *, device: str, weights_folder: str | None = None) -> ort.InferenceSession:
     """An ORT session on ``device`` (cpu, cuda or auto), checked against what really runs.
 
     onnxruntime-gpu lists CUDAExecutionProvider even without a GPU and silently falls
     back to CPU, so the providers of the created session are what count.
+    ``weights_folder``: where the external data of a model given as bytes is (the
+    folder of the file a skeleton's stubs point into).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 4  # run failures are caught and reported by us, as one line each
+    if weights_folder is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", weights_folder)
     if device == "cpu":
         return ort.InferenceSession(model, options, providers=[CPU])
     if device == "cuda" and CUDA not in ort.get_available_providers():

@@ -40,8 +40,51 @@ from hubert_fix.session import create_session, ort_message
 
 log = logging.getLogger(__name__)
 
-# Parity tolerances: (max abs diff, min cosine similarity) per precision.
-TOLERANCES = {"fp32": (1e-3, 0.9999), "fp16": (5e-2, 0.999)}
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What parity means: every bound that is set must hold on every compared case.
+
+    ``max_abs_diff`` is absolute; ``max_rel_diff`` is the max abs diff over the
+    reference's largest magnitude (for reduced precisions, whose error scales with the
+    output). The cosines: ``min_cosine`` over the whole output; per frame (each real
+    frame's C-vector, frames the reference zeroes as padding left out) the mean over a
+    case must reach ``min_mean_frame_cosine`` and every frame ``min_frame_cosine``.
+    """
+
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    min_cosine: float = 0.0
+    min_mean_frame_cosine: float | None = None
+    min_frame_cosine: float | None = None
+
+    def describe(self) -> str:
+        parts = [f"max abs diff <= {self.max_abs_diff:g}"] if self.max_abs_diff is not None else []
+        if self.max_rel_diff is not None:
+            parts.append(f"max abs diff <= {self.max_rel_diff:g} x the reference's max |value|")
+        parts.append(f"cosine >= {self.min_cosine}")
+        if self.min_mean_frame_cosine is not None:
+            parts.append(f"mean frame cosine >= {self.min_mean_frame_cosine}")
+        if self.min_frame_cosine is not None:
+            parts.append(f"min frame cosine >= {self.min_frame_cosine}")
+        return ", ".join(parts)
+
+    def diff_failure(self, diff: float, scale: float) -> str | None:
+        """Why ``diff`` (a max abs diff, against a reference of max magnitude ``scale``) is too large."""
+        if self.max_abs_diff is not None and not diff <= self.max_abs_diff:
+            return f"max abs diff {diff:.3g} > {self.max_abs_diff:g}"
+        if self.max_rel_diff is not None and not diff <= self.max_rel_diff * scale:
+            return f"max abs diff {diff:.3g} > {self.max_rel_diff:g} x {scale:.3g} (the reference's max |value|)"
+        return None
+
+
+# Parity with PyTorch (or stored outputs), per precision the model computes in.
+TOLERANCES = {
+    "fp32": Tolerance(max_abs_diff=1e-3, min_cosine=0.9999),
+    "fp16": Tolerance(max_abs_diff=5e-2, min_cosine=0.999),
+    # 8-bit weights and activations: errors of about 1% of the output's range per value
+    "int8": Tolerance(max_rel_diff=0.1, min_cosine=0.999, min_mean_frame_cosine=0.999, min_frame_cosine=0.99),
+}
 
 Reference = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (source, padding_mask) -> features
 Stored = list[tuple[Case, np.ndarray, np.ndarray, np.ndarray | None]]
@@ -64,6 +107,8 @@ class CaseResult:
     expected_shape: list[int | None] | None = None
     max_abs_diff: float | None = None
     cosine: float | None = None
+    mean_frame_cosine: float | None = None
+    min_frame_cosine: float | None = None
     seconds: float = 0.0
     compared: bool = False  # parity with a reference was checked (or the check needs none)
     kind: str = "case"  # "case" (an input of the matrix or a stored one), or the name of a whole-model check
@@ -79,8 +124,8 @@ class ValidationReport:
     model: str
     provider: str
     precision: str
-    reference: str  # "none", "checkpoint", "stored"
-    tolerance: dict[str, float] | None
+    reference: str  # "none", "checkpoint", "stored", "model" (another ONNX model's outputs)
+    tolerance: dict[str, float | None] | None
     cases: list[CaseResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # cases the model's interface rules out
     interface: dict[str, object] | None = None
@@ -182,6 +227,9 @@ def validate(
     findings: list[str] | None = None,
     roles: dict[str, str] | None = None,
     face: Interface | None = None,
+    tolerance: Tolerance | None = None,
+    against: str | None = None,
+    weights_folder: Path | None = None,
 ) -> ValidationReport:
     """Run the cases the model admits (the matrix, or the stored cases) and check every output.
 
@@ -191,22 +239,27 @@ def validate(
     without it ``model`` must be complete and is serialized. ``findings`` are what the
     static ``check`` would repair (each fails the validation); ``roles`` override the
     input roles (``--input NAME=ROLE``); ``face``, the interface when the caller has
-    found it already (``interface.describe``).
+    found it already (``interface.describe``); ``tolerance``, parity bounds other than
+    the precision's default; ``against``, the reference kind to report for ``stored``
+    outputs that another ONNX model gave ("model"); ``weights_folder``, where the
+    weights of a ``model`` with stubs are (it is then serialized without them).
     """
     face = face or describe(model, name, roles)
-    kind = "checkpoint" if reference else "stored" if stored else "none"
-    tol = TOLERANCES[face.precision]
+    kind = "checkpoint" if reference else (against or "stored") if stored else "none"
+    tol = tolerance or TOLERANCES.get(face.precision, TOLERANCES["fp32"])
     report = ValidationReport(
-        name, "none", face.precision, kind,
-        {"max_abs_diff": tol[0], "min_cosine": tol[1]} if kind != "none" else None, interface=face.to_dict(),
-    )  # fmt: skip
+        name, "none", face.precision, kind, asdict(tol) if kind != "none" else None, interface=face.to_dict()
+    )
     if findings is not None:
         check = CaseResult(
             "static check (hubert-fix check)", 0, 0, not findings, list(findings), compared=True, kind="static check"
         )
         report.cases.append(check)
     try:
-        session = create_session(str(path) if path else model.SerializeToString(), name, device=device)
+        session = create_session(
+            str(path) if path else model.SerializeToString(), name, device=device,
+            weights_folder=str(weights_folder) if weights_folder and not path else None,
+        )  # fmt: skip
     except (DeviceUnavailableError, UnusableInputError):
         raise
     except Exception as exc:  # ORT raises its own exception types on graphs it rejects
@@ -262,7 +315,7 @@ def _run_case(
     source: np.ndarray,
     mask: np.ndarray,
     expected: np.ndarray | None,
-    tol: tuple[float, float] | None,
+    tol: Tolerance | None,
 ) -> CaseResult:
     result = CaseResult(case.name, case.batch, case.samples, ok=True)
     outputs = _run(session, face.feeds(source, mask), result)
@@ -287,17 +340,37 @@ def _run_case(
         denom = float(np.linalg.norm(a) * np.linalg.norm(b))
         result.cosine = float(a @ b / denom) if denom else (1.0 if not a.any() and not b.any() else 0.0)
         result.compared = True
-        if not result.max_abs_diff <= tol[0]:
-            result.failures.append(f"max abs diff {result.max_abs_diff:.3g} > {tol[0]:g} vs reference")
-        if not result.cosine >= tol[1]:
-            result.failures.append(f"cosine {result.cosine:.6f} < {tol[1]} vs reference")
+        scale = float(np.abs(b).max(initial=0.0))
+        too_far = tol.diff_failure(result.max_abs_diff, scale)
+        if too_far:
+            result.failures.append(f"{too_far} vs reference")
+        if not result.cosine >= tol.min_cosine:
+            result.failures.append(f"cosine {result.cosine:.6f} < {tol.min_cosine} vs reference")
+        _frame_cosines(result, output, expected, tol)
     elif expected is not None and output.shape != expected.shape:
         result.failures.append(f"reference has shape {list(expected.shape)}, output {result.shape}")
     result.ok = not result.failures
     return result
 
 
-def _batch_consistency(session: ort.InferenceSession, face: Interface, tol: tuple[float, float]) -> CaseResult:
+def _frame_cosines(result: CaseResult, output: np.ndarray, expected: np.ndarray, tol: Tolerance) -> None:
+    """Per-frame cosines of a [B, frames, C] output, over the frames the reference does not zero."""
+    if output.ndim != 3 or not output.size:
+        return
+    a, b = output.astype(np.float64).reshape(-1, output.shape[-1]), expected.astype(np.float64).reshape(-1, output.shape[-1])
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    real = np.linalg.norm(b, axis=1) > 0  # padded frames are zero in the reference: no direction to compare
+    if not real.any():
+        return
+    cosines = np.where(norms[real] > 0, (a[real] * b[real]).sum(axis=1) / np.where(norms[real] > 0, norms[real], 1), 0.0)
+    result.mean_frame_cosine, result.min_frame_cosine = float(cosines.mean()), float(cosines.min())
+    if tol.min_mean_frame_cosine is not None and not result.mean_frame_cosine >= tol.min_mean_frame_cosine:
+        result.failures.append(f"mean frame cosine {result.mean_frame_cosine:.6f} < {tol.min_mean_frame_cosine} vs reference")
+    if tol.min_frame_cosine is not None and not result.min_frame_cosine >= tol.min_frame_cosine:
+        result.failures.append(f"min frame cosine {result.min_frame_cosine:.6f} < {tol.min_frame_cosine} vs reference")
+
+
+def _batch_consistency(session: ort.InferenceSession, face: Interface, tol: Tolerance) -> CaseResult:
     """Each utterance of an unpadded batch of 3 gets the features it gets alone.
 
     Needs no reference: a batch the trace fixed at 1 fails to run or mixes items, and an
@@ -320,7 +393,8 @@ def _batch_consistency(session: ort.InferenceSession, face: Interface, tol: tupl
             continue
         diff = float(np.abs(alone[0][0].astype(np.float64) - together[0][row].astype(np.float64)).max(initial=0.0))
         result.max_abs_diff = max(result.max_abs_diff or 0.0, diff)
-        if not diff <= tol[0]:
-            result.failures.append(f"utterance {row}: max abs diff {diff:.3g} > {tol[0]:g} between alone and in the batch")
+        too_far = tol.diff_failure(diff, float(np.abs(together[0][row].astype(np.float64)).max(initial=0.0)))
+        if too_far:
+            result.failures.append(f"utterance {row}: {too_far} between alone and in the batch")
     result.ok = not result.failures
     return result

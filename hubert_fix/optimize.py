@@ -1,0 +1,260 @@
+"""``optimize``: a faster model for deployment, validated against the model it came from.
+
+The input must be clean (``check`` finds nothing: repair first). Every precision gets
+the fp32 rewrite that measured faster (``conv_rewrites.conv_as_2d``); then ``int8``
+quantizes MatMuls and stores Conv weights in int8 (``quantize``), ``fp16`` converts the audio's path to float16 with
+normalizations kept in float32 (``half``). What ONNX Runtime fuses by itself at session
+creation (GELU, skip + LayerNorm, the DynamicQuantizeMatMul kernel) is left to it: the
+file stays standard ONNX and portable between ORT versions and execution providers.
+
+Nothing is written before the candidate passes validation: the input model's outputs
+on CPU over the matrix its interface admits are the reference (and fairseq's, with a
+checkpoint), compared with the precision's tolerance (``TOLERANCES``), plus the static
+check and batch consistency. Inputs, outputs, their element types and dims are kept
+(proven before validation). What was done is recorded in the metadata
+(``hubert_fix.optimize``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import gc
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hubert_fix import __version__, runner
+from hubert_fix.conv_rewrites import conv_as_2d
+from hubert_fix.errors import UnrepairableError, UnusableInputError
+from hubert_fix.half import to_half
+from hubert_fix.interface import PRECISION_METADATA_KEY, Interface, describe
+from hubert_fix.model_io import (
+    ModelFile,
+    check_output_path,
+    data_path,
+    load_model,
+    save_model,
+    set_metadata,
+)
+from hubert_fix.quantize import quantize
+from hubert_fix.session import create_session, ort_message
+from hubert_fix.validation import TOLERANCES as VALIDATE_TOLERANCES
+from hubert_fix.validation import (
+    Reference,
+    Stored,
+    Tolerance,
+    ValidationReport,
+    plan_cases,
+    validate,
+)
+from hubert_fix.weights import Names, Weights
+
+PRECISIONS = ("fp32", "int8", "fp16")
+OPTIMIZE_METADATA_KEY = "hubert_fix.optimize"
+
+#: Parity of the optimized model with the model it came from (and with PyTorch), per precision.
+TOLERANCES = {
+    # the same arithmetic in another layout: differences are float rounding only
+    "fp32": Tolerance(max_abs_diff=1e-3, min_cosine=0.9999, min_mean_frame_cosine=0.9999, min_frame_cosine=0.999),
+    "int8": VALIDATE_TOLERANCES["int8"],
+    # a 10-bit mantissa: errors of about 0.1% of the output's range
+    "fp16": Tolerance(max_rel_diff=0.02, min_cosine=0.9999, min_mean_frame_cosine=0.9999, min_frame_cosine=0.999),
+}
+
+
+@dataclass
+class Step:
+    name: str
+    count: int
+    what: str
+
+
+@dataclass
+class OptimizeReport:
+    model: str
+    output: str
+    precision: str
+    steps: list[Step] = field(default_factory=list)
+    validation: ValidationReport | None = None
+    checkpoint_validation: ValidationReport | None = None
+    input_bytes: int = 0
+    output_bytes: int | None = None  # None: not written
+    rewrite_seconds: float = 0.0
+    validate_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        checks = [self.validation, self.checkpoint_validation]
+        return all(v is None or v.ok for v in checks) and self.validation is not None
+
+    def to_dict(self) -> dict[str, object]:
+        data = dataclasses.asdict(self)
+        data["validation"] = self.validation.to_dict() if self.validation else None
+        data["checkpoint_validation"] = self.checkpoint_validation.to_dict() if self.checkpoint_validation else None
+        data["ok"] = self.ok
+        return data
+
+
+def optimize(
+    path: Path,
+    out: Path,
+    *,
+    precision: str = "fp32",
+    tolerance: Tolerance | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    checkpoint_reference: Callable[[Interface], Reference] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> OptimizeReport:
+    """Optimize ``path`` for ``precision`` and write ``out`` if it validates (see the module doc).
+
+    ``checkpoint_reference`` builds a PyTorch reference for the model's interface (the
+    caller loads the checkpoint). Raises UnrepairableError (exit 3) for a model that
+    needs repair first, UnusableInputError (exit 2) for unusable input; a candidate
+    that misses its tolerance is not written and the report says why (``ok`` False).
+    """
+    if precision not in PRECISIONS:
+        raise UnusableInputError(f"{path}: unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
+    say = progress or (lambda message: None)
+    check_output_path(out, source=path)
+    loaded = load_model(path)
+    name = str(path)
+    _refuse_unfit(loaded, name, precision)
+    face = describe(loaded.proto, name)
+    report = OptimizeReport(name, str(out), precision, input_bytes=_size(loaded))
+    tol = tolerance or TOLERANCES[precision]
+
+    say("running the input model over the matrix (the reference)")
+    started = time.perf_counter()
+    stored = _reference_outputs(loaded, face, quick=quick, name=name)
+    reference_seconds = time.perf_counter() - started
+
+    say(f"rewriting for {precision}")
+    started = time.perf_counter()
+    weights = Weights(loaded)
+    names = Names(loaded.proto.graph)
+    report.steps.append(Step("conv-as-2d", len(conv_as_2d(weights, names)), "1-D convolutions run as 2-D (NCHWc on CPU)"))
+    if precision == "int8":
+        matmuls, convs = quantize(weights, names)
+        report.steps.append(Step("int8-matmul", len(matmuls), "MatMuls on int8 weights and activations"))
+        report.steps.append(Step("int8-conv-weights", len(convs), "Conv weights stored in int8, computed in float32"))
+    elif precision == "fp16":
+        report.steps.append(Step("fp16", to_half(weights, names), "ops now in float16"))
+    weights.drop_unused()
+    candidate = ModelFile(loaded.proto, loaded.source)
+    _same_interface(describe(candidate.proto, name), face, name)
+    report.rewrite_seconds = round(time.perf_counter() - started, 3)
+
+    say("validating the candidate")
+    started = time.perf_counter()
+    findings = runner.findings(runner.check(candidate.proto, name))
+    folder = loaded.source.parent if loaded.source else None
+    on = "cpu" if precision == "int8" else device  # int8 weights are for CPU
+    report.validation = validate(
+        candidate.proto, str(out), device=on, stored=stored, progress=progress, findings=findings,
+        tolerance=tol, against="model", weights_folder=folder,
+    )  # fmt: skip
+    report.validation.precision = precision
+    if checkpoint_reference is not None and report.validation.ok:
+        say("validating against the checkpoint")
+        report.checkpoint_validation = validate(
+            candidate.proto, str(out), device=on, reference=checkpoint_reference(face), quick=quick, progress=progress,
+            tolerance=tol, weights_folder=folder,
+        )  # fmt: skip
+        report.checkpoint_validation.precision = precision
+    report.validate_seconds = round(time.perf_counter() - started + reference_seconds, 3)
+    if not report.ok:
+        return report
+    _record(candidate.proto, report, tol)
+    save_model(candidate, out)
+    report.output_bytes = out.stat().st_size + (data_path(out).stat().st_size if candidate.external_data else 0)
+    return report
+
+
+def _refuse_unfit(loaded: ModelFile, name: str, precision: str) -> None:
+    """A model to repair first (exit 3), or one already reduced to another precision (exit 2)."""
+    meta = {p.key: p.value for p in loaded.proto.metadata_props}
+    earlier = meta.get(OPTIMIZE_METADATA_KEY)
+    if earlier is not None:
+        try:
+            done = json.loads(earlier).get("precision")
+        except (ValueError, AttributeError):
+            done = "unknown"
+        if done not in ("fp32", precision):
+            raise UnusableInputError(
+                f"{name}: already optimized for {done}; optimize the fp32 model it came from for {precision}"
+            )
+    if precision == "int8" and meta.get(PRECISION_METADATA_KEY) == "fp16":
+        raise UnusableInputError(f"{name}: an fp16 export; int8 weights are made from an fp32 model (export without --fp16)")
+    found = runner.check(loaded.proto, name)
+    if found.edits or found.blocking:
+        raise UnrepairableError(
+            f"{name}: has {len(found.edits)} problem(s) to repair and {found.blocking} unrepairable one(s); "
+            f"optimize validates against this model, so repair it first: hubert-fix repair {name} -o REPAIRED.onnx",
+            report=found,
+        )
+
+
+def _reference_outputs(loaded: ModelFile, face: Interface, *, quick: bool, name: str) -> Stored:
+    """The input model's first output on CPU for every case of the matrix it admits."""
+    entries, _ = plan_cases(face, quick=quick, stored=None)
+    session = create_session(str(loaded.source), name, device="cpu")
+    stored: Stored = []
+    for case, source, mask, _ in entries:
+        try:
+            output = session.run(None, face.feeds(source, mask))[0]
+        except Exception as exc:  # ORT's runtime errors
+            raise UnusableInputError(
+                f"{name}: the input model fails on {case.name}: {ort_message(exc)}; run hubert-fix validate {name}"
+            ) from None
+        stored.append((case, source, mask, np.asarray(output, dtype=np.float32)))
+    del session
+    _release_memory()  # the reference's weights and buffers leave before the candidate's arrive
+    return stored
+
+
+def _release_memory() -> None:
+    """Collect, and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the pages are reused by the process instead
+        pass
+
+
+def _same_interface(now: Interface, before: Interface, name: str) -> None:
+    """Inputs and outputs keep their names, element types and dims (a bug guard: never expected)."""
+    if (now.audio, now.mask, now.outputs) != (before.audio, before.mask, before.outputs):
+        raise UnrepairableError(f"{name}: the optimized graph's inputs or outputs differ from the model's; nothing written")
+
+
+def _record(model: onnx.ModelProto, report: OptimizeReport, tol: Tolerance) -> None:
+    compared = [c for c in report.validation.cases if c.kind == "case" and c.compared]
+    record = {
+        "tool": "hubert-fix",
+        "version": __version__,
+        "onnxruntime": ort.__version__,
+        "precision": report.precision,
+        "steps": [dataclasses.asdict(step) for step in report.steps],
+        "tolerance": dataclasses.asdict(tol),
+        "validated": {
+            "cases": len(compared),
+            "against": "checkpoint and input model" if report.checkpoint_validation else "input model",
+            "worst_max_abs_diff": max((c.max_abs_diff or 0.0) for c in compared) if compared else None,
+            "worst_min_frame_cosine": min((c.min_frame_cosine for c in compared if c.min_frame_cosine is not None), default=None),
+        },
+    }
+    set_metadata(model, {OPTIMIZE_METADATA_KEY: json.dumps(record, sort_keys=True), PRECISION_METADATA_KEY: report.precision})
+
+
+def _size(model: ModelFile) -> int:
+    """Bytes of the model file and the data files it references."""
+    files = {model.source, *(span.file for span in model.spans().values())} - {None}
+    return sum(f.stat().st_size for f in files)

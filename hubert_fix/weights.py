@@ -1,0 +1,123 @@
+"""Read and replace a skeleton model's weights one tensor at a time (for ``optimize``).
+
+A loaded model keeps its large initializers on disk (``skeleton``). Rewrites that need
+a weight's values (quantization, half precision, a conv kernel laid out for a MatMul)
+read that one tensor with ``pread``, and put what replaces it inline in the graph; the
+weights nobody touched stay on disk and are copied file to file when the model is
+written. Peak memory is the graph, the new tensors, and one weight being converted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from hubert_fix import skeleton
+from hubert_fix.model_io import ModelFile
+
+
+class Weights:
+    """The constant tensors of ``model`` (initializers and Constant nodes), by name."""
+
+    def __init__(self, model: ModelFile) -> None:
+        self.model = model
+        self.graph = model.proto.graph
+        self._spans = model.spans()
+        self._initializers = {t.name: t for t in self.graph.initializer}
+        self._constants = {
+            n.output[0]: n for n in self.graph.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+        }
+
+    def is_constant(self, name: str) -> bool:
+        return name in self._initializers or name in self._constants
+
+    def proto(self, name: str) -> onnx.TensorProto | None:
+        """The TensorProto of a constant (a stub for weights on disk), or None."""
+        if name in self._initializers:
+            return self._initializers[name]
+        node = self._constants.get(name)
+        return node.attribute[0].t if node is not None else None
+
+    def array(self, name: str) -> np.ndarray:
+        """The values of a constant, read from disk for a stub."""
+        tensor = self.proto(name)
+        if tensor is None:
+            raise KeyError(name)
+        if name in self._spans:
+            span = self._spans[name]
+            with open(span.file, "rb") as handle:
+                data = os.pread(handle.fileno(), span.length, span.offset)
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            return np.frombuffer(data, dtype=dtype).reshape(tuple(tensor.dims))
+        return numpy_helper.to_array(tensor)
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        """A new inline initializer (a fresh name is the caller's business)."""
+        tensor = numpy_helper.from_array(np.ascontiguousarray(array), name)
+        self.graph.initializer.append(tensor)
+        self._initializers[name] = self.graph.initializer[-1]
+        return name
+
+    def drop_unused(self) -> None:
+        """Remove initializers and Constant nodes that no node or output reads any more."""
+        used = Counter(name for node in self.graph.node for name in node.input)
+        used.update(o.name for o in self.graph.output)
+        for subgraph_node in self.graph.node:  # names read inside If/Loop bodies count too
+            for attribute in subgraph_node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    used.update(name for node in attribute.g.node for name in node.input)
+        kept = [t for t in self.graph.initializer if used[t.name]]
+        if len(kept) != len(self.graph.initializer):
+            del self.graph.initializer[:]
+            self.graph.initializer.extend(kept)
+        nodes = [n for n in self.graph.node if n.op_type != "Constant" or used[n.output[0]]]
+        if len(nodes) != len(self.graph.node):
+            del self.graph.node[:]
+            self.graph.node.extend(nodes)
+        declared = {t.name for t in self.graph.initializer}
+        inputs = [i for i in self.graph.input if i.name not in self._initializers or i.name in declared]
+        if len(inputs) != len(self.graph.input):
+            del self.graph.input[:]
+            self.graph.input.extend(inputs)
+        self._initializers = {t.name: t for t in self.graph.initializer}
+        self._constants = {k: v for k, v in self._constants.items() if used[k]}
+        self._spans = {k: v for k, v in self._spans.items() if k in self._initializers}
+
+    def on_disk(self) -> dict[str, skeleton.Span]:
+        """Where the stubs still in the graph have their bytes (for writing and for ORT)."""
+        return dict(self._spans)
+
+
+def consumers(graph: onnx.GraphProto) -> Counter[str]:
+    """How many node inputs read each name (graph outputs count as readers)."""
+    count = Counter(name for node in graph.node for name in node.input)
+    count.update(o.name for o in graph.output)
+    return count
+
+
+def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """A node attribute's value (ints as a list), or ``default``."""
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+class Names:
+    """Fresh tensor and node names that collide with nothing in the graph."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
+        self.taken.update(t.name for t in graph.initializer)
+        self.taken.update(v.name for v in (*graph.input, *graph.output))
+
+    def __call__(self, base: str) -> str:
+        name, index = base, 1
+        while name in self.taken:
+            name, index = f"{base}_{index}", index + 1
+        self.taken.add(name)
+        return name
