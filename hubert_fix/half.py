@@ -81,7 +81,7 @@ def to_half(weights: Weights, names: Names) -> int:
         want = FLOAT if node.op_type in KEEP_FP32 or transposes_for_matmul else HALF
         exempt = FLOAT32_ONLY.get(node.op_type, set())
         for index, name in enumerate(node.input):
-            if not name or index in exempt:
+            if not name or index in exempt or node.op_type == "Cast":  # a Cast reads any type
                 continue
             current = dtype.get(name, types.get(name))
             if current in (FLOAT, HALF) and current != want:

@@ -1,0 +1,200 @@
+"""``hubert-fix optimize``: each precision validates, keeps the interface, is idempotent, refuses misses.
+
+The fixtures are tiny (C = 32): fp32 and fp16 validate on them; int8 does not (with 32
+channels a dot product averages too few rounding errors: its padded batches miss the
+min frame cosine), which is itself the refusal to test. int8 that passes is shown on a
+small real-width HuBERT (C = 256) built from a fairseq config (needs the [export] extra).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import FIXTURES, RAW, run_cli, run_main
+
+import hubert_fix
+from hubert_fix.optimize import TOLERANCES
+
+REPAIRED_FIXTURES = ["hubert_base_tiny.raw.onnx", "hf_wavlm.onnx", "contentvec_tiny.rvc_v2.onnx"]
+
+
+@pytest.fixture(scope="module")
+def repaired(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("repaired")
+    out = {}
+    for name in REPAIRED_FIXTURES:
+        out[name] = folder / name
+        hubert_fix.repair(FIXTURES / name, out[name])
+    return out
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """HuBERT with 256 channels, 2 layers, 128-channel extractor: exported and repaired by hubert-fix."""
+    pytest.importorskip("fairseq")
+    import make_fixtures
+    from catalog import CHECKPOINTS
+
+    folder = tmp_path_factory.mktemp("small")
+    spec = CHECKPOINTS["hubert_base_tiny"]
+    config = {
+        **spec.model, "conv_feature_layers": "[(128,10,5)] + [(128,3,2)]*4 + [(128,2,2)]*2", "encoder_layers": 2,
+        "encoder_embed_dim": 256, "encoder_ffn_embed_dim": 1024, "encoder_attention_heads": 4, "conv_pos": 16,
+        "conv_pos_groups": 4, "final_dim": 64,
+    }  # fmt: skip
+    make_fixtures.build_checkpoint(spec, folder / "small.pt", config)
+    code, _, err = run_main("export", folder / "small.pt", "-o", folder / "small.onnx", "-q")
+    assert code == 0, err
+    return folder / "small.onnx"
+
+
+def _ports(path: Path) -> list[str]:
+    """Every graph input and output: name, element type and dims, as text."""
+    graph = onnx.load(path, load_external_data=False).graph
+    return [str(info.type) + info.name for info in (*graph.input, *graph.output) if not info.name.startswith("model.")]
+
+
+def _graph_bytes(path: Path) -> bytes:
+    model = onnx.load(path)
+    return model.graph.SerializeToString()
+
+
+def _record(path: Path) -> dict[str, object]:
+    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return json.loads(meta["hubert_fix.optimize"])
+
+
+@pytest.mark.parametrize("name", REPAIRED_FIXTURES)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_validates_keeps_interface_and_is_idempotent(repaired: dict[str, Path], tmp_path: Path, name: str, precision: str) -> None:
+    source = repaired[name]
+    out, again = tmp_path / "opt.onnx", tmp_path / "again.onnx"
+    report = hubert_fix.optimize(source, out, precision=precision)
+    assert report.ok and out.exists()
+    compared = [c for c in report.validation.cases if c.kind == "case"]
+    assert compared and all(c.compared and c.ok for c in compared)
+    assert report.validation.reference == "model"
+    assert _ports(out) == _ports(source)  # names, element types (float32 in and out for fp16 too), dims
+    record = _record(out)
+    assert record["precision"] == precision and record["validated"]["cases"] == len(compared)
+    if precision == "fp16":  # the weights are float16 now: the file is smaller
+        assert report.output_bytes < 0.9 * report.input_bytes
+    assert hubert_fix.check(out).edits == []
+    assert hubert_fix.validate(out).ok  # the optimized file is still a model the tool understands
+    second = hubert_fix.optimize(out, again, precision=precision)
+    assert second.ok
+    assert _graph_bytes(again) == _graph_bytes(out)  # nothing left to do: the graph is unchanged
+
+
+def test_fp16_runs_float16_with_float32_norms(repaired: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "half.onnx"
+    assert hubert_fix.optimize(repaired[RAW.name], out, precision="fp16").ok
+    model = onnx.load(out)
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    types.update({n.output[0]: n.attribute[0].t.data_type for n in model.graph.node if n.op_type == "Constant"})
+    for node in model.graph.node:  # tied weights: Identity of another initializer
+        if node.op_type == "Identity" and node.input[0] in types:
+            types[node.output[0]] = types[node.input[0]]
+    conv_weights = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
+    assert conv_weights and all(types[w] == onnx.TensorProto.FLOAT16 for w in conv_weights)
+    norms = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "InstanceNormalization")]
+    assert norms and all(types[n.input[1]] == onnx.TensorProto.FLOAT for n in norms)
+    # the length arithmetic stays float32: a sample count past 65504 is not infinite
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    source = np.zeros((1, 70000), dtype=np.float32)
+    features = session.run(None, {"source": source, "padding_mask": np.zeros_like(source, dtype=bool)})[0]
+    assert features.dtype == np.float32 and features.shape[1] == 218 and np.isfinite(features).all()
+
+
+def test_int8_on_a_real_width_model(small: Path, tmp_path: Path) -> None:
+    out, again = tmp_path / "int8.onnx", tmp_path / "again.onnx"
+    code, stdout, err = run_main("optimize", small, "-o", out, "--int8", "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["ok"] and report["output_bytes"] < 0.5 * report["input_bytes"]
+    cases = [c for c in report["validation"]["cases"] if c["kind"] == "case"]
+    tol = TOLERANCES["int8"]
+    assert cases and all(c["mean_frame_cosine"] >= tol.min_mean_frame_cosine for c in cases)
+    model = onnx.load(out)
+    assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) >= 12  # q, k, v, out, 2 FFN per layer + proj
+    assert not [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in {t.name for t in model.graph.initializer}]
+    assert _ports(out) == _ports(small)
+    assert hubert_fix.optimize(out, again, precision="int8").ok
+    assert _graph_bytes(again) == _graph_bytes(out)
+
+
+def test_int8_against_the_checkpoint(small: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    report = hubert_fix.optimize(small, out, precision="int8", checkpoint=small.with_suffix(".pt"), quick=True)
+    assert report.ok and report.checkpoint_validation is not None and report.checkpoint_validation.reference == "checkpoint"
+    assert all(c.ok for c in report.checkpoint_validation.cases)
+
+
+def test_int8_on_a_tiny_model_misses_and_writes_nothing(repaired: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    code, stdout, err = run_main("optimize", repaired[RAW.name], "-o", out, "--int8")
+    assert code == 1, (stdout, err)
+    assert "missed its tolerance; nothing written" in stdout and "FAIL" in stdout
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("precision", ["", "--fp16"])
+def test_a_broken_tolerance_refuses_to_write(repaired: dict[str, Path], tmp_path: Path, precision: str) -> None:
+    out = tmp_path / "opt.onnx"
+    args = ["optimize", repaired[RAW.name], "-o", out, "--tolerance", "min_frame_cosine=1.0001", *filter(None, [precision])]
+    code, stdout, _ = run_main(*args)
+    assert code == 1 and "min frame cosine" in stdout and "nothing written" in stdout
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unrepaired_model_is_refused_with_the_next_step(tmp_path: Path) -> None:
+    out = tmp_path / "opt.onnx"
+    result = run_cli("optimize", RAW, "-o", out)
+    assert result.returncode == 3 and not out.exists()
+    assert f"repair it first: hubert-fix repair {RAW}" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_precision_already_reduced_is_refused(repaired: dict[str, Path], tmp_path: Path) -> None:
+    half = tmp_path / "half.onnx"
+    assert hubert_fix.optimize(repaired[RAW.name], half, precision="fp16").ok
+    code, _, err = run_main("optimize", half, "-o", tmp_path / "int8.onnx", "--int8")
+    assert code == 2 and "already optimized for fp16" in err
+
+
+@pytest.mark.parametrize("bad", ["nope=1", "min_cosine=high", "max_abs_diff"])
+def test_bad_tolerance_is_one_line(repaired: dict[str, Path], tmp_path: Path, bad: str) -> None:
+    code, stdout, err = run_main("optimize", repaired[RAW.name], "-o", tmp_path / "o.onnx", "--tolerance", bad)
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and "--tolerance" in err
+
+
+def test_external_data_model(tmp_path: Path) -> None:
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    source = folder / "model.onnx"
+    onnx.save(
+        onnx.load(FIXTURES / "hubert_base_tiny.raw.onnx"), source, save_as_external_data=True,
+        all_tensors_to_one_file=True, location="weights.bin", size_threshold=256,
+    )  # fmt: skip
+    hubert_fix.repair(source, folder / "repaired.onnx")
+    out = tmp_path / "out" / "half.onnx"
+    out.parent.mkdir()
+    report = hubert_fix.optimize(folder / "repaired.onnx", out, precision="fp16")
+    assert report.ok and (out.parent / "half.onnx.data").exists()
+    assert hubert_fix.validate(out).ok
+
+
+@pytest.mark.cuda
+def test_fp16_on_cuda(repaired: dict[str, Path], tmp_path: Path) -> None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDAExecutionProvider in this onnxruntime")
+    try:
+        report = hubert_fix.optimize(repaired[RAW.name], tmp_path / "half.onnx", precision="fp16", device="cuda")
+    except hubert_fix.DeviceUnavailableError as exc:
+        pytest.skip(str(exc))
+    assert report.ok and report.validation.provider == "CUDAExecutionProvider"
+
