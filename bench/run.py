@@ -13,7 +13,14 @@ measures on this machine, in this one run:
    GPU really runs) against fairseq in PyTorch eager, same inputs and thread count:
    batch 1 at 2 s and 10 s of audio, and a padded batch of 4 (5/4/3/2 s padded to 5 s);
    median of ``--runs`` runs after 2 warm-up runs, with min and max;
-3. ``hubert-fix validate --checkpoint`` wall time at base size.
+3. ``hubert-fix validate --checkpoint`` wall time at base size;
+4. deployment variants at base size, batch 1, 10 s (``--variants``, on by default):
+   ``hubert-fix optimize`` (wall time, peak RSS, file size) for fp32, ``--int8`` and
+   ``--fp16``, then latency at 1 and 2 threads of the repaired fp32 model, the optimized
+   fp32, int8 (CPU) and fp16 (CUDA, only where CUDAExecutionProvider really runs)
+   against fairseq in PyTorch eager, measured in turn within each round so that load
+   changes on the machine hit all of them alike; with the model's FLOP count and the
+   GFLOP/s each reaches, and the CPU's model and instruction-set features.
 
 Writes ``results.json`` and ``results.md`` (the table the README shows) into ``--out``.
 Each command is timed by a small helper process with ``os.wait4`` (that child's rusage alone).
@@ -196,6 +203,95 @@ def measure_inference(checkpoint: Path, repaired: Path, work: Path, runs: int, t
     return results
 
 
+def _flops(config: dict[str, object], samples: int) -> int:
+    """FLOPs (2 per multiply-add) of HuBERT's convs, projections and attention for one utterance.
+
+    From the fairseq config: the conv feature extractor, post_extract_proj, the
+    positional conv, and per layer the q/k/v/out projections, the FFN and the two
+    attention products. Norms, activations and softmax (under 2% here) are not counted.
+    """
+    layers = eval(str(config["conv_feature_layers"]))  # fairseq's own format: a Python list literal
+    flops, length, channels = 0, samples, 1
+    for out_channels, kernel, stride in layers:
+        length = (length - kernel) // stride + 1
+        flops += 2 * out_channels * channels * kernel * length
+        channels = out_channels
+    width, ffn = int(config["encoder_embed_dim"]), int(config["encoder_ffn_embed_dim"])
+    flops += 2 * length * channels * width  # post_extract_proj
+    flops += 2 * length * width * (width // int(config["conv_pos_groups"])) * int(config["conv_pos"])
+    per_layer = 2 * length * (4 * width * width + 2 * width * ffn) + 2 * 2 * length * length * width
+    return flops + int(config["encoder_layers"]) * per_layer
+
+
+def _isa() -> list[str]:
+    """The CPU's vector and matrix features that ONNX Runtime's and PyTorch's kernels choose by."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                wanted = ("avx2", "fma", "f16c", "avx512", "vnni", "amx", "bf16")
+                return sorted(f for f in flags if any(w in f for w in wanted))
+    except OSError:
+        pass
+    return []
+
+
+def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) -> dict[str, object]:
+    """optimize's cost per precision, then latency of every variant vs PyTorch eager (base, 10 s, batch 1)."""
+    optimized = {"fp32": work / "opt_fp32.onnx", "int8": work / "opt_int8.onnx", "fp16": work / "opt_fp16.onnx"}
+    result: dict[str, object] = {"optimize": {}, "file_mb": {"fp32 repaired": round(repaired.stat().st_size / 1e6, 1)}}
+    for precision, out in optimized.items():
+        flag = [] if precision == "fp32" else [f"--{precision}"]
+        result["optimize"][precision] = timed(HUBERT_FIX, "optimize", repaired, "-o", out, *flag, "-q", "--json")
+        if not out.exists():
+            raise SystemExit(f"bench: optimize --{precision} wrote nothing (its tolerance was missed); see its report")
+        result["file_mb"][precision] = round(out.stat().st_size / 1e6, 1)
+    model = export.load_checkpoint(checkpoint)
+    case = INPUTS["batch 1, 10 s"]
+    source, mask = case.inputs()
+    feeds = {"source": source, "padding_mask": mask}
+    flops = _flops(dict(SIZES["base"][1]), case.samples)
+    result["gflop"] = round(flops / 1e9, 1)
+    latency: dict[str, object] = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        runners = {}
+        for label, path in (("ORT fp32 repaired", repaired), ("ORT fp32 optimized", optimized["fp32"]),
+                            ("ORT int8", optimized["int8"])):  # fmt: skip
+            session = ort.InferenceSession(str(path), options, providers=[CPU])
+            runners[label] = lambda session=session: session.run(None, feeds)
+        src, pm = torch.from_numpy(source), torch.from_numpy(mask)
+
+        def eager() -> None:
+            with torch.inference_mode():
+                export._extract(model, src, pm, None)
+
+        runners["PyTorch eager fp32"] = eager
+        samples: dict[str, list[float]] = {label: [] for label in runners}
+        for run in runners.values():  # warm-up
+            run(), run()
+        for _ in range(runs):  # one run of each per round: load changes hit all alike
+            for label, run in runners.items():
+                start = time.perf_counter()
+                run()
+                samples[label].append(time.perf_counter() - start)
+        cell = {label: _stats(values) for label, values in samples.items()}
+        for label, stats in cell.items():
+            stats["gflop_per_s"] = round(flops / 1e9 / (stats["median_ms"] / 1e3), 1)
+            stats["vs_pytorch"] = round(stats["median_ms"] / cell["PyTorch eager fp32"]["median_ms"], 2)
+        latency[f"{threads} thread{'s' if threads > 1 else ''}"] = cell
+    try:
+        session = create_session(str(optimized["fp16"]), str(optimized["fp16"]), device="cuda")
+        latency["CUDA"] = {"ORT fp16": _time_runs(lambda: session.run(None, feeds), runs)}
+    except HubertFixError:
+        latency["CUDA"] = None  # no GPU really ran: the fp16 model was validated on CPU only
+    result["latency"] = latency
+    return result
+
+
 def _cpu_name() -> str:
     """The CPU model (Linux /proc/cpuinfo), else what platform knows."""
     try:
@@ -210,7 +306,7 @@ def _cpu_name() -> str:
 def markdown(report: dict[str, object]) -> str:
     machine = report["machine"]
     lines = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads used, "
+        f"Machine: {machine['cpu']} ({', '.join(machine.get('isa', [])) or 'no flags read'}), {machine['cores']} cores, {machine['threads']} threads used, "
         f"GPU: {machine['gpu'] or 'none'}; onnxruntime {machine['onnxruntime']}, torch {machine['torch']}.",
         f"Command: `{report['command']}` ({report['seconds']:.0f} s).",
         "",
@@ -266,6 +362,34 @@ def markdown(report: dict[str, object]) -> str:
     if "validate_base" in report:
         lines += ["", f"`hubert-fix validate base.onnx --checkpoint base.pt --device cpu`: {report['validate_base']['seconds']} s, "
                   f"{report['validate_base']['peak_rss_mb']} MB peak RSS."]
+    variants = report.get("variants")
+    if variants:
+        lines += [
+            "",
+            f"Deployment variants, base, batch 1, 10 s ({variants['gflop']} GFLOP), median of {report['runs']} rounds "
+            f"(each round runs every variant once) after 2 warm-ups, ms (min-max), GFLOP/s, ratio to PyTorch eager:",
+            "",
+            "| variant | file | `optimize`: time, peak RSS | 1 thread | 2 threads |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        files = {"ORT fp32 repaired": "fp32 repaired", "ORT fp32 optimized": "fp32", "ORT int8": "int8"}
+        for label in ("PyTorch eager fp32", "ORT fp32 repaired", "ORT fp32 optimized", "ORT int8"):
+            key = files.get(label)
+            size = f"{variants['file_mb'][key]} MB" if key else "-"
+            opt = variants["optimize"].get(key) if key in ("fp32", "int8") else None
+            cost = f"{opt['seconds']} s, {opt['peak_rss_mb']} MB" if opt else "-"
+            cells = []
+            for threads in ("1 thread", "2 threads"):
+                c = variants["latency"][threads][label]
+                cells.append(f"{c['median_ms']} ({c['min_ms']}-{c['max_ms']}), {c['gflop_per_s']} GFLOP/s, {c['vs_pytorch']}x")
+            lines.append(f"| {label} | {size} | {cost} | {cells[0]} | {cells[1]} |")
+        half = variants["optimize"]["fp16"]
+        cuda = variants["latency"]["CUDA"]
+        lines.append(
+            f"| ORT fp16 | {variants['file_mb']['fp16']} MB | {half['seconds']} s, {half['peak_rss_mb']} MB | "
+            + (f"CUDA: {cuda['ORT fp16']['median_ms']} ms |" if cuda else "no GPU ran here: validated on CPU only |")
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -275,6 +399,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="timed inference runs per cell (>= 10 for the README)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each file-level command (the best is kept)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--no-variants", dest="variants", action="store_false", help="leave out the deployment variants")
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
     unknown = set(sizes) - set(SIZES)
@@ -287,6 +412,7 @@ def main() -> None:
         "runs": args.runs,
         "machine": {
             "cpu": _cpu_name(),
+            "isa": _isa(),
             "cores": os.cpu_count(),
             "threads": threads,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -308,6 +434,9 @@ def main() -> None:
             print(f"bench: {size}: inference", file=sys.stderr, flush=True)
             inference = measure_inference(checkpoint, repaired, work, args.runs, threads)
             report["sizes"][size] = {"files": files, "inference": inference}
+            if size == "base" and args.variants:
+                print("bench: base: optimize and deployment variants", file=sys.stderr, flush=True)
+                report["variants"] = measure_variants(checkpoint, repaired, work, args.runs)
             for path in work.iterdir():  # keep the disk use to one size at a time
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     report["seconds"] = round(time.perf_counter() - start, 1)
