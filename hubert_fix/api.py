@@ -68,6 +68,7 @@ def validate(
     output_layer: int | None = None,
     final_proj: bool | None = None,
     trust_checkpoint: bool = False,
+    dict_dir: StrPath | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ValidationReport:
     """Run ``model`` on ONNX Runtime over the cases its interface admits (see the README).
@@ -75,7 +76,8 @@ def validate(
     ``checkpoint`` (a fairseq checkpoint: needs the [export] extra) or ``reference`` (a
     ``CASES.npz``) adds parity with PyTorch; ``roles`` ({input name: "audio",
     "padding_mask" or "attention_mask"}) overrides what the inputs are taken to be;
-    ``output_layer`` and ``final_proj`` default to what the export recorded.
+    ``output_layer`` and ``final_proj`` default to what the export recorded; ``dict_dir``,
+    the folder of a CTC fine-tune's ``dict.ltr.txt`` when the checkpoint lacks it.
     ``report.ok`` is the verdict.
     """
     if checkpoint is not None and reference is not None:
@@ -89,7 +91,7 @@ def validate(
     if checkpoint is not None:
         torch_reference = _checkpoint_reference(
             Path(checkpoint), loaded, face, device=device, output_layer=output_layer, final_proj=final_proj,
-            trust=trust_checkpoint,
+            trust=trust_checkpoint, dict_dir=dict_dir,
         )  # fmt: skip
     return run_validation(
         loaded.proto, str(path), device=device, reference=torch_reference, stored=stored, quick=quick,
@@ -107,6 +109,7 @@ def optimize(
     device: str = "auto",
     quick: bool = False,
     trust_checkpoint: bool = False,
+    dict_dir: StrPath | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> OptimizeReport:
     """Write a faster ``model`` to ``out``: fp32 rewrites, or ``precision`` "int8" (CPU) or "fp16" (GPU).
@@ -120,7 +123,9 @@ def optimize(
     build = None
     if checkpoint is not None:
         def build(face: Interface) -> Reference:
-            return _checkpoint_reference(Path(checkpoint), load_model(path), face, device=device, trust=trust_checkpoint)
+            return _checkpoint_reference(
+                Path(checkpoint), load_model(path), face, device=device, trust=trust_checkpoint, dict_dir=dict_dir
+            )
 
     return run_optimize(
         path, Path(out), precision=precision, tolerance=tolerance, device=device, quick=quick,
@@ -137,10 +142,11 @@ def _checkpoint_reference(
     output_layer: int | None = None,
     final_proj: bool | None = None,
     trust: bool = False,
+    dict_dir: StrPath | None = None,
 ) -> Reference:
     """fairseq's features for the model's inputs, as the export recorded them (layer, final_proj, fp16 inputs)."""
     export = export_module()
-    fairseq_model = export.load_checkpoint(checkpoint, trust=trust)
+    fairseq_model = export.load_checkpoint(checkpoint, trust=trust, dict_dir=Path(dict_dir) if dict_dir else None)
     _same_architecture(checkpoint, Path(loaded.source or "model"), face, export.conv_stack(fairseq_model), export.embed_dim(fairseq_model))
     meta = {p.key: p.value for p in loaded.proto.metadata_props}
     layer = output_layer if output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None

@@ -103,7 +103,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     report = api.validate(
         args.model, checkpoint=args.checkpoint, reference=args.reference, device=args.device, quick=args.quick,
         roles=parse_roles(args.input), output_layer=args.output_layer, final_proj=args.final_proj or None,
-        trust_checkpoint=args.trust_checkpoint, progress=console.progress,
+        trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, progress=console.progress,
     )  # fmt: skip
     if args.junit_xml is not None:
         write_bytes(args.junit_xml, junit_xml(report))
@@ -116,7 +116,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     console.progress("importing torch and fairseq (a few seconds)")
     export = export_module()
     console.progress(f"loading {args.checkpoint}")
-    checkpoint = export.load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
+    checkpoint = export.load_checkpoint(args.checkpoint, trust=args.trust_checkpoint, dict_dir=args.dict_dir)
     payload: dict[str, object] = {"checkpoint": str(args.checkpoint), "output": str(args.output), "raw": args.raw}
     human = []
     # Files all the way (weights never in memory): a model over 2 GB is written by torch
@@ -176,7 +176,8 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
         console.progress("importing torch and fairseq (a few seconds)")
     report = api.optimize(
         args.model, args.output, precision=precision, checkpoint=args.checkpoint, tolerance=tolerance,
-        device=args.device, quick=args.quick, trust_checkpoint=args.trust_checkpoint, progress=console.progress,
+        device=args.device, quick=args.quick, trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir,
+        progress=console.progress,
     )  # fmt: skip
     human = [f"optimize {args.model} ({precision}): " + ", ".join(f"{s.name} x{s.count}" for s in report.steps)]
     human += [format_validation(v) for v in (report.validation, report.checkpoint_validation) if v is not None]
@@ -239,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-checkpoint", action="store_true",
         help="unpickle the checkpoint without torch's weights_only allowlist (only for files you trust)",
     )
+    trust.add_argument(
+        "--dict-dir", type=Path, default=None, metavar="DIR",
+        help="a CTC fine-tune that does not carry its vocabulary: the folder holding its dict.ltr.txt",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str, description: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -269,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
         "2: unusable input, device or missing extra; 3: unrepairable.",
         [as_json, trust],
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt", help="a fairseq checkpoint (HuBERT, wav2vec 2.0, ...)")
+    p.add_argument(
+        "checkpoint", type=Path, metavar="CHECKPOINT.pt",
+        help="a fairseq checkpoint (HuBERT, wav2vec 2.0, ...; or a wav2vec_ctc/hubert_ctc fine-tune: logits are exported)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="where to write the model")
     p.add_argument("--output-layer", type=int, default=None, metavar="N", help="1-based transformer layer (default: last)")
     p.add_argument(

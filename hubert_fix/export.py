@@ -74,7 +74,10 @@ def _import_fairseq_quietly() -> None:
     fairseq_logger.setLevel(logging.WARNING)
     try:
         import fairseq.data.dictionary  # noqa: F401
+        import fairseq.models.hubert.hubert_asr  # noqa: F401  (hubert_ctc)
         import fairseq.models.wav2vec.wav2vec2  # noqa: F401
+        import fairseq.models.wav2vec.wav2vec2_asr  # noqa: F401  (wav2vec_ctc)
+        import fairseq.tasks.audio_finetuning  # noqa: F401
         from fairseq import checkpoint_utils  # noqa: F401
         try:  # registers model "data2vec_audio" (fairseq ships it under examples/, not models/)
             import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401
@@ -91,8 +94,12 @@ import fairseq.data.dictionary  # noqa: E402  (already imported, now bound here)
 import fairseq.models.wav2vec.wav2vec2 as fairseq_wav2vec2  # noqa: E402
 from fairseq import checkpoint_utils  # noqa: E402
 
+from hubert_fix import finetuned  # noqa: E402  (imports fairseq's ASR models: after the quiet import)
+
 INPUT_NAMES = ("source", "padding_mask")
 OUTPUT_NAME = "features"
+# A CTC fine-tune's outputs: emissions batch-major, and which frames are padding.
+CTC_OUTPUT_NAMES = ("logits", "frame_padding_mask")
 DYNAMIC_AXES = {
     "source": {0: "batch", 1: "samples"},
     "padding_mask": {0: "batch", 1: "samples"},
@@ -262,12 +269,15 @@ def _load_error(path: Path, exc: BaseException) -> UnusableInputError:
     return UnusableInputError(f"{path}: not a PyTorch checkpoint: {one_line(exc, 160)}")
 
 
-def load_checkpoint(path: Path, *, trust: bool = False) -> torch.nn.Module:
+def load_checkpoint(path: Path, *, trust: bool = False, dict_dir: Path | None = None) -> torch.nn.Module:
     """Load a fairseq speech-encoder checkpoint with fairseq's own loader, in eval mode.
 
     Safe by default: the pickle is read with torch's weights_only unpickler and the
     ``SAFE_GLOBALS`` allowlist. ``trust=True`` (``--trust-checkpoint``) unpickles
-    without it. Every failure is one UnusableInputError line naming the file.
+    without it. Every failure is one UnusableInputError line naming the file. A
+    fine-tuned CTC recogniser (``wav2vec_ctc``, ``hubert_ctc``) is loaded through
+    ``finetuned.load`` (its shims; ``dict_dir``: the folder of its letter dictionary
+    when the checkpoint does not carry it).
     """
     path = Path(path)
     if not path.exists():
@@ -283,19 +293,31 @@ def load_checkpoint(path: Path, *, trust: bool = False) -> torch.nn.Module:
             # to its dataclass configs makes Hydra warn about every field; nothing to act on.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"hydra(\..*)?$")
             warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema", category=UserWarning)
-            models, cfg, _task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
+            state = torch.load(str(path), map_location="cpu")  # the safe load above; to see what it is
+            kind = finetuned.model_type(state)
+            if kind in finetuned.CTC_MODELS:
+                model, cfg, task, shims = finetuned.load(path, state, dict_dir=dict_dir)
+            else:
+                del state  # fairseq reads the file itself
+                models, cfg, _task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
+                model = models[0].eval()
     except HubertFixError:
         raise
     except Exception as exc:  # fairseq raises assorted types on configs it cannot use
         raise UnusableInputError(f"{path}: fairseq cannot build a model from this checkpoint: {one_line(exc, 200)}") from None
-    model = models[0].eval()
+    if kind in finetuned.CTC_MODELS:
+        model._hubert_fix_ctc = finetuned.vocabulary(task)  # kept on the module: the model alone does not know it
+        for shim in shims:
+            log.info("%s: %s", path, shim)
     if getattr(model, "ema", None) is not None:
         # data2vec's EMA teacher (training only): its state_dict entry "_ema" is a dict,
         # which torch.jit tracing cannot handle; extract_features never uses it.
         model.ema = None
-    if not callable(getattr(model, "extract_features", None)) or getattr(model, "feature_extractor", None) is None:
+    encoder = _encoder(model)
+    if not callable(getattr(encoder, "extract_features", None)) or getattr(encoder, "feature_extractor", None) is None:
         raise UnusableInputError(
-            f"{path}: {type(model).__name__} is not a fairseq speech encoder (no extract_features/feature_extractor)"
+            f"{path}: {type(model).__name__} ({kind}) is not a fairseq speech encoder or CTC fine-tune of one "
+            "(no extract_features/feature_extractor)"
         )
     task_cfg = getattr(cfg, "task", None)
     sample_rate = getattr(task_cfg, "sample_rate", None) if task_cfg is not None else None
@@ -308,22 +330,35 @@ def load_checkpoint(path: Path, *, trust: bool = False) -> torch.nn.Module:
 # ---------------------------------------------------------------- model facts
 
 
+def is_ctc(model: torch.nn.Module) -> bool:
+    """A fine-tuned CTC recogniser (loaded by ``load_checkpoint``), not a bare encoder."""
+    return getattr(model, "_hubert_fix_ctc", None) is not None
+
+
+def _encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The speech encoder: the model itself, or the one a CTC fine-tune wraps."""
+    wrapper = getattr(model, "w2v_encoder", None)
+    return wrapper.w2v_model if wrapper is not None and hasattr(wrapper, "w2v_model") else model
+
+
 def conv_stack(model: torch.nn.Module) -> ConvStack:
     """(kernel, stride) of each conv layer of the feature extractor, input first."""
-    convs = [m for m in model.feature_extractor.modules() if isinstance(m, torch.nn.Conv1d)]
+    convs = [m for m in _encoder(model).feature_extractor.modules() if isinstance(m, torch.nn.Conv1d)]
     return tuple((int(c.kernel_size[0]), int(c.stride[0])) for c in convs)
 
 
 def embed_dim(model: torch.nn.Module) -> int:
-    """The encoder width C: channels of every output frame."""
-    return int(model.encoder.embedding_dim)
+    """The encoder width C: channels of every frame the encoder's layers compute."""
+    return int(_encoder(model).encoder.embedding_dim)
 
 
 def _num_layers(model: torch.nn.Module) -> int:
-    return len(model.encoder.layers)
+    return len(_encoder(model).encoder.layers)
 
 
 def _check_output_layer(model: torch.nn.Module, output_layer: int | None) -> None:
+    if output_layer is not None and is_ctc(model):
+        raise UnusableInputError(f"--output-layer: {type(model).__name__} is a CTC recogniser; it exports its logits")
     layers = _num_layers(model)
     if output_layer is not None and not 1 <= output_layer <= layers:
         raise UnusableInputError(
@@ -355,8 +390,24 @@ def _extract(
 
 
 def _check_final_proj(model: torch.nn.Module, final_proj: bool) -> None:
-    if final_proj and not isinstance(getattr(model, "final_proj", None), torch.nn.Linear):
+    if final_proj and (is_ctc(model) or not isinstance(getattr(model, "final_proj", None), torch.nn.Linear)):
         raise HubertFixError(f"--final-proj: {type(model).__name__} has no final_proj layer")
+
+
+class _Emissions(torch.nn.Module):
+    """(source, padding_mask) -> (logits [B, frames, V], frame padding mask [B, frames]) of a CTC fine-tune.
+
+    What fairseq's own CTC decoding runs (``model(...)``, then ``get_logits``), with the
+    time-major logits [frames, B, V] transposed to batch-major.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, source: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.model(source=source, padding_mask=padding_mask)
+        return self.model.get_logits(net).transpose(0, 1), net["padding_mask"]
 
 
 class _Features(torch.nn.Module):
@@ -519,18 +570,20 @@ def export_model(
         traced.prepare_for_onnx_export_()
     dtype = torch.float16 if fp16 else torch.float32
     example = _trace_example(stack, channels, dtype=dtype, device=device, static=static)
+    ctc = is_ctc(model)
+    module = _Emissions(traced) if ctc else _Features(traced, output_layer, final_proj)
     with _no_seq_len_padding(), torch.no_grad(), warnings.catch_warnings(record=True) as caught, _stdout_silenced():
         warnings.simplefilter("always")
         try:
             torch.onnx.export(
-                _Features(traced, output_layer, final_proj).eval(),
+                module.eval(),
                 example,
                 str(path),
                 dynamo=False,
                 opset_version=opset,
                 input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=None if static else DYNAMIC_AXES,
+                output_names=list(CTC_OUTPUT_NAMES) if ctc else [OUTPUT_NAME],
+                dynamic_axes=None if static else _dynamic_axes(ctc),
             )
         except Exception as exc:  # the exporter raises assorted types on what it cannot record
             raise UnusableInputError(
@@ -545,6 +598,13 @@ def export_model(
         )
     _set_metadata(exported.proto, model, stack, channels, output_layer, fp16, final_proj)
     return exported
+
+
+def _dynamic_axes(ctc: bool) -> dict[str, dict[int, str]]:
+    if not ctc:
+        return DYNAMIC_AXES
+    inputs = {name: DYNAMIC_AXES[name] for name in INPUT_NAMES}
+    return {**inputs, **{name: {0: "batch", 1: "frames"} for name in CTC_OUTPUT_NAMES}}
 
 
 def export_raw(model: torch.nn.Module, **options: Any) -> onnx.ModelProto:
@@ -586,6 +646,19 @@ def _set_metadata(
         "hubert_fix.exporter": f"torch.onnx TorchScript, torch {torch.__version__}",
         "hubert_fix.sample_rate": str(getattr(model, "_hubert_fix_sample_rate", DEFAULT_SAMPLE_RATE)),
     }
+    if is_ctc(model):
+        symbols, blank, pad = model._hubert_fix_ctc
+        meta.update({
+            "hubert_fix.output_dim": str(len(symbols)),
+            "hubert_fix.kind": "ctc",
+            "hubert_fix.vocabulary": json.dumps(symbols, ensure_ascii=False),
+            "hubert_fix.blank_index": str(blank),
+            "hubert_fix.pad_index": str(pad),
+            "hubert_fix.logits": (
+                "logits [batch, frames, vocab]: fairseq's get_logits (time-major [frames, batch, vocab]) transposed; "
+                "frame_padding_mask [batch, frames]: True where a frame is padding (drop those frames before decoding)"
+            ),
+        })  # fmt: skip
     set_metadata(proto, meta)
 
 
@@ -607,6 +680,13 @@ def reference_features(
     _check_final_proj(model, final_proj)
     runner = _on_device(model, fp16=fp16, device=device)
     dtype = torch.float16 if fp16 else torch.float32
+    if is_ctc(model):
+        with torch.no_grad():
+            logits, _ = _Emissions(runner)(
+                torch.from_numpy(np.ascontiguousarray(source)).to(device=device, dtype=dtype),
+                torch.from_numpy(np.ascontiguousarray(padding_mask, dtype=bool)).to(device),
+            )
+        return logits.float().cpu().numpy()
     with torch.no_grad():
         features = _extract(
             runner,

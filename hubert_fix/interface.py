@@ -61,6 +61,7 @@ class Interface:
     stack: ConvStack
     width: int | None  # C for the frames == C cases; None when the graph does not say
     precision: str
+    ctc: bool = False  # the first output is CTC logits [B, frames, V] (a fine-tuned recogniser's export)
 
     @property
     def batch(self) -> int | None:
@@ -111,6 +112,7 @@ class Interface:
             "conv_stack": [list(pair) for pair in self.stack],
             "width": self.width,
             "precision": self.precision,
+            "ctc": self.ctc,
         }
 
 
@@ -181,7 +183,8 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
     if width is None and outputs[0].dims is not None and len(outputs[0].dims) == 3:
         width = outputs[0].dims[2]
     precision = "fp16" if audio[0].dtype == np.float16 else meta.get(PRECISION_METADATA_KEY, "fp32")
-    return Interface(audio[0], mask, mask_role, outputs, stack, width, precision)
+    ctc = meta.get("hubert_fix.kind") == "ctc"
+    return Interface(audio[0], mask, mask_role, outputs, stack, width, precision, ctc)
 
 
 def _guess_role(port: Port) -> str | None:

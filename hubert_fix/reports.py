@@ -48,6 +48,8 @@ def format_validation(report: ValidationReport) -> str:
             detail += f"{', ' if detail else ''}max abs diff {case.max_abs_diff:.2e}"
         if case.cosine is not None:
             detail += f", cosine {case.cosine:.6f}"
+        if case.greedy_path_identical is not None:
+            detail += f", greedy path {'identical' if case.greedy_path_identical else 'DIFFERS'}"
         if case.mean_frame_cosine is not None:
             detail += f", frame cosine mean {case.mean_frame_cosine:.6f} min {case.min_frame_cosine:.6f}"
         if case.status == "RAN":

@@ -34,7 +34,7 @@ import onnxruntime as ort
 
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
 from hubert_fix.interface import Interface, describe
-from hubert_fix.matrix import SAMPLE_RATE, Case, cases, static_cases, unpadded_batches
+from hubert_fix.matrix import SAMPLE_RATE, Case, cases, frames, static_cases, unpadded_batches
 from hubert_fix.model_io import one_line
 from hubert_fix.session import create_session, ort_message
 
@@ -109,6 +109,7 @@ class CaseResult:
     cosine: float | None = None
     mean_frame_cosine: float | None = None
     min_frame_cosine: float | None = None
+    greedy_path_identical: bool | None = None  # CTC logits: argmax per real frame, as the reference's
     seconds: float = 0.0
     compared: bool = False  # parity with a reference was checked (or the check needs none)
     kind: str = "case"  # "case" (an input of the matrix or a stored one), or the name of a whole-model check
@@ -328,12 +329,17 @@ def _run_case(
         e is None or e == d for e, d in zip(result.expected_shape, result.shape)
     ) or result.expected_shape is not None and len(result.expected_shape) != len(result.shape):
         result.failures.append(f"output shape {result.shape}, expected {result.expected_shape}")
-    for port, value in zip(face.outputs, outputs):
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            bad = int((~np.isfinite(value)).sum())
-            result.failures.append(f"{bad} NaN/Inf value(s) in output {port.name}")
+    for index, (port, value) in enumerate(zip(face.outputs, outputs)):
+        if value.dtype.kind != "f":
+            continue
+        # CTC logits: fairseq masks padded frames with -inf (blank 0); -inf is a value there
+        bad = np.isnan(value) | np.isposinf(value) if face.ctc and index == 0 else ~np.isfinite(value)
+        if bad.any():
+            result.failures.append(f"{int(bad.sum())} NaN/Inf value(s) in output {port.name}")
     output = output.astype(np.float32)
     if expected is not None and tol is not None and output.shape == expected.shape:
+        if face.ctc:
+            output, expected = _ctc_compared(result, face, case, output, expected)
         diff = np.abs(output.astype(np.float64) - expected.astype(np.float64))
         result.max_abs_diff = float(np.nanmax(diff)) if diff.size else 0.0
         a, b = output.ravel().astype(np.float64), expected.ravel().astype(np.float64)
@@ -346,11 +352,34 @@ def _run_case(
             result.failures.append(f"{too_far} vs reference")
         if not result.cosine >= tol.min_cosine:
             result.failures.append(f"cosine {result.cosine:.6f} < {tol.min_cosine} vs reference")
-        _frame_cosines(result, output, expected, tol)
+        if not face.ctc:
+            _frame_cosines(result, output, expected, tol)
     elif expected is not None and output.shape != expected.shape:
         result.failures.append(f"reference has shape {list(expected.shape)}, output {result.shape}")
     result.ok = not result.failures
     return result
+
+
+def _ctc_compared(
+    result: CaseResult, face: Interface, case: Case, output: np.ndarray, expected: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """CTC logits: the same -inf mask, the same greedy path on every real frame; the finite values to compare.
+
+    Real frames per utterance are the conv stack's frame count for its length (fairseq's
+    wav2vec 2.0 rule; HuBERT also counts a last partly padded frame, left out here).
+    """
+    if not np.array_equal(np.isneginf(output), np.isneginf(expected)):
+        result.failures.append("the -inf (masked) logits differ from the reference's")
+    identical = True
+    for row, length in enumerate(case.lengths):
+        real = frames(length, face.stack)
+        if not np.array_equal(output[row, :real].argmax(-1), expected[row, :real].argmax(-1)):
+            identical = False
+            differing = int((output[row, :real].argmax(-1) != expected[row, :real].argmax(-1)).sum())
+            result.failures.append(f"utterance {row}: greedy CTC path differs on {differing} of {real} real frame(s)")
+    result.greedy_path_identical = identical
+    finite = np.isfinite(expected) & np.isfinite(output)
+    return np.where(finite, output, 0.0), np.where(finite, expected, 0.0)
 
 
 def _frame_cosines(result: CaseResult, output: np.ndarray, expected: np.ndarray, tol: Tolerance) -> None:

@@ -3,20 +3,22 @@
 ``DEFAULT_PASSES`` is the registry: the CLI lists it and ``--skip NAME`` filters it.
 where-broadcast runs first so that the graph ORT can load is the one whose slices
 are then checked; frozen-pad clamps a frozen padded length before frozen-slice fixes
-the slices by it; frozen-batch only reports (a batch the trace fixed cannot be
-repaired), last.
+the slices by it; ctc-mask-scatter then rewrites the CTC head's masked write (after
+the encoder's repairs, in the graph's order; it depends on none of them);
+frozen-batch only reports (a batch the trace fixed cannot be repaired), last.
 """
 
 from __future__ import annotations
 
 from hubert_fix.passinfra import Pass
 
+from .ctc_mask_scatter import CtcMaskScatter
 from .frozen_batch import FrozenBatch
 from .frozen_pad import FrozenPad
 from .frozen_slice import FrozenSlice
 from .where_broadcast import WhereBroadcast
 
-DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenPad(), FrozenSlice(), FrozenBatch())
+DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenPad(), FrozenSlice(), CtcMaskScatter(), FrozenBatch())
 
 
-__all__ = ["DEFAULT_PASSES", "FrozenBatch", "FrozenPad", "FrozenSlice", "WhereBroadcast"]
+__all__ = ["DEFAULT_PASSES", "CtcMaskScatter", "FrozenBatch", "FrozenPad", "FrozenSlice", "WhereBroadcast"]

@@ -54,7 +54,7 @@ def test_repair_keeps_the_interface_and_records_itself(repaired: Path) -> None:
         assert meta[prop.key] == prop.value
     record = json.loads(meta["hubert_fix.repair"])
     assert record["tool"] == "hubert-fix" and len(record["edits"]) == 2
-    assert record["passes"] == ["where-broadcast", "frozen-pad", "frozen-slice", "frozen-batch"]
+    assert record["passes"] == ["where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter", "frozen-batch"]
     onnx.checker.check_model(fixed, full_check=True)
 
 
@@ -116,13 +116,13 @@ def test_validate_cuda_refuses_when_cuda_does_not_run(cli, repaired: Path) -> No
 
 def test_passes_lists_the_registry_in_order(cli) -> None:
     result = cli("passes", "--json")
-    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-pad", "frozen-slice", "frozen-batch"]
+    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter", "frozen-batch"]
     assert cli("repair", RAW, "-o", "/nonexistent/x.onnx", "--skip", "no-such-pass").returncode == 2
 
 
 def test_skip_leaves_a_pass_out(cli) -> None:
     data = json.loads(cli("check", RAW, "--json", "--skip", "frozen-slice").stdout)
-    assert [p["pass"] for p in data["passes"]] == ["where-broadcast", "frozen-pad", "frozen-batch"] and data["edits"] == 1
+    assert [p["pass"] for p in data["passes"]] == ["where-broadcast", "frozen-pad", "ctc-mask-scatter", "frozen-batch"] and data["edits"] == 1
 
 
 # ---------------------------------------------------------------- models with nothing to repair

@@ -149,4 +149,4 @@ def test_constant_end_is_not_a_candidate():
 
 
 def test_default_order():
-    assert [p.name for p in DEFAULT_PASSES] == ["where-broadcast", "frozen-pad", "frozen-slice", "frozen-batch"]
+    assert [p.name for p in DEFAULT_PASSES] == ["where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter", "frozen-batch"]

@@ -1,0 +1,96 @@
+"""Fine-tuned CTC recognisers: every fixture fine-tune exports, repairs and validates through the CLI.
+
+``catalog.FINETUNES``: wav2vec 2.0 base and LV-60 large (``wav2vec_ctc``), HuBERT
+(``hubert_ctc``, HuBERT's own recipe), an ``args``-style file and a hydra-era file
+whose task is still ``audio_pretraining`` (these two need ``--dict-dir``). The raw
+exports' check/repair/validate are in ``test_catalog.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import FIXTURES, run_main
+
+from catalog import CTC_DICT_DIR, FINETUNES, Finetune
+
+pytestmark = pytest.mark.export
+DICT_DIR = FIXTURES / CTC_DICT_DIR
+
+
+def _dict_args(spec: Finetune) -> list[object]:
+    return ["--dict-dir", DICT_DIR] if spec.needs_dict_dir else []
+
+
+@pytest.mark.parametrize("spec", FINETUNES.values(), ids=list(FINETUNES))
+def test_export_repairs_and_validates_with_identical_greedy_paths(spec: Finetune, tmp_path: Path) -> None:
+    pytest.importorskip("fairseq")
+    out = tmp_path / "asr.onnx"
+    code, stdout, err = run_main("export", FIXTURES / spec.file, "-o", out, "--json", *_dict_args(spec))
+    assert code == 0, stdout + err
+    report = json.loads(stdout)
+    edits = {p["pass"]: len(p["edits"]) for p in report["repair"]["passes"] if p["edits"]}
+    expected = {"where-broadcast": 1, "frozen-slice": 1} if spec.family == "hubert" else {"where-broadcast": 1, "ctc-mask-scatter": 1}
+    assert edits == expected
+    cases = [c for c in report["validation"]["cases"] if c["kind"] == "case"]
+    assert len(cases) == 11 and all(c["status"] == "PASS" and c["greedy_path_identical"] for c in cases)
+    assert any(c["batch"] > 1 for c in cases)  # padded batches: more than one padded frame
+    model = onnx.load(str(out))
+    assert [o.name for o in model.graph.output] == ["logits", "frame_padding_mask"]
+    assert [i.name for i in model.graph.input] == ["source", "padding_mask"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    vocabulary = json.loads(meta["hubert_fix.vocabulary"])
+    assert vocabulary[:5] == ["<s>", "<pad>", "</s>", "<unk>", "|"] and len(vocabulary) == 32
+    assert meta["hubert_fix.blank_index"] == "0" and meta["hubert_fix.pad_index"] == "1"
+    assert meta["hubert_fix.kind"] == "ctc" and "transposed" in meta["hubert_fix.logits"]
+    dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    assert dims[:2] == ["batch", "frames"] and dims[2] == 32
+
+
+@pytest.mark.parametrize("spec", [f for f in FINETUNES.values() if f.needs_dict_dir], ids=lambda f: f.name)
+def test_missing_dictionary_is_one_line(spec: Finetune, tmp_path: Path) -> None:
+    pytest.importorskip("fairseq")
+    out = tmp_path / "asr.onnx"
+    code, stdout, err = run_main("export", FIXTURES / spec.file, "-o", out)
+    assert code == 2 and stdout == "" and not out.exists()
+    assert err.count("\n") == 1 and "dict.ltr.txt" in err and "--dict-dir" in err
+    code, _, err = run_main("export", FIXTURES / spec.file, "-o", out, "--dict-dir", tmp_path)
+    assert code == 2 and f"{tmp_path} has no dict.ltr.txt" in err
+
+
+def test_without_pretraining_config_is_refused(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fairseq")
+    from fairseq.data.dictionary import Dictionary
+
+    with torch.serialization.safe_globals([Dictionary]):
+        state = torch.load(FIXTURES / "wav2vec2_base_ctc.pt", weights_only=True)
+    state["cfg"]["model"]["w2v_args"] = None  # as HuBERT's own recipe saves on fairseq main (fairseq #4765)
+    broken = tmp_path / "no_w2v_args.pt"
+    torch.save(state, broken)
+    code, stdout, err = run_main("export", broken, "-o", tmp_path / "asr.onnx")
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert "no pretraining config (w2v_args)" in err and "w2v_path" in err
+
+
+def test_unknown_model_type_is_one_line(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("fairseq")
+    from fairseq.data.dictionary import Dictionary
+
+    with torch.serialization.safe_globals([Dictionary]):
+        state = torch.load(FIXTURES / "wav2vec2_base_ctc.pt", weights_only=True)
+    state["cfg"]["model"]["_name"] = "wav2vec_seq2seq_nonexistent"
+    odd = tmp_path / "odd.pt"
+    torch.save(state, odd)
+    code, stdout, err = run_main("export", odd, "-o", tmp_path / "asr.onnx")
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and str(odd) in err
+
+
+def test_options_that_do_not_apply_to_a_recogniser(tmp_path: Path) -> None:
+    pytest.importorskip("fairseq")
+    code, _, err = run_main("export", FIXTURES / "wav2vec2_base_ctc.pt", "-o", tmp_path / "a.onnx", "--output-layer", "1")
+    assert code == 2 and "CTC recogniser" in err
