@@ -1,8 +1,9 @@
 """The ``hubert-fix`` command line: a shell over the Python API (``hubert_fix.api``).
 
 Exit codes (stable; pipelines depend on them):
-  0  success: nothing to repair (check), OUT written (repair, export), all checks pass (validate)
-  1  check: repairable problems found; validate/export: a validation check failed
+  0  success: nothing to repair (check), OUT written (repair, export, optimize), all checks pass (validate)
+  1  check: repairable problems found; validate/export: a validation check failed; optimize: the
+     candidate missed its tolerance (nothing written)
   2  unusable input: missing/damaged file, bad checkpoint, unwritable output, device not usable
   3  repair/export: problems found that no pass can repair (nothing written); optimize: MODEL needs repair first;
      check: the planned repair would not load (check reports unrepairable problems with 1)
