@@ -3,7 +3,8 @@
 A Conv over [B, C, T] becomes Unsqueeze to [B, C, 1, T], the same Conv with a [1, k]
 kernel, Squeeze. The weight's bytes do not change (only its dims). ONNX Runtime's CPU
 provider applies its blocked NCHWc layout to 2-D convolutions only, and with it runs
-the feature extractor and the positional conv faster.
+the feature extractor and the positional conv faster. Unsqueeze and Squeeze take their
+axes as an attribute below opset 13, as an input from 13.
 """
 
 from __future__ import annotations
@@ -32,18 +33,23 @@ def conv_as_2d(weights: Weights, names: Names) -> list[str]:
     graph = weights.graph
     readers = consumers(graph)
     rewritten, nodes = [], []
-    axis = None
+    axis: list[str] = []  # the axes input, made once (opset >= 13)
     for node in graph.node:
         weight = _conv_1d(node, weights, readers)
         if weight is None:
             nodes.append(node)
             continue
-        if axis is None:
-            axis = weights.add(names("hubert_fix_opt/axis_2"), np.array([2], dtype=np.int64))
+        if weights.opset < 13:
+            as_axes: dict[str, list[int]] = {"axes": [2]}
+        else:
+            axis = axis or [weights.add(names("hubert_fix_opt/axis_2"), np.array([2], dtype=np.int64))]
+            as_axes = {}
         weight.dims.insert(2, 1)  # [C_out, C_in/g, k] -> [C_out, C_in/g, 1, k]: the same bytes
         stem = node.name or node.output[0]
         wide, flat = names(f"{stem}/as_2d_input"), names(f"{stem}/as_2d_output")
-        nodes.append(helper.make_node("Unsqueeze", [node.input[0], axis], [wide], name=names(f"{stem}/as_2d_unsqueeze")))
+        nodes.append(
+            helper.make_node("Unsqueeze", [node.input[0], *axis], [wide], name=names(f"{stem}/as_2d_unsqueeze"), **as_axes)
+        )
         result = node.output[0]
         node.input[0], node.output[0] = wide, flat
         for attr in node.attribute:
@@ -52,7 +58,7 @@ def conv_as_2d(weights: Weights, names: Names) -> list[str]:
             elif attr.name == "pads":
                 attr.ints[:] = [0, attr.ints[0], 0, attr.ints[1]]
         nodes.append(node)
-        nodes.append(helper.make_node("Squeeze", [flat, axis], [result], name=names(f"{stem}/as_2d_squeeze")))
+        nodes.append(helper.make_node("Squeeze", [flat, *axis], [result], name=names(f"{stem}/as_2d_squeeze"), **as_axes))
         rewritten.append(node.name)
     del graph.node[:]
     graph.node.extend(nodes)

@@ -93,8 +93,11 @@ def _symmetric(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _conv_weight(node: onnx.NodeProto, weights: Weights) -> bool:
-    """A standard Conv whose weight is a float32 constant worth storing in int8."""
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+    """A standard Conv whose weight is a float32 constant worth storing in int8.
+
+    Per-channel ``DequantizeLinear`` (its ``axis``) needs opset 13: below, Conv weights stay float.
+    """
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2 or weights.opset < 13:
         return False
     tensor = weights.proto(node.input[1])
     return tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT and np.prod(tensor.dims) >= MIN_CONV_ELEMENTS

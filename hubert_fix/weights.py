@@ -32,6 +32,11 @@ class Weights:
             n.output[0]: n for n in self.graph.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
         }
 
+    @property
+    def opset(self) -> int:
+        """The model's version of the default ONNX domain (what forms of an op the graph may use)."""
+        return next((o.version for o in self.model.proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+
     def is_constant(self, name: str) -> bool:
         return name in self._initializers or name in self._constants
 

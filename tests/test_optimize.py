@@ -198,3 +198,15 @@ def test_fp16_on_cuda(repaired: dict[str, Path], tmp_path: Path) -> None:
         pytest.skip(str(exc))
     assert report.ok and report.validation.provider == "CUDAExecutionProvider"
 
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_opset_11_takes_axes_as_attributes(tmp_path: Path, precision: str) -> None:
+    repaired, out = tmp_path / "repaired.onnx", tmp_path / "opt.onnx"
+    hubert_fix.repair(FIXTURES / "hubert_base_tiny.opset11.raw.onnx", repaired)
+    report = hubert_fix.optimize(repaired, out, precision=precision)
+    assert report.ok, report.to_dict()
+    model = onnx.load(out)
+    assert model.opset_import[0].version == 11
+    added = [n for n in model.graph.node if n.op_type in ("Unsqueeze", "Squeeze") and "/as_2d_" in n.name]
+    assert added and all(len(n.input) == 1 and n.attribute[0].name == "axes" for n in added)
