@@ -119,16 +119,13 @@ def optimize(
     ``report.ok`` False: missed, nothing written. Raises UnrepairableError for a model
     ``check`` would change (repair it first).
     """
-    path = Path(model)
     build = None
     if checkpoint is not None:
-        def build(face: Interface) -> Reference:
-            return _checkpoint_reference(
-                Path(checkpoint), load_model(path), face, device=device, trust=trust_checkpoint, dict_dir=dict_dir
-            )
+        def build(loaded: ModelFile, face: Interface) -> Reference:
+            return _checkpoint_reference(Path(checkpoint), loaded, face, device=device, trust=trust_checkpoint, dict_dir=dict_dir)
 
     return run_optimize(
-        path, Path(out), precision=precision, tolerance=tolerance, device=device, quick=quick,
+        Path(model), Path(out), precision=precision, tolerance=tolerance, device=device, quick=quick,
         checkpoint_reference=build, progress=progress,
     )  # fmt: skip
 

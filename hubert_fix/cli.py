@@ -29,9 +29,9 @@ from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError, UnusableInput
 from hubert_fix.extras import export_module, pytorch_reference
 from hubert_fix.interface import ROLES, parse_roles
 from hubert_fix.model_io import check_output_path, save_model, write_bytes
+from hubert_fix.optimize import TOLERANCES
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.reports import format_report, format_validation, junit_xml
-from hubert_fix.optimize import TOLERANCES
 from hubert_fix.validation import Tolerance, validate
 
 log = logging.getLogger("hubert_fix")

@@ -298,7 +298,7 @@ def load_checkpoint(path: Path, *, trust: bool = False, dict_dir: Path | None = 
             if kind in finetuned.CTC_MODELS:
                 model, cfg, task, shims = finetuned.load(path, state, dict_dir=dict_dir)
             else:
-                del state  # fairseq reads the file itself
+                del state
                 models, cfg, _task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
                 model = models[0].eval()
     except HubertFixError:
@@ -408,6 +408,14 @@ class _Emissions(torch.nn.Module):
     def forward(self, source: torch.Tensor, padding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.model(source=source, padding_mask=padding_mask)
         return self.model.get_logits(net).transpose(0, 1), net["padding_mask"]
+
+
+def _exported_module(
+    model: torch.nn.Module, runner: torch.nn.Module, output_layer: int | None, final_proj: bool
+) -> torch.nn.Module:
+    """What ``export_model`` traces and ``reference_features`` runs: ``runner`` (``model`` or
+    a converted copy) as a recogniser's emissions, or as the encoder's features."""
+    return _Emissions(runner) if is_ctc(model) else _Features(runner, output_layer, final_proj)
 
 
 class _Features(torch.nn.Module):
@@ -571,7 +579,7 @@ def export_model(
     dtype = torch.float16 if fp16 else torch.float32
     example = _trace_example(stack, channels, dtype=dtype, device=device, static=static)
     ctc = is_ctc(model)
-    module = _Emissions(traced) if ctc else _Features(traced, output_layer, final_proj)
+    module = _exported_module(model, traced, output_layer, final_proj)
     with _no_seq_len_padding(), torch.no_grad(), warnings.catch_warnings(record=True) as caught, _stdout_silenced():
         warnings.simplefilter("always")
         try:
@@ -680,19 +688,10 @@ def reference_features(
     _check_final_proj(model, final_proj)
     runner = _on_device(model, fp16=fp16, device=device)
     dtype = torch.float16 if fp16 else torch.float32
-    if is_ctc(model):
-        with torch.no_grad():
-            logits, _ = _Emissions(runner)(
-                torch.from_numpy(np.ascontiguousarray(source)).to(device=device, dtype=dtype),
-                torch.from_numpy(np.ascontiguousarray(padding_mask, dtype=bool)).to(device),
-            )
-        return logits.float().cpu().numpy()
     with torch.no_grad():
-        features = _extract(
-            runner,
+        outputs = _exported_module(model, runner, output_layer, final_proj)(
             torch.from_numpy(np.ascontiguousarray(source)).to(device=device, dtype=dtype),
             torch.from_numpy(np.ascontiguousarray(padding_mask, dtype=bool)).to(device),
-            output_layer,
-            final_proj,
         )
+    features = outputs[0] if isinstance(outputs, tuple) else outputs  # a recogniser's logits, not its frame mask
     return features.float().cpu().numpy()

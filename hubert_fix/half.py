@@ -44,7 +44,8 @@ _HALF_MAX = float(np.finfo(np.float16).max)
 
 
 def to_half(weights: Weights, names: Names) -> int:
-    """Convert in place; the number of ops that now run in float16."""
+    """Convert in place (the float32 constants left unread: ``Weights.drop_unused``); the number
+    of ops that now run in float16."""
     graph = weights.graph
     types = _element_types(weights)
     dtype = {i.name: FLOAT for i in graph.input if types.get(i.name) == FLOAT and not weights.is_constant(i.name)}
@@ -97,7 +98,6 @@ def to_half(weights: Weights, names: Names) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     _restore_float_outputs(graph, dtype, names)
-    weights.drop_unused()
     del graph.value_info[:]  # the float types recorded there no longer hold
     return half_ops
 

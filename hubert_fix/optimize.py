@@ -110,13 +110,13 @@ def optimize(
     tolerance: Tolerance | None = None,
     device: str = "auto",
     quick: bool = False,
-    checkpoint_reference: Callable[[Interface], Reference] | None = None,
+    checkpoint_reference: Callable[[ModelFile, Interface], Reference] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> OptimizeReport:
     """Optimize ``path`` for ``precision`` and write ``out`` if it validates (see the module doc).
 
-    ``checkpoint_reference`` builds a PyTorch reference for the model's interface (the
-    caller loads the checkpoint). Raises UnrepairableError (exit 3) for a model that
+    ``checkpoint_reference`` builds a PyTorch reference for the loaded model and its
+    interface (the caller loads the checkpoint). Raises UnrepairableError (exit 3) for a model that
     needs repair first, UnusableInputError (exit 2) for unusable input; a candidate
     that misses its tolerance is not written and the report says why (``ok`` False).
     """
@@ -148,7 +148,7 @@ def optimize(
     elif precision == "fp16":
         report.steps.append(Step("fp16", to_half(weights, names), "ops now in float16"))
     weights.drop_unused()
-    candidate = ModelFile(loaded.proto, loaded.source)
+    candidate = loaded  # rewritten in place; its untouched weights still read from the input's files
     _same_interface(describe(candidate.proto, name), face, name)
     report.rewrite_seconds = round(time.perf_counter() - started, 3)
 
@@ -165,7 +165,7 @@ def optimize(
     if checkpoint_reference is not None and report.validation.ok:
         say("validating against the checkpoint")
         report.checkpoint_validation = validate(
-            candidate.proto, str(out), device=on, reference=checkpoint_reference(face), quick=quick, progress=progress,
+            candidate.proto, str(out), device=on, reference=checkpoint_reference(candidate, face), quick=quick, progress=progress,
             tolerance=tol, weights_folder=folder,
         )  # fmt: skip
         report.checkpoint_validation.precision = precision

@@ -38,7 +38,8 @@ MIN_CONV_ELEMENTS = 1 << 21
 
 
 def quantize(weights: Weights, names: Names) -> tuple[list[str], list[str]]:
-    """Quantize in place; the names of the MatMul/Gemm nodes and of the Conv nodes converted."""
+    """Quantize in place (the float weights left unread: ``Weights.drop_unused``); the names of
+    the MatMul/Gemm nodes and of the Conv nodes converted."""
     graph = weights.graph
     shared: dict[str, tuple[str, str, str]] = {}  # input tensor -> its DynamicQuantizeLinear outputs
     converted, convs, nodes = [], [], []
@@ -77,7 +78,6 @@ def quantize(weights: Weights, names: Names) -> tuple[list[str], list[str]]:
         converted.append(node.name)
     del graph.node[:]
     graph.node.extend(nodes)
-    weights.drop_unused()
     return converted, convs
 
 

@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hubert_fix import skeleton
 from hubert_fix.model_io import ModelFile
 
 
@@ -69,8 +68,7 @@ class Weights:
 
     def drop_unused(self) -> None:
         """Remove initializers and Constant nodes that no node or output reads any more."""
-        used = Counter(name for node in self.graph.node for name in node.input)
-        used.update(o.name for o in self.graph.output)
+        used = consumers(self.graph)
         for subgraph_node in self.graph.node:  # names read inside If/Loop bodies count too
             for attribute in subgraph_node.attribute:
                 if attribute.type == onnx.AttributeProto.GRAPH:
@@ -91,10 +89,6 @@ class Weights:
         self._initializers = {t.name: t for t in self.graph.initializer}
         self._constants = {k: v for k, v in self._constants.items() if used[k]}
         self._spans = {k: v for k, v in self._spans.items() if k in self._initializers}
-
-    def on_disk(self) -> dict[str, skeleton.Span]:
-        """Where the stubs still in the graph have their bytes (for writing and for ORT)."""
-        return dict(self._spans)
 
 
 def consumers(graph: onnx.GraphProto) -> Counter[str]:
