@@ -20,8 +20,18 @@ from hubert_fix import runner
 from hubert_fix.errors import UnusableInputError
 from hubert_fix.extras import export_module, pytorch_reference
 from hubert_fix.interface import Interface, describe
-from hubert_fix.model_io import ModelFile, check_output_path, load_model, save_model
+from hubert_fix.model_io import (
+    ModelFile,
+    check_model_output,
+    check_output_path,
+    load_model,
+    read_files,
+    same_file,
+    save_model,
+    write_bytes,
+)
 from hubert_fix.optimize import OptimizeReport
+from hubert_fix.reports import junit_xml as junit
 from hubert_fix.optimize import optimize as run_optimize
 from hubert_fix.validation import (
     Reference,
@@ -50,8 +60,11 @@ def repair(model: StrPath, out: StrPath, *, skip: Sequence[str] = (), in_place: 
     Raises UnrepairableError (nothing written) when a problem cannot be repaired.
     """
     path, target = Path(model), Path(out)
-    check_output_path(target, source=path, in_place=in_place)
+    if not in_place and same_file(target, path):
+        raise UnusableInputError(f"{target}: output is the input model; choose another -o path, or pass --in-place")
+    check_output_path(target, reads=[path], replaces=path if in_place else None)  # before any work
     loaded = load_model(path)
+    check_model_output(loaded, target, read_files(loaded), in_place=in_place)
     _, report = runner.repair(loaded.proto, str(path), skip=tuple(skip))
     save_model(loaded, target, in_place=in_place)
     return report
@@ -69,6 +82,7 @@ def validate(
     final_proj: bool | None = None,
     trust_checkpoint: bool = False,
     dict_dir: StrPath | None = None,
+    junit_xml: StrPath | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ValidationReport:
     """Run ``model`` on ONNX Runtime over the cases its interface admits (see the README).
@@ -77,13 +91,20 @@ def validate(
     ``CASES.npz``) adds parity with PyTorch; ``roles`` ({input name: "audio",
     "padding_mask" or "attention_mask"}) overrides what the inputs are taken to be;
     ``output_layer`` and ``final_proj`` default to what the export recorded; ``dict_dir``,
-    the folder of a CTC fine-tune's ``dict.ltr.txt`` when the checkpoint lacks it.
+    the folder of a CTC fine-tune's ``dict.ltr.txt`` when the checkpoint lacks it;
+    ``junit_xml``, a file to write a JUnit XML report to (never one of the files read).
     ``report.ok`` is the verdict.
     """
     if checkpoint is not None and reference is not None:
         raise UnusableInputError("validate: give a checkpoint or a reference file, not both")
     path = Path(model)
+    given = [path, *(Path(f) for f in (reference, checkpoint) if f is not None)]
+    report_path = Path(junit_xml) if junit_xml is not None else None
+    if report_path is not None:
+        check_output_path(report_path, reads=given)  # before any work
     loaded = load_model(path)
+    if report_path is not None:
+        check_output_path(report_path, reads=read_files(loaded, files=given, dict_dir=_path(dict_dir)))
     findings = runner.findings(runner.check(loaded.proto, str(path)))  # also: ORT cannot load it at all
     face = describe(loaded.proto, str(path), dict(roles or {}))
     stored = load_reference_cases(Path(reference)) if reference is not None else None
@@ -93,10 +114,13 @@ def validate(
             Path(checkpoint), loaded, face, device=device, output_layer=output_layer, final_proj=final_proj,
             trust=trust_checkpoint, dict_dir=dict_dir,
         )  # fmt: skip
-    return run_validation(
+    report = run_validation(
         loaded.proto, str(path), device=device, reference=torch_reference, stored=stored, quick=quick,
         progress=progress, path=path, findings=findings, face=face,
     )  # fmt: skip
+    if report_path is not None:
+        write_bytes(report_path, junit(report))
+    return report
 
 
 def optimize(
@@ -126,8 +150,12 @@ def optimize(
 
     return run_optimize(
         Path(model), Path(out), precision=precision, tolerance=tolerance, device=device, quick=quick,
-        checkpoint_reference=build, progress=progress,
+        checkpoint_reference=build, progress=progress, reads=read_files(files=[_path(checkpoint)], dict_dir=_path(dict_dir)),
     )  # fmt: skip
+
+
+def _path(value: StrPath | None) -> Path | None:
+    return Path(value) if value is not None else None
 
 
 def _checkpoint_reference(

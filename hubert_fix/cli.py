@@ -28,10 +28,10 @@ from hubert_fix import __version__, api, runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError, UnusableInputError
 from hubert_fix.extras import export_module, pytorch_reference
 from hubert_fix.interface import ROLES, parse_roles
-from hubert_fix.model_io import check_output_path, save_model, write_bytes
+from hubert_fix.model_io import check_output_path, data_path, read_files, save_model
 from hubert_fix.optimize import TOLERANCES
 from hubert_fix.passes import DEFAULT_PASSES
-from hubert_fix.reports import format_report, format_validation, junit_xml
+from hubert_fix.reports import format_report, format_validation
 from hubert_fix.validation import Tolerance, validate
 
 log = logging.getLogger("hubert_fix")
@@ -97,23 +97,21 @@ def cmd_repair(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
-    if args.junit_xml is not None:
-        check_output_path(args.junit_xml)
     if args.checkpoint:
         console.progress("importing torch and fairseq (a few seconds)")
     report = api.validate(
         args.model, checkpoint=args.checkpoint, reference=args.reference, device=args.device, quick=args.quick,
         roles=parse_roles(args.input), output_layer=args.output_layer, final_proj=args.final_proj or None,
-        trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, progress=console.progress,
+        trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, junit_xml=args.junit_xml, progress=console.progress,
     )  # fmt: skip
-    if args.junit_xml is not None:
-        write_bytes(args.junit_xml, junit_xml(report))
     emit(console, report.to_dict(), format_validation(report))
     return EXIT_OK if report.ok else EXIT_FOUND
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    check_output_path(args.output, source=args.checkpoint)
+    reads = read_files(files=[args.checkpoint], dict_dir=args.dict_dir)
+    for target in (args.output, data_path(args.output)):  # torch writes OUT.data for a model over 2 GB
+        check_output_path(target, reads=reads)
     console.progress("importing torch and fairseq (a few seconds)")
     export = export_module()
     console.progress(f"loading {args.checkpoint}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from hubert_fix import runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError
 from hubert_fix.extras import export_module, pytorch_reference
-from hubert_fix.model_io import ModelFile, one_line, save_model
+from hubert_fix.model_io import ModelFile, check_output_path, one_line, save_model, write_bytes
 from hubert_fix.reports import format_report, format_validation
 from hubert_fix.validation import ValidationReport, validate
 
@@ -30,19 +30,22 @@ def _command(*words: object) -> str:
 
 
 def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
+    local = out_dir / checkpoint.name  # so that every printed command works from here
+    raw_path = out_dir / "hubert_base_tiny.raw.onnx"
+    repaired_path = out_dir / "hubert_base_tiny.onnx"
+    if out_dir.is_dir():  # it may be the folder of the embedded checkpoint itself (an editable install)
+        for target in (local, raw_path, repaired_path, out_dir / "report.json"):
+            check_output_path(target, reads=[checkpoint])
     console.progress("importing torch and fairseq (a few seconds)")
     export = export_module()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        local = out_dir / checkpoint.name  # so that every printed command works from here
         shutil.copyfile(checkpoint, local)
     except OSError as exc:
         raise UnusableInputError(f"{out_dir}: cannot create the demo folder: {one_line(exc.strerror or exc)}") from None
     console.progress(f"loading the embedded checkpoint {checkpoint.name}")
     model = export.load_checkpoint(local)
     reference = pytorch_reference(model, output_layer=None, fp16=False, device="cpu")
-    raw_path = out_dir / "hubert_base_tiny.raw.onnx"
-    repaired_path = out_dir / "hubert_base_tiny.onnx"
 
     console.out(f"1. export {local.name} as-is (TorchScript exporter, opset 17)")
     console.out(f"   {_command('hubert-fix', 'export', local, '-o', raw_path, '--raw')}")
@@ -75,12 +78,8 @@ def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
         findings=runner.findings(runner.check(repaired, str(repaired_path))),
     )  # fmt: skip
     console.out(_indent(format_validation(fixed_report)))
-    (out_dir / "report.json").write_text(
-        json.dumps(
-            {"raw": raw_report.to_dict(), "repair": report.to_dict(), "repaired": fixed_report.to_dict()},
-            indent=2,
-        )
-    )
+    summary = {"raw": raw_report.to_dict(), "repair": report.to_dict(), "repaired": fixed_report.to_dict()}
+    write_bytes(out_dir / "report.json", json.dumps(summary, indent=2).encode())
     console.out("summary")
     console.out(f"   raw export:      {_tally(raw_report)}")
     console.out(f"   repaired export: {_tally(fixed_report)} ({len(report.edits)} edit(s), on {fixed_report.provider})")

@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,12 +199,41 @@ def _size(tensor: onnx.TensorProto) -> int:
     return count
 
 
-def check_output_path(out: Path, *, source: Path | None = None, in_place: bool = False) -> None:
-    """Fail before any work if OUT cannot be written, or would overwrite the input unasked."""
+def same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file: the same path, a symlink to it, or a hard link."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): only the resolved paths can tell
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """The same name (not just the same file: renaming onto a link replaces the link)."""
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def read_files(model: ModelFile | None = None, *, files: Iterable[Path | None] = (), dict_dir: Path | None = None) -> list[Path]:
+    """Every file a command reads: MODEL and its external data files, a checkpoint or
+    reference, and the vocabularies in a ``--dict-dir`` (outputs are checked against these)."""
+    reads = [Path(f) for f in files if f is not None]
+    if model is not None and model.source is not None:
+        reads += [model.source, *sorted({span.file for span in model.spans().values()})]
+    if dict_dir is not None and Path(dict_dir).is_dir():
+        reads += sorted(Path(dict_dir).glob("dict.*.txt"))
+    return reads
+
+
+def check_output_path(out: Path, *, reads: Iterable[Path] = (), replaces: Path | None = None) -> None:
+    """Fail before any work if OUT cannot be written, or is a file the command reads.
+
+    ``reads``: every file the command reads (see ``read_files``); OUT may be none of them,
+    by any name (a symlink, a hard link), except ``replaces`` (``--in-place``: MODEL, by its own name).
+    """
     if str(out) == STREAM:
         raise UnusableInputError(f"-: {STREAM_REFUSED}")
-    if source is not None and not in_place and out.exists() and source.exists() and os.path.samefile(out, source):
-        raise UnusableInputError(f"{out}: output is the input model; choose another -o path, or pass --in-place")
+    for read in reads:
+        if same_file(out, read) and not (replaces is not None and _same_path(out, replaces) and same_file(read, replaces)):
+            raise UnusableInputError(f"{out}: output is the same file as {read}, which this command reads; choose another path")
     if out.is_dir():
         raise UnusableInputError(f"{out}: output path is a directory")
     parent = out.parent if str(out.parent) else Path(".")
@@ -211,6 +241,20 @@ def check_output_path(out: Path, *, source: Path | None = None, in_place: bool =
         raise UnusableInputError(f"{out}: output directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UnusableInputError(f"{out}: output directory {parent} is not writable")
+
+
+def check_model_output(model: ModelFile, out: Path, reads: Iterable[Path], *, in_place: bool = False) -> None:
+    """OUT, and OUT.data when the model keeps its weights in files, against every file read.
+
+    With ``in_place`` OUT may be MODEL itself, and then OUT.data may be MODEL's data file
+    (both are replaced by complete new files, renamed into place).
+    """
+    reads = list(reads)
+    replaces = model.source if in_place else None
+    check_output_path(out, reads=reads, replaces=replaces)
+    if model.external_data and model.spans():
+        own = set(read_files(model)) if replaces is not None and same_file(out, replaces) else set()
+        check_output_path(data_path(out), reads=[r for r in reads if r not in own])
 
 
 def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
@@ -243,15 +287,12 @@ def save_model(model: ModelFile, out: Path, *, in_place: bool = False) -> None:
     the data files the old model referenced and the new one does not (one file per
     tensor, as torch writes them) are removed once OUT is in place, so no orphan is left.
     """
+    check_model_output(model, out, read_files(model), in_place=in_place)
     outside = model.spans()
     targets = [out]
-    same_as_input = model.source is not None and out.exists() and os.path.samefile(out, model.source)
+    same_as_input = model.source is not None and same_file(out, model.source)
     if model.external_data and outside:
-        data = data_path(out)
-        sources = {span.file for span in outside.values()}
-        if data.exists() and not same_as_input and any(os.path.samefile(data, f) for f in sources):
-            raise UnusableInputError(f"{out}: its data file {data} is the input's weights; choose another -o path")
-        targets.insert(0, data)
+        targets.insert(0, data_path(out))
     staged: list[tuple[int, Path, Path]] = []
     try:
         for target in targets:
@@ -286,7 +327,7 @@ def save_model(model: ModelFile, out: Path, *, in_place: bool = False) -> None:
 def _remove_orphans(referenced: set[Path], *, keep: list[Path]) -> None:
     """Remove the old model's data files that the new one does not use (never one of ``keep``)."""
     for old in referenced:
-        if old.exists() and not any(k.exists() and os.path.samefile(old, k) for k in keep):
+        if old.exists() and not any(same_file(old, k) for k in keep):
             old.unlink()
             log.debug("removed %s, no longer referenced", old)
 

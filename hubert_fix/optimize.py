@@ -22,7 +22,7 @@ import dataclasses
 import gc
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +37,11 @@ from hubert_fix.half import to_half
 from hubert_fix.interface import PRECISION_METADATA_KEY, Interface, describe
 from hubert_fix.model_io import (
     ModelFile,
+    check_model_output,
     check_output_path,
     data_path,
     load_model,
+    read_files,
     save_model,
     set_metadata,
 )
@@ -112,19 +114,21 @@ def optimize(
     quick: bool = False,
     checkpoint_reference: Callable[[ModelFile, Interface], Reference] | None = None,
     progress: Callable[[str], None] | None = None,
+    reads: Sequence[Path] = (),
 ) -> OptimizeReport:
     """Optimize ``path`` for ``precision`` and write ``out`` if it validates (see the module doc).
 
     ``checkpoint_reference`` builds a PyTorch reference for the loaded model and its
-    interface (the caller loads the checkpoint). Raises UnrepairableError (exit 3) for a model that
+    interface (the caller loads the checkpoint; ``reads``: its files, which OUT may not be). Raises UnrepairableError (exit 3) for a model that
     needs repair first, UnusableInputError (exit 2) for unusable input; a candidate
     that misses its tolerance is not written and the report says why (``ok`` False).
     """
     if precision not in PRECISIONS:
         raise UnusableInputError(f"{path}: unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
     say = progress or (lambda message: None)
-    check_output_path(out, source=path)
+    check_output_path(out, reads=[path, *reads])  # before any work
     loaded = load_model(path)
+    check_model_output(loaded, out, read_files(loaded, files=reads))
     name = str(path)
     _refuse_unfit(loaded, name, precision)
     face = describe(loaded.proto, name)
