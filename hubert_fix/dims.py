@@ -100,13 +100,17 @@ def unwrapped(tensor: gs.Tensor) -> gs.Tensor:
 def const_value(tensor: gs.Tensor | None, limit: int = SMALL_CONSTANT) -> np.ndarray | None:
     """The value of a small constant tensor (an initializer or a Constant node's output).
 
-    Returns None when the value is not a compile-time constant or has more than
-    ``limit`` elements (large weights are never loaded just to be looked at).
+    Returns None when the value is not a compile-time constant, has more than ``limit``
+    elements (large weights are never loaded just to be looked at) or is an external-data
+    stub (its bytes are in a file beside the model, not in memory; onnx would resolve its
+    location against the working directory).
     """
     if tensor is None:
         return None
     if isinstance(tensor, gs.Constant):
-        if int(np.prod(tensor.shape, dtype=np.int64)) > limit:
+        lazy = tensor._values  # noqa: SLF001 - graphsurgeon keeps the TensorProto until the values are read
+        stub = isinstance(lazy, gs.ir.tensor.LazyValues) and lazy.tensor.data_location == onnx.TensorProto.EXTERNAL
+        if stub or int(np.prod(tensor.shape, dtype=np.int64)) > limit:
             return None
         return np.asarray(tensor.values)
     node = producer(tensor)
@@ -670,9 +674,9 @@ def shape_element(facts: GraphFacts, vector: gs.Tensor | None, index: int) -> St
         rank = facts.rank(source)
         if rank is None:
             return None
-        start = int(node.attrs.get("start", 0))
-        start = start % rank if start < 0 else start
-        return (source, start + index)
+        start, end = (int(node.attrs.get(key, default)) for key, default in (("start", 0), ("end", rank)))
+        start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))  # clamped, as ONNX does
+        return (source, start + index) if start + index < end else None
     if node.op == "Concat":
         offset = index
         for part in node.inputs:

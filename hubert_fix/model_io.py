@@ -126,21 +126,30 @@ def _first_invalid_text(model: onnx.ModelProto) -> str | None:
     """Where a name is not valid UTF-8 (protobuf then hands out bytes, not str).
 
     Neither the parser nor onnx.checker rejects that, but every later step that writes
-    the name back would fail, so a bit flip in a name is reported here, as input damage.
+    the name back would fail, so a bit flip in a name (a tensor's, a symbolic dim's, in
+    the graph or in a subgraph) is reported here, as input damage.
     """
-    graph = model.graph
-    named = [("tensor name", info.name) for info in [*graph.input, *graph.output, *graph.value_info]]
-    named += [("initializer name", t.name) for t in graph.initializer]
-    named += [("metadata", text) for p in model.metadata_props for text in (p.key, p.value)]
-    for node in graph.node:
-        named += [("node name", node.name), ("op type", node.op_type), ("domain", node.domain)]
-        named += [("tensor name", name) for name in [*node.input, *node.output]]
-        named += [("attribute name", a.name) for a in node.attribute]
-        for text in [a.s for a in node.attribute if a.HasField("s")] + [t for a in node.attribute for t in a.strings]:
-            try:
-                text.decode("utf-8")  # string attributes are bytes in protobuf; a mode, a direction
-            except UnicodeDecodeError:
-                named.append(("string attribute", text))
+    named = [("metadata", text) for p in model.metadata_props for text in (p.key, p.value)]
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        infos = [*graph.input, *graph.output, *graph.value_info]
+        named += [("tensor name", info.name) for info in infos]
+        named += [
+            ("symbolic dim", d.dim_param)
+            for info in infos if info.type.HasField("tensor_type") for d in info.type.tensor_type.shape.dim
+        ]  # fmt: skip
+        named += [("initializer name", t.name) for t in graph.initializer]
+        for node in graph.node:
+            named += [("node name", node.name), ("op type", node.op_type), ("domain", node.domain)]
+            named += [("tensor name", name) for name in [*node.input, *node.output]]
+            named += [("attribute name", a.name) for a in node.attribute]
+            for text in [a.s for a in node.attribute if a.HasField("s")] + [t for a in node.attribute for t in a.strings]:
+                try:
+                    text.decode("utf-8")  # string attributes are bytes in protobuf; a mode, a direction
+                except UnicodeDecodeError:
+                    named.append(("string attribute", text))
+            graphs += [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
     for what, text in named:
         if isinstance(text, bytes):
             return f"a {what} ({text[:40]!r})"

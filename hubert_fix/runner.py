@@ -93,7 +93,9 @@ def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -
         result = rewrite.run(graph, facts, apply=True)
         log.info("%s: %d edit(s), %d declined", rewrite.name, len(result.edits), len(result.declined))
         if result.modified:
-            graph.cleanup().toposort()
+            # mode="nodes": the passes never edit local functions, and sorting them recurses
+            # without end in onnx-graphsurgeon 0.6 when the graph also has subgraphs (If)
+            graph.cleanup().toposort(mode="nodes")
         report.results.append(result)
     return graph, report
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 from conftest import FIXTURES, RAW, run_cli
 from test_cli import assert_one_clear_line
@@ -65,3 +66,100 @@ def test_a_short_fuzz_run_finds_nothing(tmp_path: Path) -> None:
     result = subprocess.run([*command, str(ROOT / "fuzz" / "corpus")], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "findings 0" in result.stderr and list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the findings of issue 15's fuzz run
+
+
+def test_a_shape_slice_past_the_rank_is_no_dim() -> None:
+    """``Shape(x, start=3)`` of a rank-3 x is empty and ``Shape(x, 1, 2)`` has one element:
+    neither has an element 1 (was: IndexError in scalar_dim, reached from frozen-pad)."""
+    import onnx_graphsurgeon as gs
+    from onnx import TensorProto, helper
+    from onnx_builders import const, model
+
+    from hubert_fix.dims import analyze
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["tail"], start=3),
+        helper.make_node("Gather", ["tail", "zero"], ["past_rank"], axis=0),
+        helper.make_node("Shape", ["x"], ["middle"], start=1, end=2),
+        helper.make_node("Gather", ["middle", "one"], ["past_end"], axis=0),
+        helper.make_node("Gather", ["middle", "zero"], ["time"], axis=0),
+    ]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.INT64, []) for n in ("past_rank", "past_end", "time")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", 8])
+    graph = gs.import_onnx(model(nodes, [x], outputs, 17, [const("zero", 0), const("one", 1)]))
+    facts, values = analyze(graph), graph.tensors()
+    assert facts.scalar_dim(values["past_rank"]) is None and facts.scalar_dim(values["past_end"]) is None
+    assert facts.scalar_dim(values["time"]) == "time"
+
+
+def _with_function_and_if(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A local function (unused) and an If node: what the fuzzer combined."""
+    from onnx import TensorProto, helper
+
+    function = helper.make_function("custom", "Twice", ["a"], ["b"], [helper.make_node("Add", ["a", "a"], ["b"])],
+                                    [helper.make_opsetid("", 17)])
+    model.functions.append(function)
+    branch = helper.make_graph([helper.make_node("Constant", [], ["one"], value_float=1.0)], "branch", [],
+                               [helper.make_tensor_value_info("one", TensorProto.FLOAT, [])])
+    model.graph.node.append(helper.make_node("Constant", [], ["flag"], value=helper.make_tensor("f", TensorProto.BOOL, [], [True])))
+    model.graph.node.append(helper.make_node("If", ["flag"], ["chosen"], then_branch=branch, else_branch=branch))
+    model.graph.output.append(helper.make_tensor_value_info("chosen", TensorProto.FLOAT, []))
+    model.opset_import.append(helper.make_opsetid("custom", 1))
+    return model
+
+
+def test_a_repair_of_a_model_with_functions_and_subgraphs_finishes(tmp_path: Path) -> None:
+    """onnx-graphsurgeon 0.6's full toposort recurses without end on such a model (was:
+    RecursionError after the first pass that edits); the passes sort nodes only."""
+    path, out = tmp_path / "model.onnx", tmp_path / "out.onnx"
+    onnx.save(_with_function_and_if(onnx.load(str(RAW))), str(path))
+    result = run_cli("repair", path, "-o", out)
+    assert result.returncode == 0, result.stderr
+    repaired = onnx.load(str(out))
+    assert [f.name for f in repaired.functions] == ["Twice"] and any(n.op_type == "If" for n in repaired.graph.node)
+
+
+def test_a_symbolic_dim_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    """Was: ValueError from onnx.helper when the repaired graph was written back."""
+    model = onnx.load(str(RAW))
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "QQQQQQQQ"
+    path = tmp_path / "damaged.onnx"
+    path.write_bytes(model.SerializeToString().replace(b"QQQQQQQQ", b"\x87QQQQQQQ"))
+    result = run_cli("check", path)
+    assert_one_clear_line(result, path)
+    assert "symbolic dim" in result.stderr
+
+
+def test_a_small_constant_in_external_data_is_not_read_from_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """Shape constants kept in ``weights.bin``: onnx resolves such a location against the
+    working directory, so their values are never read (was: ValidationError "not regular
+    file", or the bytes of another file named weights.bin)."""
+    import shutil
+
+    from onnx import TensorProto
+
+    import hubert_fix
+
+    folder = tmp_path / "model"
+    shutil.copytree(FIXTURES / "hubert_base_tiny.dynamo", folder)
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    blob = bytearray()
+    for small in [t for t in model.graph.initializer if t.data_type == TensorProto.INT64 and t.raw_data]:
+        entries = {"location": "weights.bin", "offset": str(len(blob)), "length": str(len(small.raw_data))}
+        blob += small.raw_data
+        small.data_location = TensorProto.EXTERNAL
+        small.ClearField("raw_data")
+        for key, value in entries.items():
+            small.external_data.add(key=key, value=value)
+    assert blob
+    (folder / "weights.bin").write_bytes(bytes(blob))
+    onnx.save(model, str(folder / "model.onnx"))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    first = hubert_fix.check(folder / "model.onnx").to_dict()
+    (elsewhere / "weights.bin").write_bytes(b"\xff" * len(blob))  # another file of that name, here
+    assert hubert_fix.check(folder / "model.onnx").to_dict() == first
