@@ -20,17 +20,31 @@ onnx-graphsurgeon, numpy and onnxruntime; torch and fairseq are imported lazily,
 
 __version__ = "0.1.0"
 
-from hubert_fix.api import check, optimize, repair, validate  # noqa: E402
-from hubert_fix.errors import (  # noqa: E402
+from hubert_fix.errors import (  # noqa: E402 - light: no third-party import
     DeviceUnavailableError,
     HubertFixError,
     MissingExtraError,
     UnrepairableError,
     UnusableInputError,
 )
-from hubert_fix.optimize import OptimizeReport  # noqa: E402
-from hubert_fix.runner import Report  # noqa: E402
-from hubert_fix.validation import CaseResult, Tolerance, ValidationReport  # noqa: E402
+
+#: Imported on first use (PEP 562), so that ``import hubert_fix.errors`` or the console
+#: script's start-up does not load onnx, onnxruntime and numpy.
+_LAZY = {
+    "check": "api", "optimize": "api", "repair": "api", "validate": "api", "OptimizeReport": "optimize",
+    "Report": "runner", "CaseResult": "validation", "Tolerance": "validation", "ValidationReport": "validation",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'hubert_fix' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"hubert_fix.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CaseResult",

@@ -5,9 +5,11 @@ Exit codes (stable; pipelines depend on them):
   1  check: repairable problems found; validate/export: a validation check failed; optimize: the
      candidate missed its tolerance (nothing written)
   2  unusable input: missing/damaged file, bad checkpoint, unwritable output, device not usable
-  3  repair/export: problems found that no pass can repair (nothing written); optimize: MODEL needs repair first;
-     check: the planned repair would not load (check reports unrepairable problems with 1)
-  130 interrupted (Ctrl-C; nothing written), 141 stdout closed early (e.g. piped to head)
+  3  check/repair/export: problems found that no pass can repair, or a repair that would not load (repair and
+     export write nothing); optimize: MODEL needs repair first
+  4  internal error: a failure of hubert-fix itself, not a verdict (one line on stderr names the file and the
+     report with the traceback): stop the pipeline and report it
+  130 interrupted (Ctrl-C, also during start-up; nothing written), 141 stdout closed early (e.g. piped to head)
 Reports go to stdout (--json for one JSON object); logs and progress go to stderr.
 """
 
@@ -24,11 +26,13 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from onnx_graphsurgeon.logger import G_LOGGER
+
 from hubert_fix import __version__, api, runner
-from hubert_fix.errors import EXIT_FOUND, EXIT_OK, HubertFixError, UnusableInputError
+from hubert_fix.errors import EXIT_FOUND, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREPAIRABLE, HubertFixError, UnusableInputError
 from hubert_fix.extras import export_module, pytorch_reference
 from hubert_fix.interface import ROLES, parse_roles
-from hubert_fix.model_io import check_output_path, data_path, read_files, save_model
+from hubert_fix.model_io import check_output_path, data_path, one_line, read_files, save_model
 from hubert_fix.optimize import TOLERANCES
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.reports import format_report, format_validation
@@ -76,13 +80,13 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     report = api.check(args.model, skip=args.skip)
     edits = len(report.edits)
     if report.blocking:
-        status = f"{edits} repairable, {report.blocking} unrepairable problem(s)"
+        status = f"{edits} repairable, {report.blocking} unrepairable problem(s): repair would refuse (see declined)"
     elif edits:
         status = f"{edits} repairable problem(s): run hubert-fix repair {args.model} -o OUT.onnx"
     else:
         status = "nothing to repair"
     emit(console, {**report.to_dict(), "status": status}, f"{args.model}: {status}\n{format_report(report)}".rstrip())
-    return EXIT_FOUND if edits or report.blocking else EXIT_OK
+    return EXIT_UNREPAIRABLE if report.blocking else EXIT_FOUND if edits else EXIT_OK
 
 
 def cmd_repair(args: argparse.Namespace, console: Console) -> int:
@@ -250,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "check", "find problems and prove their repair would load; writes nothing",
-        "Exit 0: nothing to repair; 1: problems found (run repair); 2: unusable input; 3: the repair would not load.",
+        "Exit 0: nothing to repair; 1: repairable problems found (run repair); 2: unusable input; 3: a problem no "
+        "pass can repair, or a repair that would not load (repair would refuse); 4: internal error.",
         [as_json, skip],
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help=MODEL_HELP)
@@ -356,12 +361,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subject(args: argparse.Namespace) -> str:
+    """The file a command works on, for the internal-error line."""
+    for key in ("model", "checkpoint", "out_dir"):
+        if getattr(args, key, None) is not None:
+            return str(getattr(args, key))
+    return "(no file)"
+
+
+def _internal_report(args: argparse.Namespace, exc: Exception) -> str:
+    """Write the traceback (and versions) to a report file; the rest of the error line."""
+    import platform
+    import traceback
+
+    summary = f"{type(exc).__name__}: {one_line(exc, 160)}"
+    text = (
+        f"hubert-fix {__version__} {args.command} {_subject(args)}\n"
+        f"python {platform.python_version()} on {platform.platform()}\n\n"
+        + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    )
+    try:
+        fd, where = tempfile.mkstemp(prefix="hubert-fix-internal-error-", suffix=".txt")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    except OSError as err:
+        return f"{summary} (no report written: {err.strerror}); not a verdict on the model; please report this bug"
+    return f"{summary}; traceback in {where}; not a verdict on the model; please report this bug"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO if args.verbose else logging.WARNING,
         format="hubert-fix: %(levelname)s: %(message)s",
     )
+    G_LOGGER.severity = G_LOGGER.WARNING if args.verbose else G_LOGGER.ERROR  # its warnings are not ours to print
     console = Console(args)
     start = time.perf_counter()
     try:
@@ -375,10 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.done()
         print(f"hubert-fix {args.command}: interrupted; nothing written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_SIGPIPE
+    except Exception as exc:  # a failure the code did not anticipate: never read as a verdict (0 or 1)
+        console.done()
+        print(f"hubert-fix {args.command}: internal error on {_subject(args)}: {_internal_report(args, exc)}", file=sys.stderr)
+        return EXIT_INTERNAL
     console.done()
     if console.show_progress:
         verdict = "PASSED" if code == EXIT_OK else "FOUND" if args.command == "check" else "FAILED"

@@ -1,7 +1,9 @@
 """One error base class; every user-facing failure is a HubertFixError.
 
 The CLI prints ``str(error)`` as one line on stderr and exits with ``error.exit_code``.
-Anything that is not a HubertFixError is an internal bug and keeps its traceback.
+Anything that is not a HubertFixError is a failure the code did not anticipate: the CLI
+exits with EXIT_INTERNAL (never 0 or 1, which are verdicts), one line on stderr, and
+writes the traceback to a report file; the API lets it propagate unchanged.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FOUND = 1  # check: repairable problems found; validate: a check failed
 EXIT_UNUSABLE = 2  # unusable input (file, checkpoint, device)
-EXIT_UNREPAIRABLE = 3  # repair: problems that no pass can repair
+EXIT_UNREPAIRABLE = 3  # check/repair: problems that no pass can repair
+EXIT_INTERNAL = 4  # a failure of hubert-fix itself (a bug): not a verdict
+EXIT_INTERRUPTED = 130  # Ctrl-C (the shell's code for SIGINT)
 
 
 class HubertFixError(Exception):

@@ -46,7 +46,7 @@ from hubert_fix.model_io import (
     set_metadata,
 )
 from hubert_fix.quantize import quantize
-from hubert_fix.session import create_session, ort_message
+from hubert_fix.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.validation import TOLERANCES as VALIDATE_TOLERANCES
 from hubert_fix.validation import (
     Reference,
@@ -214,7 +214,7 @@ def _reference_outputs(loaded: ModelFile, face: Interface, *, quick: bool, name:
     for case, source, mask, _ in entries:
         try:
             output = session.run(None, face.feeds(source, mask))[0]
-        except Exception as exc:  # ORT's runtime errors
+        except ORT_ERRORS as exc:
             raise UnusableInputError(
                 f"{name}: the input model fails on {case.name}: {ort_message(exc)}; run hubert-fix validate {name}"
             ) from None

@@ -10,6 +10,7 @@ import logging
 import re
 
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state
 
 from hubert_fix.errors import DeviceUnavailableError
 from hubert_fix.model_io import one_line
@@ -18,6 +19,14 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+
+#: What ONNX Runtime raises on a model or an input it rejects (its pybind11 error classes
+#: derive from Exception directly; RuntimeError from its Python wrapper). Anything else
+#: raised around a session is a bug of ours, never a verdict on the model.
+ORT_ERRORS: tuple[type[Exception], ...] = (
+    RuntimeError,
+    *(c for c in vars(onnxruntime_pybind11_state).values() if isinstance(c, type) and issubclass(c, Exception)),
+)
 
 
 def create_session(model: bytes | str, name: str, *, device: str, weights_folder: str | None = None) -> ort.InferenceSession:
@@ -63,6 +72,6 @@ def load_error(model: bytes | str, name: str) -> str | None:
     """Why ONNX Runtime cannot create a CPU session for ``model``, or None when it can."""
     try:
         create_session(model, name, device="cpu")
-    except Exception as exc:  # ORT raises its own exception types on graphs it rejects
+    except ORT_ERRORS as exc:
         return ort_message(exc)
     return None

@@ -43,7 +43,7 @@ from hubert_fix.matrix import (
     unpadded_batches,
 )
 from hubert_fix.model_io import one_line
-from hubert_fix.session import create_session, ort_message
+from hubert_fix.session import ORT_ERRORS, create_session, ort_message
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def validate(
         )  # fmt: skip
     except (DeviceUnavailableError, UnusableInputError):
         raise
-    except Exception as exc:  # ORT raises its own exception types on graphs it rejects
+    except ORT_ERRORS as exc:
         failure = f"ONNX Runtime rejects the model: {ort_message(exc)}"
         report.cases.append(CaseResult("session creation", 0, 0, False, [failure], kind="session"))
         return report
@@ -308,7 +308,7 @@ def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray], result: Ca
     start = time.perf_counter()
     try:
         return session.run(None, feeds)
-    except Exception as exc:  # ORT's runtime errors: the check that it runs
+    except ORT_ERRORS as exc:  # the check that it runs
         result.ok = False
         result.failures.append(f"ONNX Runtime failed: {ort_message(exc)}")
         return None

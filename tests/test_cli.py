@@ -297,7 +297,7 @@ def test_unrepairable_problem_exits_3_and_writes_nothing(cli, tmp_path: Path) ->
     path = tmp_path / "unprovable.onnx"
     onnx.save(onnx_builders.where_model(["b2", "t2"], ["batch", "frames", 8]), str(path))
     check = cli("check", path, "--json")
-    assert check.returncode == 1
+    assert check.returncode == 3  # check says what repair would do: refuse
     assert json.loads(check.stdout)["unrepairable"] == 1 and json.loads(check.stdout)["edits"] == 0
     out = tmp_path / "out.onnx"
     result = cli("repair", path, "-o", out, "--json")

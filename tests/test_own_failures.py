@@ -1,0 +1,98 @@
+"""hubert-fix's own failures never read as verdicts.
+
+A failure the code did not anticipate is exit 4 (internal error) with one line naming the
+file and the report that holds the traceback, never 0 or 1; the API lets it propagate.
+Ctrl-C is exit 130 with one line at every moment, start-up included.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CASES, RAW, SCRIPT, run_main
+
+import hubert_fix
+from hubert_fix import runner
+from hubert_fix.interface import Interface
+
+
+
+@pytest.fixture(scope="module")
+def repaired(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("repaired") / "hubert_base_tiny.onnx"
+    hubert_fix.repair(RAW, path)
+    return path
+
+
+def _bug(*args: object, **kwargs: object) -> None:
+    raise AttributeError("'NoneType' object has no attribute 'shape'")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["check", RAW], ["repair", RAW, "-o", "{tmp}/out.onnx"], ["validate", "{repaired}", "--quick"],
+     ["optimize", "{repaired}", "-o", "{tmp}/out.onnx", "--quick"]],
+    ids=lambda a: a[0],
+)
+def test_a_bug_in_the_analysis_is_exit_4_with_a_report(tmp_path: Path, monkeypatch, repaired: Path, argv: list) -> None:
+    monkeypatch.setattr(runner, "run_passes", _bug)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    argv = [str(a).format(tmp=tmp_path, repaired=repaired) for a in argv]
+    code, out, err = run_main(*argv)
+    lines = err.strip().splitlines()
+    assert code == 4 and len(lines) == 1, err
+    assert argv[1] in lines[0] and "internal error" in lines[0] and "AttributeError" in lines[0]
+    report = Path(re.search(r"traceback in (\S+?);", lines[0]).group(1))
+    assert report.parent == tmp_path and "Traceback" in report.read_text() and "_bug" in report.read_text()
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_bug_while_running_a_case_is_not_a_failed_case(monkeypatch, repaired: Path) -> None:
+    """validate turns ONNX Runtime's errors into failed checks (a verdict), nothing else."""
+    assert run_main("validate", repaired, "--reference", CASES)[0] == 0
+    monkeypatch.setattr(Interface, "feeds", _bug)
+    assert run_main("validate", repaired, "--reference", CASES)[0] == 4
+    with pytest.raises(AttributeError):
+        hubert_fix.validate(repaired, reference=CASES)  # the API: an exception, not a report
+
+
+def test_the_api_lets_a_bug_propagate(monkeypatch) -> None:
+    monkeypatch.setattr(runner, "run_passes", _bug)
+    with pytest.raises(AttributeError):
+        hubert_fix.check(RAW)
+    assert not issubclass(AttributeError, hubert_fix.HubertFixError)
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0, 1.5])
+def test_ctrl_c_at_any_moment_is_130_and_one_line(delay: float) -> None:
+    """From start-up (the imports take about a second) into the command itself."""
+    process = subprocess.Popen([str(SCRIPT), "check", str(RAW)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    if process.returncode in (0, 1):  # finished before the signal: nothing to see
+        pytest.skip(f"check ended within {delay} s")
+    assert process.returncode == 130 and len(err.strip().splitlines()) == 1 and "interrupted" in err, err
+
+
+def test_ctrl_c_inside_the_start_up_imports() -> None:
+    """Deterministic: the interrupt lands while ``hubert_fix.cli`` imports onnx."""
+    code = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'onnx': raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from hubert_fix.__main__ import main\n"
+        "sys.exit(main(['check', 'model.onnx']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ})
+    assert result.returncode == 130 and result.stderr == "hubert-fix: interrupted; nothing written\n", result.stderr
