@@ -20,6 +20,10 @@ onnx-graphsurgeon, numpy and onnxruntime; torch and fairseq are imported lazily,
 
 __version__ = "0.1.0"
 
+import importlib  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+
 from hubert_fix.errors import (  # noqa: E402 - light: no third-party import
     DeviceUnavailableError,
     HubertFixError,
@@ -39,11 +43,25 @@ _LAZY = {
 def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module 'hubert_fix' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f"hubert_fix.{_LAZY[name]}"), name)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """``hubert_fix.optimize`` is the API function, not the submodule of that name.
+
+    Loading a submodule binds it on its package; the function must win however the
+    modules were first imported (``from hubert_fix.optimize import ...`` still works).
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from hubert_fix.errors import UnrepairableError, UnusableInputError
 from hubert_fix.model_io import checkable, one_line, set_metadata
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.passinfra import Edit, Pass, PassResult
-from hubert_fix.session import load_error
+from hubert_fix.session import OrtCrash, load_error
 from hubert_fix.skeleton import weightless
 
 log = logging.getLogger(__name__)
@@ -192,9 +192,12 @@ def _verify(model: onnx.ModelProto, original: onnx.ModelProto, name: str) -> Non
         onnx.checker.check_model(checkable(model))
     except onnx.checker.ValidationError as exc:
         raise UnrepairableError(f"{name}: repaired model fails onnx.checker: {one_line(exc)}; nothing written") from None
-    reason = load_error(weightless(model).SerializeToString(), name)
+    try:
+        reason = load_error(weightless(model).SerializeToString(), name)
+    except OrtCrash:
+        reason = "ONNX Runtime crashes creating a session (isolated)"
     if reason is None:
         return
-    if load_error(weightless(original).SerializeToString(), name) is not None:
+    if load_error(weightless(original).SerializeToString(), name) is not None:  # OrtCrash: the input crashes ORT
         raise UnusableInputError(f"{name}: ONNX Runtime cannot load this model: {reason}")
     raise UnrepairableError(f"{name}: repaired model fails ONNX Runtime session creation: {reason}; nothing written")
