@@ -52,8 +52,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, HERE):  # hubert_fix; graph_mutator (also when imported as fuzz.fuzz_load)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 MAGIC = b"HFXS"
 SIDE_NAME = "weights.bin"
@@ -117,6 +118,13 @@ def _import_project(instrument: bool = False) -> None:
 
         from hubert_fix import errors, model_io, runner
     _api.update(errors=errors, model_io=model_io, runner=runner)
+    analyze = runner.analyze
+
+    def counted(graph):  # runner calls it before each pass: the input reached the passes
+        STATS.reached_now = True
+        return analyze(graph)
+
+    runner.analyze = counted
     # quiet: no output per input; warnings are kept for the swallowed-OOM check
     log = logging.getLogger("hubert_fix")
     log.handlers[:] = [_records]
@@ -176,6 +184,8 @@ class Stats:
     def __init__(self) -> None:
         self.start = time.monotonic()
         self.execs = 0
+        self.reached = 0  # inputs that got past load_model into the passes
+        self.reached_now = False
         self.outcomes: dict[str, int] = {}
         self.findings: dict[str, int] = {}
         self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
@@ -184,6 +194,7 @@ class Stats:
         took = time.monotonic() - self.start
         return (
             f"fuzz_load: {self.execs} execs in {took:.0f} s ({self.execs / max(took, 1e-9):.2f}/s); "
+            f"reached the passes {self.reached} ({100 * self.reached / max(self.execs, 1):.0f}%); "
             f"outcomes {dict(sorted(self.outcomes.items()))}; "
             f"findings {sum(self.findings.values())} ({len(self.findings)} distinct); peak RSS {self.peak_mb} MB"
         )
@@ -226,6 +237,7 @@ def record(data: bytes, exc: BaseException) -> None:
 
 def test_one_input(data: bytes) -> None:
     STATS.execs += 1
+    STATS.reached_now = False
     try:
         outcome = run_one(data)
         STATS.outcomes[outcome] = STATS.outcomes.get(outcome, 0) + 1
@@ -241,6 +253,8 @@ def test_one_input(data: bytes) -> None:
         record(data, exc)
         if RAISE:
             raise
+    finally:
+        STATS.reached += STATS.reached_now
     if STATS.execs % 100 == 0:
         print(STATS.line(), file=sys.stderr, flush=True)
 
@@ -618,11 +632,39 @@ def _flip_bytes(data: bytes, rng: random.Random) -> bytes:
     return bytes(buf)
 
 
+#: Pristine seeds (fuzz/corpus): a graph-aware mutation of an input that no longer loads
+#: starts again from one of them half of the time.
+SEEDS: list[bytes] = []
+GRAPH_ONLY, GRAPH_THEN_DAMAGE = 0.65, 0.15  # shares of the inputs; the rest: damage only
+
+
 def mutate(data: bytes, max_size: int, seed: int, byte_mutate=None) -> bytes:
-    """Structure-aware mutation; byte-level (libFuzzer's, or random flips) for ~15%."""
+    """Graph-aware (loadable) mutation for 80% of the inputs, 15 points of them damaged
+    further; damage only (a field, or bytes) for the rest."""
+    rng = random.Random(seed)
+    r = rng.random()
+    if r < GRAPH_ONLY + GRAPH_THEN_DAMAGE:
+        mutant = _graph_mutate(data, rng)
+        if mutant is not None:
+            return mutant if r < GRAPH_ONLY else _damage(mutant, rng, byte_mutate)
+    return _damage(data, rng, byte_mutate)
+
+
+def _graph_mutate(data: bytes, rng: random.Random) -> bytes | None:
+    import graph_mutator
+
+    model_bytes, side = unpack(data)
+    mutant = graph_mutator.mutate(model_bytes, rng)
+    if mutant is None and SEEDS and rng.random() < 0.5:
+        model_bytes, side = unpack(rng.choice(SEEDS))
+        mutant = graph_mutator.mutate(model_bytes, rng)
+    return None if mutant is None else pack(mutant, side)
+
+
+def _damage(data: bytes, rng: random.Random, byte_mutate=None) -> bytes:
+    """Structure-aware damage of one field; byte-level (libFuzzer's, or random flips) for ~15%."""
     import onnx
 
-    rng = random.Random(seed)
     model_bytes, side = unpack(data)
     if rng.random() < 0.15:
         target = rng.choice(["model", "side"]) if side else "model"
@@ -664,6 +706,7 @@ def _corpus_files(dirs: list[str]) -> list[Path]:
 
 def run_random(corpus: list[str], minutes: float, runs: int, seed: int) -> None:
     seeds = [f.read_bytes() for f in _corpus_files(corpus)]
+    SEEDS[:] = seeds
     if not seeds:
         sys.exit("fuzz_load: empty corpus (run fuzz/make_corpus.py)")
     rng = random.Random(seed)
@@ -686,6 +729,7 @@ def run_atheris(argv: list[str], minutes: float) -> None:
     import atheris
 
     _import_project(instrument=True)
+    SEEDS[:] = [f.read_bytes() for f in _corpus_files([str(HERE / "corpus")])]
     flags = {a.split("=")[0] for a in argv if a.startswith("-")}
     defaults = {
         "-rss_limit_mb": "0",  # RLIMIT_AS bounds memory; a blow-up is recorded, not fatal

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Seed corpus for fuzz_load.py from a few small fixtures (about 1 MB in all).
+"""Seed corpus for fuzz_load.py from a few small fixtures (about 1.5 MB in all).
 
 Writes into fuzz/corpus/ (or the folder given): single-file models copied as they are,
 and external-data models packed with their weights (fuzz_load.pack: ``HFXS`` + size +
@@ -27,6 +27,8 @@ SINGLE = [
     "hubert_base_tiny.opset11.raw.onnx",  # opset 11 (Slice/Unsqueeze attribute forms)
     "hf_hubert.onnx",  # transformers export
     "hubert_base_tiny.issue5596.onnx",  # frozen-pad
+    "hubert_base_ctc.raw.onnx",  # CTC fine-tune: ctc-mask-scatter
+    "hubert_base_tiny.seed_adapter.onnx",  # a frozen batch (an adapter's export)
 ]
 
 

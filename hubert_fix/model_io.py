@@ -180,6 +180,11 @@ def _first_damaged_value(graph: onnx.GraphProto) -> str | None:
                 found = _first_damaged_value(sub)
                 if found:
                     return found
+    seen: set[str] = set()
+    for tensor in graph.initializer:
+        if tensor.name in seen:  # onnx.checker lets it through; which of the two would a runtime take?
+            return f"initializer {tensor.name} is defined twice"
+        seen.add(tensor.name)
     if graph.sparse_initializer:
         return f"sparse initializer {graph.sparse_initializer[0].values.name or '(unnamed)'}: not supported"
     for label, tensor in tensors:

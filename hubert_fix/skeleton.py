@@ -303,7 +303,7 @@ def write(model: onnx.ModelProto, outside: dict[str, Span], handle: int, *, data
         head = tensor.SerializeToString() + _len_field(_TENSOR_RAW_DATA, length)
         heads.append(_len_field(_GRAPH_INITIALIZER, len(head) + length) + head)
     graph_bytes = graph.SerializeToString()
-    graph_size = len(graph_bytes) + sum(len(h) for h in heads) + sum(s.length for s in outside.values())
+    graph_size = len(graph_bytes) + sum(len(h) for h in heads) + sum(outside[t.name].length for t in entries if t.name in outside)
     shell.ClearField("graph")
     _write_all(handle, shell.SerializeToString() + _len_field(_MODEL_GRAPH, graph_size) + graph_bytes)
     pending = bytearray()

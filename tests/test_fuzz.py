@@ -163,3 +163,26 @@ def test_a_small_constant_in_external_data_is_not_read_from_the_working_director
     first = hubert_fix.check(folder / "model.onnx").to_dict()
     (elsewhere / "weights.bin").write_bytes(b"\xff" * len(blob))  # another file of that name, here
     assert hubert_fix.check(folder / "model.onnx").to_dict() == first
+
+
+def test_an_initializer_defined_twice_is_one_line(tmp_path: Path) -> None:
+    """Was: accepted, and repair then wrote a file whose graph length was short by one weight."""
+    model = onnx.load(str(RAW))
+    big = next(t for t in model.graph.initializer if len(t.raw_data) > 1024)
+    model.graph.initializer.append(big)
+    path = tmp_path / "damaged.onnx"
+    onnx.save(model, str(path))
+    result = run_cli("check", path)
+    assert_one_clear_line(result, path)
+    assert "defined twice" in result.stderr
+
+
+def test_the_written_graph_length_counts_every_weight_it_copies(tmp_path: Path) -> None:
+    from hubert_fix.model_io import load_model, save_model
+
+    loaded = load_model(RAW)
+    stub = next(t for t in loaded.proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    loaded.proto.graph.initializer.append(stub)  # the same weight twice, as a damaged input had it
+    save_model(loaded, tmp_path / "out.onnx")
+    written = onnx.load(str(tmp_path / "out.onnx"))  # was: DecodeError (wire format corrupt)
+    assert [t.name for t in written.graph.initializer].count(stub.name) == 2
