@@ -42,7 +42,7 @@ def _inputs(report: dict) -> list[dict]:
 def test_check_finds_the_catalogued_edits(spec: Export) -> None:
     code, out, err = run_main("check", FIXTURES / spec.file, "--json")
     report = json.loads(out)
-    assert code == (1 if spec.edits or spec.unrepairable else 0), err
+    assert code == (3 if spec.unrepairable else 1 if spec.edits else 0), err  # 3: repair would refuse
     assert _edits(report) == spec.edits
     assert bool(report["unrepairable"]) == spec.unrepairable
     assert _blocking(report) == ({spec.refusal} if spec.refusal else set())
