@@ -277,13 +277,16 @@ def load_checkpoint(path: Path, *, trust: bool = False, dict_dir: Path | None = 
     without it. Every failure is one UnusableInputError line naming the file. A
     fine-tuned CTC recogniser (``wav2vec_ctc``, ``hubert_ctc``) is loaded through
     ``finetuned.load`` (its shims; ``dict_dir``: the folder of its letter dictionary
-    when the checkpoint does not carry it).
+    when the checkpoint does not carry it and it is not beside the checkpoint; a
+    ``dict_dir`` that is not a folder is refused whether or not it is needed).
     """
     path = Path(path)
     if not path.exists():
         raise UnusableInputError(f"{path}: no such file")
     if path.is_dir():
         raise UnusableInputError(f"{path}: is a directory, not a checkpoint")
+    if dict_dir is not None and not Path(dict_dir).is_dir():  # also where the checkpoint carries its vocabulary
+        raise UnusableInputError(f"{dict_dir}: --dict-dir: no such folder")
     _check_magic(path)
     try:
         with _quiet_fairseq(), _checked_torch_load(path, trust=trust), warnings.catch_warnings():

@@ -116,11 +116,17 @@ def load(path: Path, state: dict[str, Any], *, dict_dir: Path | None) -> tuple[t
         labels = _get(task_cfg, "labels") or "ltr"
         label = labels if isinstance(labels, str) else list(labels)[0]
         wanted = f"dict.{label}.txt"
-        if dict_dir is None or not (Path(dict_dir) / wanted).is_file():
-            where = f"{dict_dir} has no {wanted}" if dict_dir is not None else f"give the folder holding {wanted}"
+        if dict_dir is None and (path.parent / wanted).is_file():  # where fairseq users keep it
+            dict_dir = path.parent
+        if dict_dir is None:
             raise UnusableInputError(
-                f"{path}: the CTC vocabulary is not in this checkpoint (fairseq reads it from {wanted}); "
-                f"{where} with --dict-dir DIR"
+                f"{path}: the CTC vocabulary is not in this checkpoint (fairseq reads it from {wanted}) and there is no "
+                f"{wanted} beside it; give the folder that holds it with --dict-dir DIR"
+            )
+        if not (Path(dict_dir) / wanted).is_file():
+            raise UnusableInputError(
+                f"{path}: the CTC vocabulary is not in this checkpoint (fairseq reads it from {wanted}), and "
+                f"--dict-dir {dict_dir} has no {wanted}; give the folder that holds it"
             )
         overrides["data"] = str(dict_dir)
         if _get(task_cfg, "label_dir") is not None:

@@ -9,6 +9,7 @@ exports' check/repair/validate are in ``test_catalog.py``.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import onnx
@@ -58,7 +59,25 @@ def test_missing_dictionary_is_one_line(spec: Finetune, tmp_path: Path) -> None:
     assert code == 2 and stdout == "" and not out.exists()
     assert err.count("\n") == 1 and "dict.ltr.txt" in err and "--dict-dir" in err
     code, _, err = run_main("export", FIXTURES / spec.file, "-o", out, "--dict-dir", tmp_path)
-    assert code == 2 and f"{tmp_path} has no dict.ltr.txt" in err
+    assert code == 2 and f"--dict-dir {tmp_path} has no dict.ltr.txt; give the folder that holds it" in err
+
+
+@pytest.mark.parametrize("spec", [f for f in FINETUNES.values() if f.needs_dict_dir], ids=lambda f: f.name)
+def test_the_dictionary_beside_the_checkpoint_is_found(spec: Finetune, tmp_path: Path) -> None:
+    pytest.importorskip("fairseq")
+    checkpoint = tmp_path / spec.file
+    shutil.copyfile(FIXTURES / spec.file, checkpoint)
+    shutil.copyfile(DICT_DIR / "dict.ltr.txt", tmp_path / "dict.ltr.txt")
+    code, _, err = run_main("export", checkpoint, "-o", tmp_path / "out.onnx", "--raw")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("checkpoint", ["hubert_base_tiny.pt", "wav2vec2_base_ctc.pt"])
+def test_a_dict_dir_that_does_not_exist_is_exit_2(checkpoint: str, tmp_path: Path) -> None:
+    """Also where it is not needed (an encoder; a fine-tune that carries its vocabulary)."""
+    pytest.importorskip("fairseq")
+    code, _, err = run_main("export", FIXTURES / checkpoint, "-o", tmp_path / "out.onnx", "--dict-dir", tmp_path / "nowhere")
+    assert code == 2 and err.strip().endswith("--dict-dir: no such folder") and not (tmp_path / "out.onnx").exists()
 
 
 def test_without_pretraining_config_is_refused(tmp_path: Path) -> None:
