@@ -10,6 +10,7 @@ and fairseq are imported only when a checkpoint is given.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -171,15 +172,26 @@ def _checkpoint_reference(
 ) -> Reference:
     """fairseq's features for the model's inputs, as the export recorded them (layer, final_proj, fp16 inputs)."""
     export = export_module()
-    fairseq_model = export.load_checkpoint(checkpoint, trust=trust, dict_dir=Path(dict_dir) if dict_dir else None)
-    _same_architecture(checkpoint, Path(loaded.source or "model"), face, export.conv_stack(fairseq_model), export.embed_dim(fairseq_model))
     meta = {p.key: p.value for p in loaded.proto.metadata_props}
+    fairseq_model = export.load_checkpoint(
+        checkpoint, trust=trust, dict_dir=_path(dict_dir), vocabulary=_recorded_vocabulary(meta)
+    )
+    _same_architecture(checkpoint, Path(loaded.source or "model"), face, export.conv_stack(fairseq_model), export.embed_dim(fairseq_model))
     layer = output_layer if output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
     fp16 = face.audio.dtype == np.float16  # an fp16 export; an fp16-optimized model takes float32 audio
     project = final_proj if final_proj is not None else meta.get("hubert_fix.final_proj") == "1"
     return pytorch_reference(
         fairseq_model, output_layer=layer, fp16=fp16, device=_torch_device(device) if fp16 else "cpu", final_proj=project
     )
+
+
+def _recorded_vocabulary(meta: dict[str, str]) -> list[str] | None:
+    """The CTC symbols our export recorded in the model (None when absent or unreadable)."""
+    try:
+        symbols = json.loads(meta.get("hubert_fix.vocabulary") or "null")
+    except ValueError:
+        return None
+    return symbols if isinstance(symbols, list) and all(isinstance(s, str) for s in symbols) else None
 
 
 def _same_architecture(checkpoint: Path, model: Path, face: Interface, stack: tuple, width: int) -> None:

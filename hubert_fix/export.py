@@ -269,7 +269,9 @@ def _load_error(path: Path, exc: BaseException) -> UnusableInputError:
     return UnusableInputError(f"{path}: not a PyTorch checkpoint: {one_line(exc, 160)}")
 
 
-def load_checkpoint(path: Path, *, trust: bool = False, dict_dir: Path | None = None) -> torch.nn.Module:
+def load_checkpoint(
+    path: Path, *, trust: bool = False, dict_dir: Path | None = None, vocabulary: list[str] | None = None
+) -> torch.nn.Module:
     """Load a fairseq speech-encoder checkpoint with fairseq's own loader, in eval mode.
 
     Safe by default: the pickle is read with torch's weights_only unpickler and the
@@ -278,7 +280,8 @@ def load_checkpoint(path: Path, *, trust: bool = False, dict_dir: Path | None = 
     fine-tuned CTC recogniser (``wav2vec_ctc``, ``hubert_ctc``) is loaded through
     ``finetuned.load`` (its shims; ``dict_dir``: the folder of its letter dictionary
     when the checkpoint does not carry it and it is not beside the checkpoint; a
-    ``dict_dir`` that is not a folder is refused whether or not it is needed).
+    ``dict_dir`` that is not a folder is refused whether or not it is needed;
+    ``vocabulary``: the symbols an exported model recorded, the last resort).
     """
     path = Path(path)
     if not path.exists():
@@ -299,7 +302,7 @@ def load_checkpoint(path: Path, *, trust: bool = False, dict_dir: Path | None = 
             state = torch.load(str(path), map_location="cpu")  # the safe load above; to see what it is
             kind = finetuned.model_type(state)
             if kind in finetuned.CTC_MODELS:
-                model, cfg, task, shims = finetuned.load(path, state, dict_dir=dict_dir)
+                model, cfg, task, shims = finetuned.load(path, state, dict_dir=dict_dir, vocabulary=vocabulary)
             else:
                 del state
                 models, cfg, _task = checkpoint_utils.load_model_ensemble_and_task([str(path)])

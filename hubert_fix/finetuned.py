@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,23 @@ def model_type(state: dict[str, Any]) -> str | None:
     return _get(_get(state.get("cfg"), "model"), "_name")
 
 
-def load(path: Path, state: dict[str, Any], *, dict_dir: Path | None) -> tuple[torch.nn.Module, Any, Any, list[str]]:
+def load(
+    path: Path, state: dict[str, Any], *, dict_dir: Path | None, vocabulary: list[str] | None = None
+) -> tuple[torch.nn.Module, Any, Any, list[str]]:
     """A CTC fine-tune's model (eval mode), fairseq's cfg and task, and the shims applied.
 
     ``state`` is the checkpoint as ``torch.load`` read it (the caller's safe unpickler);
-    fairseq reads the file again through the same ``torch.load``.
+    fairseq reads the file again through the same ``torch.load``. A checkpoint without
+    its vocabulary reads ``dict.<labels>.txt`` beside it, else in ``dict_dir``, else
+    ``vocabulary`` (an exported model's record of it, written as that file for fairseq).
     """
+    with tempfile.TemporaryDirectory(prefix="hubert-fix-vocabulary-") as spare:
+        return _load(path, state, dict_dir=dict_dir, vocabulary=vocabulary, spare=Path(spare))
+
+
+def _load(
+    path: Path, state: dict[str, Any], *, dict_dir: Path | None, vocabulary: list[str] | None, spare: Path
+) -> tuple[torch.nn.Module, Any, Any, list[str]]:
     args_style = state.get("args") is not None
     name = model_type(state)
     model_cfg = state["args"] if args_style else state["cfg"]["model"]
@@ -118,6 +130,8 @@ def load(path: Path, state: dict[str, Any], *, dict_dir: Path | None) -> tuple[t
         wanted = f"dict.{label}.txt"
         if dict_dir is None and (path.parent / wanted).is_file():  # where fairseq users keep it
             dict_dir = path.parent
+        if dict_dir is None and vocabulary is not None:
+            dict_dir = _dictionary_file(vocabulary, spare / wanted, path)
         if dict_dir is None:
             raise UnusableInputError(
                 f"{path}: the CTC vocabulary is not in this checkpoint (fairseq reads it from {wanted}) and there is no "
@@ -152,6 +166,20 @@ def load(path: Path, state: dict[str, Any], *, dict_dir: Path | None) -> tuple[t
     with shim:
         models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], state=loaded)
     return models[0].eval(), cfg, task, applied
+
+
+FAIRSEQ_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def _dictionary_file(vocabulary: list[str], target: Path, path: Path) -> Path:
+    """Write ``vocabulary`` (fairseq's symbols in order) as the file fairseq's Dictionary reads; its folder."""
+    if vocabulary[: len(FAIRSEQ_SPECIALS)] != FAIRSEQ_SPECIALS:
+        raise UnusableInputError(
+            f"{path}: the model's recorded vocabulary does not begin with fairseq's special symbols; "
+            f"give the folder holding {target.name} with --dict-dir DIR"
+        )
+    target.write_text("".join(f"{symbol} 1\n" for symbol in vocabulary[len(FAIRSEQ_SPECIALS):]), encoding="utf-8")
+    return target.parent
 
 
 def _pretraining_dictionaries(state: dict[str, Any]) -> list[Dictionary | None]:

@@ -113,3 +113,21 @@ def test_options_that_do_not_apply_to_a_recogniser(tmp_path: Path) -> None:
     pytest.importorskip("fairseq")
     code, _, err = run_main("export", FIXTURES / "wav2vec2_base_ctc.pt", "-o", tmp_path / "a.onnx", "--output-layer", "1")
     assert code == 2 and "CTC recogniser" in err
+
+
+def test_validate_reads_the_vocabulary_the_model_recorded(tmp_path: Path) -> None:
+    """A checkpoint without its dictionary, none beside it, no --dict-dir: our export's metadata has it."""
+    pytest.importorskip("fairseq")
+    import hubert_fix
+
+    model = tmp_path / "ctc.onnx"
+    hubert_fix.repair(FIXTURES / "wav2vec2_base_ctc.raw.onnx", model)
+    code, _, err = run_main("validate", model, "--checkpoint", FIXTURES / "wav2vec2_base_ctc_args.pt", "--quick")
+    assert code == 0, err
+    bare = onnx.load(str(model))
+    kept = [p for p in bare.metadata_props if p.key != "hubert_fix.vocabulary"]
+    del bare.metadata_props[:]
+    bare.metadata_props.extend(kept)
+    onnx.save(bare, str(model))
+    code, _, err = run_main("validate", model, "--checkpoint", FIXTURES / "wav2vec2_base_ctc_args.pt", "--quick")
+    assert code == 2 and "--dict-dir DIR" in err
