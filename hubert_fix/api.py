@@ -176,8 +176,8 @@ def _checkpoint_reference(
     fairseq_model = export.load_checkpoint(
         checkpoint, trust=trust, dict_dir=_path(dict_dir), vocabulary=_recorded_vocabulary(meta)
     )
-    _same_architecture(checkpoint, Path(loaded.source or "model"), face, export.conv_stack(fairseq_model), export.embed_dim(fairseq_model))
     layer = output_layer if output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
+    _same_architecture(checkpoint, loaded, face, meta, fairseq_model, export, layer)
     fp16 = face.audio.dtype == np.float16  # an fp16 export; an fp16-optimized model takes float32 audio
     project = final_proj if final_proj is not None else meta.get("hubert_fix.final_proj") == "1"
     return pytorch_reference(
@@ -194,16 +194,34 @@ def _recorded_vocabulary(meta: dict[str, str]) -> list[str] | None:
     return symbols if isinstance(symbols, list) and all(isinstance(s, str) for s in symbols) else None
 
 
-def _same_architecture(checkpoint: Path, model: Path, face: Interface, stack: tuple, width: int) -> None:
-    """A checkpoint whose conv stack or encoder width differs from the model's cannot be its source."""
+def _same_architecture(
+    checkpoint: Path, loaded: ModelFile, face: Interface, meta: dict[str, str], model, export, layer: int | None
+) -> None:
+    """A checkpoint that differs from the model in kind, output, depth, width or conv stack
+    cannot be its source: exit 2 with the differences, not a run of failed cases. ``layer``:
+    the layer the model ends at (--output-layer, or what the export recorded)."""
     differences = []
+    kind = type(model).__name__
+    if meta.get("hubert_fix.model") and meta["hubert_fix.model"] != kind:
+        differences.append(f"a {kind} vs the model's {meta['hubert_fix.model']}")
+    ctc = hasattr(model, "_hubert_fix_ctc")
+    if ctc != face.ctc:
+        what = {True: "CTC logits", False: "encoder features"}
+        differences.append(f"it gives {what[ctc]}, the model {what[face.ctc]}")
+    stack = export.conv_stack(model)
     if tuple(map(tuple, stack)) != tuple(map(tuple, face.stack)):
         differences.append(f"conv stack {list(map(list, stack))} vs the model's {list(map(list, face.stack))}")
+    width = export.embed_dim(model)
     if face.width is not None and width != face.width:
         differences.append(f"encoder width {width} vs the model's {face.width}")
+    layers = export.num_layers(model)
+    attentions = sum(node.op_type == "Softmax" for node in loaded.proto.graph.node)  # one per transformer layer
+    if attentions and attentions != (layer or layers):
+        differences.append(f"{layers} transformer layers vs the model's {attentions}")
     if differences:
         raise UnusableInputError(
-            f"{checkpoint}: does not match {model} ({'; '.join(differences)}); give the checkpoint it was exported from"
+            f"{checkpoint}: does not match {loaded.source or 'the model'} ({'; '.join(differences)}); "
+            "give the checkpoint it was exported from"
         )
 
 

@@ -358,14 +358,14 @@ def embed_dim(model: torch.nn.Module) -> int:
     return int(_encoder(model).encoder.embedding_dim)
 
 
-def _num_layers(model: torch.nn.Module) -> int:
+def num_layers(model: torch.nn.Module) -> int:
     return len(_encoder(model).encoder.layers)
 
 
 def _check_output_layer(model: torch.nn.Module, output_layer: int | None) -> None:
     if output_layer is not None and is_ctc(model):
         raise UnusableInputError(f"--output-layer: {type(model).__name__} is a CTC recogniser; it exports its logits")
-    layers = _num_layers(model)
+    layers = num_layers(model)
     if output_layer is not None and not 1 <= output_layer <= layers:
         raise UnusableInputError(
             f"--output-layer {output_layer}: {type(model).__name__} has transformer layers 1..{layers}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import CHECKPOINT, FIXTURES
+from conftest import CHECKPOINT, FIXTURES, run_main
 
 from catalog import CHECKPOINTS
 
@@ -178,3 +178,39 @@ def test_a_checkpoint_of_another_model_is_named(cli, tmp_path: Path) -> None:
     assert result.returncode == 1 and "is the checkpoint the one this model was exported from?" in result.stdout
     larger = cli("validate", repaired, "--checkpoint", FIXTURES / "hubert_large_tiny.pt")  # other width
     assert larger.returncode == 2 and "does not match" in larger.stderr and "encoder width 48" in larger.stderr
+
+
+@pytest.mark.parametrize(
+    ("model", "checkpoint", "difference"),
+    [
+        ("hubert_base_tiny.raw.onnx", "wav2vec2_base_ctc.pt", "it gives CTC logits, the model encoder features"),
+        ("wav2vec2_base_ctc.raw.onnx", "hubert_base_tiny.pt", "it gives encoder features, the model CTC logits"),
+        ("hubert_base_tiny.raw.onnx", "wav2vec2_base_tiny.pt", "a Wav2Vec2Model vs the model's HubertModel"),
+        ("hubert_base_tiny.raw.onnx", "hubert_large_tiny.pt", "encoder width 48 vs the model's 32"),
+    ],
+)
+def test_a_checkpoint_of_another_architecture_is_exit_2(tmp_path: Path, model: str, checkpoint: str, difference: str) -> None:
+    import hubert_fix
+
+    repaired = tmp_path / "model.onnx"
+    hubert_fix.repair(FIXTURES / model, repaired)
+    code, _, err = run_main("validate", repaired, "--checkpoint", FIXTURES / checkpoint, "--quick")
+    assert code == 2 and err.count("\n") == 1 and difference in err and "Warning" not in err, err
+
+
+def test_a_checkpoint_deeper_than_the_model_is_exit_2(tmp_path: Path) -> None:
+    """The export ends at layer 1 of 2: without its record (or --output-layer 1) the depths differ."""
+    import hubert_fix
+
+    repaired = tmp_path / "model.onnx"
+    hubert_fix.repair(FIXTURES / "contentvec_tiny.layer1_final_proj.raw.onnx", repaired)
+    checkpoint = FIXTURES / "contentvec_tiny.pt"
+    assert run_main("validate", repaired, "--checkpoint", checkpoint, "--quick")[0] == 0
+    model = onnx.load(str(repaired))
+    kept = [p for p in model.metadata_props if p.key != "hubert_fix.output_layer"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(repaired))
+    code, _, err = run_main("validate", repaired, "--checkpoint", checkpoint, "--quick", "--final-proj")
+    assert code == 2 and "2 transformer layers vs the model's 1" in err
+    assert run_main("validate", repaired, "--checkpoint", checkpoint, "--quick", "--final-proj", "--output-layer", "1")[0] == 0
