@@ -131,3 +131,25 @@ def test_validate_reads_the_vocabulary_the_model_recorded(tmp_path: Path) -> Non
     onnx.save(bare, str(model))
     code, _, err = run_main("validate", model, "--checkpoint", FIXTURES / "wav2vec2_base_ctc_args.pt", "--quick")
     assert code == 2 and "--dict-dir DIR" in err
+
+
+def test_a_ctc_export_without_our_metadata_is_recognised_by_its_masked_frames(tmp_path: Path) -> None:
+    """A user's own CTC export: padded frames are -inf but for the blank; values, not a defect.
+    An encoder output with -inf in it still fails."""
+    import numpy as np
+
+    import hubert_fix
+    from hubert_fix.validation import _masked_logit_frames
+
+    model = tmp_path / "ctc.onnx"
+    hubert_fix.repair(FIXTURES / "wav2vec2_base_ctc.raw.onnx", model)
+    bare = onnx.load(str(model))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(model))
+    code, out, err = run_main("validate", model, "--quick")
+    assert code == 0, out + err
+    frames = np.zeros((1, 4, 5), np.float32)
+    frames[0, 2:, 1:] = -np.inf  # two padded frames: blank 0 finite, every other symbol -inf
+    assert _masked_logit_frames(frames)
+    frames[0, 3, 0] = -np.inf  # a frame with no finite symbol: not fairseq's mask
+    assert not _masked_logit_frames(frames)
