@@ -62,6 +62,7 @@ class Interface:
     width: int | None  # C for the frames == C cases; None when the graph does not say
     precision: str
     ctc: bool = False  # the first output is CTC logits [B, frames, V] (a fine-tuned recogniser's export)
+    blank: int = 0  # CTC: the blank symbol's index (fairseq's bos, index 0, unless the vocabulary has <ctc_blank>)
 
     @property
     def batch(self) -> int | None:
@@ -184,7 +185,8 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
         width = outputs[0].dims[2]
     precision = "fp16" if audio[0].dtype == np.float16 else meta.get(PRECISION_METADATA_KEY, "fp32")
     ctc = meta.get("hubert_fix.kind") == "ctc"
-    return Interface(audio[0], mask, mask_role, outputs, stack, width, precision, ctc)
+    blank = int(meta["hubert_fix.blank_index"]) if (meta.get("hubert_fix.blank_index") or "").isdigit() else 0
+    return Interface(audio[0], mask, mask_role, outputs, stack, width, precision, ctc, blank)
 
 
 def _guess_role(port: Port) -> str | None:

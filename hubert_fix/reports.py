@@ -50,6 +50,9 @@ def format_validation(report: ValidationReport) -> str:
             detail += f", cosine {case.cosine:.6f}"
         if case.greedy_path_identical is not None:
             detail += f", greedy path {'identical' if case.greedy_path_identical else 'DIFFERS'}"
+            if case.greedy_unclear_frames:
+                detail += f" on clear frames ({case.greedy_unclear_frames} within the margin)"
+            detail += f", token error rate {case.greedy_token_error_rate:.3f}"
         if case.mean_frame_cosine is not None:
             detail += f", frame cosine mean {case.mean_frame_cosine:.6f} min {case.min_frame_cosine:.6f}"
         if case.status == "RAN":

@@ -57,6 +57,14 @@ class Tolerance:
     output). The cosines: ``min_cosine`` over the whole output; per frame (each real
     frame's C-vector, frames the reference zeroes as padding left out) the mean over a
     case must reach ``min_mean_frame_cosine`` and every frame ``min_frame_cosine``.
+
+    CTC logits: the greedy path (argmax per real frame) must be the reference's on every
+    frame whose reference top-1/top-2 gap exceeds ``greedy_margin``; a gap within it is
+    within the precision's own error and may flip. By default the margin is twice the
+    diff bound (``max_abs_diff``, or ``max_rel_diff`` x the reference's max |value|): no
+    logit may move further than that, so no clearer frame can flip. The greedy
+    transcripts' token error rate (repeats merged, blanks dropped) is always reported and,
+    with ``max_token_error_rate``, bounded.
     """
 
     max_abs_diff: float | None = None
@@ -64,6 +72,8 @@ class Tolerance:
     min_cosine: float = 0.0
     min_mean_frame_cosine: float | None = None
     min_frame_cosine: float | None = None
+    greedy_margin: float | None = None  # CTC: frames whose reference top-1/top-2 gap is at most this may change argmax
+    max_token_error_rate: float | None = None  # CTC: greedy transcripts vs the reference's (edit distance / tokens)
 
     def describe(self) -> str:
         parts = [f"max abs diff <= {self.max_abs_diff:g}"] if self.max_abs_diff is not None else []
@@ -74,7 +84,18 @@ class Tolerance:
             parts.append(f"mean frame cosine >= {self.min_mean_frame_cosine}")
         if self.min_frame_cosine is not None:
             parts.append(f"min frame cosine >= {self.min_frame_cosine}")
+        if self.greedy_margin is not None:
+            parts.append(f"CTC greedy path kept where the top-1/top-2 gap > {self.greedy_margin:g}")
+        if self.max_token_error_rate is not None:
+            parts.append(f"CTC token error rate <= {self.max_token_error_rate:g}")
         return ", ".join(parts)
+
+    def margin(self, scale: float) -> float:
+        """The CTC greedy margin (see the class doc) against a reference of max magnitude ``scale``."""
+        if self.greedy_margin is not None:
+            return self.greedy_margin
+        bound = self.max_abs_diff if self.max_abs_diff is not None else (self.max_rel_diff or 0.0) * scale
+        return 2 * bound
 
     def diff_failure(self, diff: float, scale: float) -> str | None:
         """Why ``diff`` (a max abs diff, against a reference of max magnitude ``scale``) is too large."""
@@ -116,7 +137,9 @@ class CaseResult:
     cosine: float | None = None
     mean_frame_cosine: float | None = None
     min_frame_cosine: float | None = None
-    greedy_path_identical: bool | None = None  # CTC logits: argmax per real frame, as the reference's
+    greedy_path_identical: bool | None = None  # CTC logits: argmax per clear real frame, as the reference's
+    greedy_unclear_frames: int | None = None  # CTC: real frames within the margin (not required to keep their argmax)
+    greedy_token_error_rate: float | None = None  # CTC: edit distance of the greedy transcripts / reference tokens
     seconds: float = 0.0
     compared: bool = False  # parity with a reference was checked (or the check needs none)
     kind: str = "case"  # "case" (an input of the matrix or a stored one), or the name of a whole-model check
@@ -348,7 +371,7 @@ def _run_case(
     output = output.astype(np.float32)
     if expected is not None and tol is not None and output.shape == expected.shape:
         if face.ctc:
-            output, expected = _ctc_compared(result, face, case, output, expected)
+            output, expected = _ctc_compared(result, face, case, output, expected, tol)
         with np.errstate(all="ignore"):  # inf or NaN in either side: the figures say so, no warning
             diff = np.abs(output.astype(np.float64) - expected.astype(np.float64))
             result.max_abs_diff = float(np.nanmax(diff)) if diff.size else 0.0
@@ -380,24 +403,59 @@ def _masked_logit_frames(value: np.ndarray) -> bool:
 
 
 def _ctc_compared(
-    result: CaseResult, face: Interface, case: Case, output: np.ndarray, expected: np.ndarray
+    result: CaseResult, face: Interface, case: Case, output: np.ndarray, expected: np.ndarray, tol: Tolerance
 ) -> tuple[np.ndarray, np.ndarray]:
-    """CTC logits: the same -inf mask, the same greedy path on every real frame; the finite values to compare.
+    """CTC logits: the same -inf mask, the same greedy path on every clear real frame; the finite values to compare.
 
     Real frames per utterance are the conv stack's frame count for its length (fairseq's
-    wav2vec 2.0 rule; HuBERT also counts a last partly padded frame, left out here).
+    wav2vec 2.0 rule; HuBERT also counts a last partly padded frame, left out here). A
+    frame is clear when the reference's top-1/top-2 gap exceeds ``tol.margin``; the
+    others are counted, and the greedy transcripts' token error rate is reported.
     """
     if not np.array_equal(np.isneginf(output), np.isneginf(expected)):
         result.failures.append("the -inf (masked) logits differ from the reference's")
-    result.greedy_path_identical = True
+    finite = np.isfinite(expected) & np.isfinite(output)
+    margin = tol.margin(float(np.abs(expected[np.isfinite(expected)]).max(initial=0.0)))
+    result.greedy_path_identical, result.greedy_unclear_frames = True, 0
+    errors = tokens = 0
     for row, length in enumerate(case.lengths):
         real = frames(length, face.stack)
-        differing = int((output[row, :real].argmax(-1) != expected[row, :real].argmax(-1)).sum())
+        ours, theirs = output[row, :real], expected[row, :real]
+        top2 = np.sort(np.where(np.isfinite(theirs), theirs, -np.inf), axis=-1)[:, -2:]
+        with np.errstate(invalid="ignore"):
+            clear = ~((top2[:, 1] - top2[:, 0]) <= margin)  # a gap of inf - inf (NaN) counts as clear
+        path, reference = ours.argmax(-1), theirs.argmax(-1)
+        differing = int(((path != reference) & clear).sum())
+        result.greedy_unclear_frames += int((~clear).sum())
         if differing:
             result.greedy_path_identical = False
-            result.failures.append(f"utterance {row}: greedy CTC path differs on {differing} of {real} real frame(s)")
-    finite = np.isfinite(expected) & np.isfinite(output)
+            result.failures.append(
+                f"utterance {row}: greedy CTC path differs on {differing} of {int(clear.sum())} clear real frame(s) "
+                f"(top-1/top-2 gap > {margin:.3g})"
+            )
+        said, meant = _transcript(path, face.blank), _transcript(reference, face.blank)
+        errors, tokens = errors + _edit_distance(said, meant), tokens + len(meant)
+    result.greedy_token_error_rate = errors / tokens if tokens else float(errors > 0)
+    if tol.max_token_error_rate is not None and not result.greedy_token_error_rate <= tol.max_token_error_rate:
+        result.failures.append(
+            f"greedy transcripts: token error rate {result.greedy_token_error_rate:.3f} > {tol.max_token_error_rate:g}"
+        )
     return np.where(finite, output, 0.0), np.where(finite, expected, 0.0)
+
+
+def _transcript(path: np.ndarray, blank: int) -> list[int]:
+    """A greedy CTC path as tokens: repeats merged, blanks dropped."""
+    merged = [int(t) for i, t in enumerate(path) if i == 0 or t != path[i - 1]]
+    return [t for t in merged if t != blank]
+
+
+def _edit_distance(a: list[int], b: list[int]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
 
 
 def _frame_cosines(result: CaseResult, output: np.ndarray, expected: np.ndarray, tol: Tolerance) -> None:

@@ -153,3 +153,48 @@ def test_a_ctc_export_without_our_metadata_is_recognised_by_its_masked_frames(tm
     assert _masked_logit_frames(frames)
     frames[0, 3, 0] = -np.inf  # a frame with no finite symbol: not fairseq's mask
     assert not _masked_logit_frames(frames)
+
+
+def _compare(output, expected, tol):
+    import numpy as np
+
+    from hubert_fix.matrix import Case
+    from hubert_fix.validation import CaseResult, _ctc_compared
+
+    face = type("Face", (), {"stack": ((1, 1),), "blank": 0})()  # one frame per sample
+    result = CaseResult("case", 1, expected.shape[1], ok=True)
+    _ctc_compared(result, face, Case("case", (expected.shape[1],)), np.asarray(output), np.asarray(expected), tol)
+    return result
+
+
+def test_only_clear_frames_must_keep_their_greedy_symbol() -> None:
+    import numpy as np
+
+    from hubert_fix.validation import Tolerance
+
+    expected = np.array([[[5.0, 0.0, 0.0], [0.0, 1.0, 0.99], [0.0, 0.0, 4.0]]])  # frame 1: gap 0.01
+    tol = Tolerance(max_abs_diff=0.1)  # margin 0.2
+    near_tie = expected.copy()
+    near_tie[0, 1] = [0.0, 0.99, 1.0]  # flips within the margin: reported, not a failure
+    result = _compare(near_tie, expected, tol)
+    assert result.greedy_path_identical and result.greedy_unclear_frames == 1 and not result.failures
+    assert result.greedy_token_error_rate == 0.5  # [1, 2] said as [2, 2]: one substitution of two tokens
+    clear_flip = expected.copy()
+    clear_flip[0, 2] = [0.0, 4.0, 0.0]  # a clear frame changes its symbol: a failure
+    result = _compare(clear_flip, expected, tol)
+    assert not result.greedy_path_identical and any("clear real frame" in f for f in result.failures)
+    strict = _compare(near_tie, expected, Tolerance(max_abs_diff=0.1, greedy_margin=0.0))
+    assert any("differs on 1 of 3 clear" in f for f in strict.failures)
+    bounded = _compare(near_tie, expected, Tolerance(max_abs_diff=0.1, max_token_error_rate=0.25))
+    assert any("token error rate 0.500 > 0.25" in f for f in bounded.failures)
+
+
+def test_fp16_ctc_model_is_written_with_its_greedy_figures(tmp_path: Path) -> None:
+    import hubert_fix
+
+    repaired, out = tmp_path / "ctc.onnx", tmp_path / "ctc.fp16.onnx"
+    hubert_fix.repair(FIXTURES / "wav2vec2_base_ctc.raw.onnx", repaired)
+    code, stdout, err = run_main("optimize", repaired, "-o", out, "--fp16", "--json", "--quick")
+    assert code == 0, stdout + err
+    cases = [c for c in json.loads(stdout)["validation"]["cases"] if c["kind"] == "case"]
+    assert cases and all(c["greedy_path_identical"] and c["greedy_token_error_rate"] is not None for c in cases)
