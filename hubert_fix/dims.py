@@ -536,6 +536,9 @@ def _step(facts: GraphFacts, tensor: gs.Tensor, axis: int) -> Step:
         return (first, axis) if shape_element(facts, _input(node, 1), axis) == 1 else None
     if op == "Expand":
         return _expand_step(facts, node, tensor, axis)
+    if op == "Range":  # Range(0, n, 1) has n elements (torchaudio's arange(T) for its length mask)
+        start, delta = int_list(_input(node, 0)), int_list(_input(node, 2))
+        return _scalar_element(facts, node.inputs[1]) if start == [0] and delta == [1] and len(node.inputs) == 3 else None
     if op in _POOL_OPS:
         return (first, 0) if axis == 0 and out_index == 0 else None
     if op == "MatMul":
@@ -573,9 +576,16 @@ def _expand_step(facts: GraphFacts, node: gs.Node, tensor: gs.Tensor, axis: int)
     if out_rank is None or in_rank is None or length is None:
         return None
     shape_axis, in_axis = axis - (out_rank - length), axis - (out_rank - in_rank)
-    if shape_axis >= 0 and shape_element(facts, vector, shape_axis) != 1:
+    element = shape_element(facts, vector, shape_axis) if shape_axis >= 0 else 1
+    if element == 1:
+        return (first, in_axis) if in_axis >= 0 else 1
+    if element is None or isinstance(element, int) and element <= 0:
         return None
-    return (first, in_axis) if in_axis >= 0 else 1
+    if in_axis < 0 or facts.is_one(first, in_axis):  # the shape vector's dim: expand(B, T) of a [T] range
+        return element
+    if isinstance(element, tuple) and facts.root(first, in_axis) == facts.root(*element):
+        return (first, in_axis)
+    return None
 
 
 def _reduce_step(facts: GraphFacts, node: gs.Node, axis: int) -> Step:
@@ -663,6 +673,12 @@ def shape_element(facts: GraphFacts, vector: gs.Tensor | None, index: int) -> St
         return None
     if node.op in ("Cast", "Identity"):
         return shape_element(facts, node.inputs[0], index)
+    if node.op == "Reshape" and facts.rank(node.inputs[0]) == 1 and int_list(_input(node, 1)) == [-1]:
+        return shape_element(facts, node.inputs[0], index)  # a vector flattened: the same elements
+    if node.op == "Where" and _is_minus_one_test(node.inputs[0], node.inputs[2]):
+        # torch's expand(sizes): Where(sizes == -1, 1, sizes); a traced dim is never -1
+        element = shape_element(facts, node.inputs[2], index)
+        return element if isinstance(element, tuple) or isinstance(element, int) and element >= 0 else None
     if node.op == "ConstantOfShape":  # every element is the integer ``value`` (e.g. ones_like)
         fill = const_value(node.attrs.get("value"))
         length = _vector_length(facts, vector)
@@ -697,6 +713,31 @@ def shape_element(facts: GraphFacts, vector: gs.Tensor | None, index: int) -> St
         start = min(max(starts[0] + length if starts[0] < 0 else starts[0], 0), length)
         return shape_element(facts, node.inputs[0], start + index)
     return None
+
+
+def _is_minus_one_test(condition: gs.Tensor, vector: gs.Tensor) -> bool:
+    """``condition`` is ``Equal(vector, -1)``: against a constant -1, or the exporter's
+    ``Mul(ConstantOfShape(.., 1), -1)`` (either order)."""
+    node = producer(condition)
+    if node is None or node.op != "Equal" or len(node.inputs) != 2:
+        return False
+    a, b = node.inputs
+    return (unwrapped(a) is unwrapped(vector) and _all_minus_one(b)) or (unwrapped(b) is unwrapped(vector) and _all_minus_one(a))
+
+
+def _all_minus_one(tensor: gs.Tensor) -> bool:
+    values = int_list(tensor)
+    if values is not None:
+        return bool(values) and all(v == -1 for v in values)
+    node = producer(tensor)
+    if node is None or node.op != "Mul" or len(node.inputs) != 2:
+        return False
+    for ones, minus in (node.inputs, node.inputs[::-1]):
+        fill = producer(ones)
+        value = const_value(fill.attrs.get("value")) if fill is not None and fill.op == "ConstantOfShape" else None
+        if value is not None and value.size == 1 and int(value.reshape(-1)[0]) == 1 and int_list(minus) == [-1]:
+            return True
+    return False
 
 
 def _scalar_element(facts: GraphFacts, scalar: gs.Tensor) -> Step:
