@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="leave out the 10 s input")
     p.add_argument(
         "--input", action="append", default=[], metavar="NAME=ROLE",
-        help=f"say what an input is ({', '.join(ROLES)}: padding_mask True = pad, attention_mask 1 = real sample); "
+        help=f"say what an input is ({', '.join(ROLES)}: padding_mask True = pad, attention_mask 1 = real sample, lengths: real samples per utterance); "
         "found by dtype and rank otherwise",
     )
     p.add_argument("--junit-xml", type=Path, default=None, metavar="FILE", help="also write a JUnit XML report (one testcase per check)")

@@ -9,7 +9,9 @@ the waveform alone, outputs that are frame features ``[B, frames, C]`` or pooled
 * ``audio``: the float input of rank 2 ``[batch, samples]``;
 * ``padding_mask``: a bool input, True where a sample is padding (fairseq);
 * ``attention_mask``: an integer input, or a bool input whose name says attention
-  mask, nonzero where a sample is real (transformers).
+  mask, nonzero where a sample is real (transformers);
+* ``lengths``: an integer input of rank 1 ``[batch]``, the number of real samples of
+  each utterance (torchaudio's ``Wav2Vec2Model.forward(waveforms, lengths)``).
 
 C, the width at which the matrix puts its frames == C cases, is the width of the data
 a ``Where`` masks by frame (the encoder width; a ``final_proj`` export's output is
@@ -33,7 +35,8 @@ from hubert_fix.skeleton import weightless
 AUDIO = "audio"
 PADDING_MASK = "padding_mask"
 ATTENTION_MASK = "attention_mask"
-ROLES = (AUDIO, PADDING_MASK, ATTENTION_MASK)
+LENGTHS = "lengths"
+ROLES = (AUDIO, PADDING_MASK, ATTENTION_MASK, LENGTHS)
 #: Metadata key: the precision the model computes in (fp32, fp16 or int8), written by export and optimize.
 PRECISION_METADATA_KEY = "hubert_fix.precision"
 
@@ -87,7 +90,9 @@ class Interface:
     def feeds(self, source: np.ndarray, padding_mask: np.ndarray) -> dict[str, np.ndarray]:
         """The session's inputs for a waveform batch and its padding mask (True = pad)."""
         feeds = {self.audio.name: source.astype(self.audio.dtype)}
-        if self.mask is not None:
+        if self.mask_role == LENGTHS:
+            feeds[self.mask.name] = (~padding_mask).sum(axis=1).astype(self.mask.dtype)
+        elif self.mask is not None:
             mask = padding_mask if self.mask_role == PADDING_MASK else ~padding_mask
             feeds[self.mask.name] = mask.astype(self.mask.dtype)
         return feeds
@@ -190,6 +195,8 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
 
 
 def _guess_role(port: Port) -> str | None:
+    if port.dims is not None and len(port.dims) == 1 and port.dtype.kind in "iu":
+        return LENGTHS
     if port.dims is not None and len(port.dims) != 2:
         return None
     if port.dtype.kind == "f":
