@@ -15,15 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from hubert_fix.cli import main as run
 
-        code = run(argv)
-        # The verdict is out: a Ctrl-C while the interpreter shuts down (ONNX Runtime's
-        # teardown takes a moment) stays pending and dies with the process, instead of
-        # killing it by SIGINT, silently, with no exit code of ours.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        return code
+        return run(argv)
     except KeyboardInterrupt:  # cli.main handles it once a command runs; this is start-up
         print("hubert-fix: interrupted; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        # The answer is given: a Ctrl-C while the interpreter shuts down (ONNX Runtime's
+        # teardown takes a moment) is ignored, process-wide (any thread may receive it),
+        # instead of killing the process, silently, once Python has reset its handler.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
 
+from hubert_fix.isolation import ChildError, in_child
+
 logger = logging.getLogger(__name__)
 
 #: A dimension: a static size or a symbol (model-declared ``dim_param`` or ONNX's ``unk__N``).
@@ -242,21 +244,24 @@ def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[Dim | None, ...] | None
     shapes: dict[str, tuple[Dim | None, ...] | None] = {}
     for _ in range(HINT_ROUNDS):
         try:
-            with memory_budget(INFERENCE_BUDGET):
-                inferred = onnx.shape_inference.infer_shapes(
-                    model, check_type=False, strict_mode=False, data_prop=True
-                )  # fmt: skip
-        except MemoryError:
-            raise  # a damaged or hostile shape value: the caller refuses the file
-        except Exception as err:  # noqa: BLE001 - inference is best effort; the walk still works
+            inferred = onnx.ModelProto.FromString(in_child(lambda: _infer(model)))
+        except ChildError as err:
+            if err.kind == "MemoryError":
+                raise MemoryError from None  # a damaged or hostile shape value: the caller refuses the file
             logger.warning("ONNX shape inference failed (%s); using declared shapes only", err)
-            return shapes
+            return shapes  # inference is best effort; the walk still works
         shapes, types = _read_shapes(inferred.graph)
         hints = _reshape_hints(list(model.graph.node), shapes, types)
         if not hints:
             break
         model.graph.value_info.extend(hints)
     return shapes
+
+
+def _infer(model: onnx.ModelProto) -> bytes:
+    """ONNX shape inference (C++: an assertion in it aborts, so ``in_child`` runs this)."""
+    with memory_budget(INFERENCE_BUDGET):
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True).SerializeToString()
 
 
 def _read_shapes(g: onnx.GraphProto) -> tuple[dict[str, tuple[Dim | None, ...] | None], dict[str, int]]:

@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 from hubert_fix import __version__
 from hubert_fix.dims import INFERENCE_BUDGET, analyze
 from hubert_fix.errors import UnrepairableError, UnusableInputError
+from hubert_fix.isolation import Crashed
 from hubert_fix.model_io import checkable, one_line, set_metadata
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.passinfra import Edit, Pass, PassResult
@@ -72,6 +73,9 @@ def select_passes(skip: Sequence[str] = ()) -> tuple[Pass, ...]:
 def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> tuple[gs.Graph, Report]:
     """Run the selected passes, each repairing what it found, over a graphsurgeon import.
 
+    Each pass sees fresh facts of the graph as the passes before it left it (analysed
+    again after a pass that edited it, reused after one that did not).
+
     ``model`` itself is not touched (the import is a copy). ``check`` and ``repair`` both
     run this, so each pass sees the graph as the passes before it left it, and ``check``
     reports exactly what ``repair`` does.
@@ -82,13 +86,19 @@ def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -
         # load_model refuses the damage it knows; what still breaks the importer is damage too
         raise UnusableInputError(f"{name}: damaged ONNX model: onnx-graphsurgeon cannot import it: {one_line(exc)}") from None
     report = Report(model=name, applied=False)
+    facts = None  # analysed again only after a pass edited the graph
     for rewrite in select_passes(skip):
         try:
-            facts = analyze(graph)
+            facts = facts if facts is not None else analyze(graph)
         except MemoryError:
             raise UnusableInputError(
                 f"{name}: ONNX shape inference needs more than {INFERENCE_BUDGET >> 30} GiB on this model: "
                 "a damaged or absurd shape value (e.g. in a ConstantOfShape or Reshape input)"
+            ) from None
+        except Crashed as crash:
+            raise UnusableInputError(
+                f"{name}: ONNX shape inference crashed on this model ({crash}, onnx {onnx.__version__}; isolated): "
+                "a damaged or unusual graph"
             ) from None
         result = rewrite.run(graph, facts, apply=True)
         log.info("%s: %d edit(s), %d declined", rewrite.name, len(result.edits), len(result.declined))
@@ -96,6 +106,7 @@ def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -
             # mode="nodes": the passes never edit local functions, and sorting them recurses
             # without end in onnx-graphsurgeon 0.6 when the graph also has subgraphs (If)
             graph.cleanup().toposort(mode="nodes")
+            facts = None
         report.results.append(result)
     return graph, report
 

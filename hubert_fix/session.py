@@ -5,29 +5,24 @@ load at all is unusable input) and by ``validate`` (the matrix runs on a session
 
 ONNX Runtime can crash (SIGSEGV, abort) creating a session for a model it should reject
 (1.31's CPU provider on a float16 Transpose feeding a MatMul). Session creation on a
-user's file therefore first runs in a forked child process: a crash there is
-``OrtCrash`` (exit 2), not a dead hubert-fix. ``load_error`` (check, repair) creates its
-session only in the child; ``create_session`` (validate, optimize) probes in the child,
-then creates the session it runs in this process. The cost is one fork (a few ms, see the
-README) and, for ``create_session``, a second session creation. Without ``os.fork``
-(not Linux/macOS) sessions are created in this process only.
+user's file therefore first runs in a forked child process (``isolation``): a crash
+there is ``OrtCrash`` (exit 2), not a dead hubert-fix. ``load_error`` (check, repair)
+creates its session only in the child; ``create_session`` (validate, optimize) probes in
+the child, then creates the session it runs in this process (a second session creation).
 """
 
 from __future__ import annotations
 
-import faulthandler
 import logging
-import os
 import re
-import select
-import signal
-import time
 from collections.abc import Callable
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state
 
+from hubert_fix import isolation
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
+from hubert_fix.isolation import ChildError, Crashed, in_child
 from hubert_fix.model_io import one_line
 
 log = logging.getLogger(__name__)
@@ -44,10 +39,6 @@ ORT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-#: A child that neither answers nor dies in this long is stopped (a hang is not a load).
-PROBE_TIMEOUT_S = 600
-
-
 class OrtCrash(UnusableInputError):
     """ONNX Runtime died (a signal) creating a session for the model: isolated, exit 2."""
 
@@ -55,53 +46,25 @@ class OrtCrash(UnusableInputError):
 def _in_child(work: Callable[[], str | None], name: str) -> str | None:
     """Run ``work`` (session creation: None, or ORT's reason) in a forked child; its answer.
 
-    Raises OrtCrash when the child dies of a signal or stops answering, RuntimeError when
-    ``work`` failed in an unexpected way (a bug: exit 4).
+    Raises OrtCrash when the child dies of a signal or stops answering; a bug in ``work``
+    comes back as RuntimeError (exit 4).
     """
-    if not hasattr(os, "fork"):
-        return work()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: answer through the pipe, never return into the caller's code
-        code = 0
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-            faulthandler.disable()  # the parent reports a crash, in one line
-            os.close(read_end)
-            reason = work()
-            answer = b"ok" if reason is None else b"no" + reason.encode()
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent as a bug
-            answer, code = f"{type(exc).__name__}: {exc}".encode(), 3
-        try:
-            os.write(write_end, answer[:65536])
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    chunks, ready, deadline = [], [], time.monotonic() + PROBE_TIMEOUT_S
+    def answer() -> bytes:
+        reason = work()
+        return b"ok" if reason is None else b"no" + reason.encode()
+
     try:
-        while True:
-            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(read_end, 65536) if ready else None
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_end)
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    if not ready:
-        raise OrtCrash(f"{name}: ONNX Runtime did not finish loading {name} in {PROBE_TIMEOUT_S} s (stopped)")
-    if os.WIFSIGNALED(status):
-        what = signal.Signals(os.WTERMSIG(status)).name
+        reply = in_child(answer)
+    except Crashed as crash:
+        if crash.signal is None:
+            raise OrtCrash(f"{name}: ONNX Runtime did not finish loading {name} in {isolation.TIMEOUT_S} s (stopped)") from None
         raise OrtCrash(
-            f"{name}: ONNX Runtime crashed while loading {name} ({what} in session creation, onnxruntime "
+            f"{name}: ONNX Runtime crashed while loading {name} ({crash.signal} in session creation, onnxruntime "
             f"{ort.__version__}; isolated): this model cannot be deployed with it"
-        )
-    answer = b"".join(chunks)
-    if os.WEXITSTATUS(status) != 0 or not answer:
-        raise RuntimeError(f"session probe for {name} failed: {answer.decode(errors='replace') or f'exit {os.WEXITSTATUS(status)}'}")
-    return None if answer == b"ok" else answer[2:].decode(errors="replace")
+        ) from None
+    except ChildError as exc:
+        raise RuntimeError(f"session probe for {name} failed: {exc}") from None
+    return None if reply == b"ok" else reply[2:].decode(errors="replace")
 
 
 def _options(weights_folder: str | None) -> ort.SessionOptions:

@@ -20,7 +20,7 @@ import pytest
 from conftest import RAW, run_main
 from onnx import TensorProto, helper
 
-from hubert_fix import session
+from hubert_fix import isolation, session
 
 
 def fp16_transpose_matmul(path: Path) -> Path:
@@ -75,7 +75,7 @@ def test_any_crash_in_session_creation_is_exit_2(monkeypatch, crash, command: st
 
 def test_a_session_creation_that_hangs_is_stopped(monkeypatch) -> None:
     monkeypatch.setattr(session, "_cpu_load_error", lambda *a: time.sleep(60))
-    monkeypatch.setattr(session, "PROBE_TIMEOUT_S", 1)
+    monkeypatch.setattr(isolation, "TIMEOUT_S", 1)
     started = time.monotonic()
     code, _, err = run_main("check", RAW)
     assert code == 2 and "did not finish loading" in err and time.monotonic() - started < 30

@@ -96,3 +96,15 @@ def test_ctrl_c_inside_the_start_up_imports() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ})
     assert result.returncode == 130 and result.stderr == "hubert-fix: interrupted; nothing written\n", result.stderr
+
+
+def test_a_crash_of_onnx_shape_inference_is_exit_2(monkeypatch) -> None:
+    """onnx's shape inference is C++ too (the fuzzer reached an assertion's abort in it):
+    it runs in a child, and a crash there names the file, exit 2."""
+    import os
+
+    from hubert_fix import dims
+
+    monkeypatch.setattr(dims, "_infer", lambda model: os.abort())
+    code, _, err = run_main("check", RAW)
+    assert code == 2 and err.count("\n") == 1 and f"{RAW}: ONNX shape inference crashed on this model (SIGABRT" in err, err

@@ -1,0 +1,83 @@
+"""Native code that can crash on a user's file runs in a forked child process.
+
+ONNX Runtime's session creation and ONNX's shape inference are C++ that a damaged or
+unusual model can kill (SIGSEGV; an assertion's abort): onnxruntime 1.31's CPU
+provider on a float16 Transpose feeding a MatMul, an onnx shape-inference assertion
+that the fuzzer reached. Run in a child, such a crash is ``Crashed`` (the callers make
+it exit 2, naming the file), not a dead hubert-fix. The cost is one fork per call (a
+few ms, see the README). Without ``os.fork`` (not Linux/macOS) the work runs in this
+process.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+
+#: A child that neither answers nor dies in this long is stopped (a hang is not an answer).
+TIMEOUT_S = 600
+
+
+class Crashed(Exception):
+    """The child died of a signal (``signal``: its name, e.g. SIGSEGV) or stopped answering (None)."""
+
+    def __init__(self, signal_name: str | None) -> None:
+        super().__init__(signal_name or f"no answer in {TIMEOUT_S} s")
+        self.signal = signal_name
+
+
+class ChildError(Exception):
+    """``work`` raised in the child: ``kind`` is the exception's type name, the message its text."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+def in_child(work: Callable[[], bytes]) -> bytes:
+    """``work()``, computed in a forked child, or Crashed / ChildError."""
+    if not hasattr(os, "fork"):
+        return work()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, never return into the caller's code
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+            faulthandler.disable()  # the parent reports a crash, in one line
+            os.close(read_end)
+            try:
+                answer = b"R" + work()
+            except BaseException as exc:  # noqa: BLE001 - the parent decides what it means
+                answer = b"X" + f"{type(exc).__name__}\n{exc}".encode(errors="replace")
+            view = memoryview(answer)
+            while view:
+                view = view[os.write(write_end, view) :]
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks, ready, deadline = [], [], time.monotonic() + TIMEOUT_S
+    try:
+        while True:
+            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read_end, 1 << 20) if ready else None
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if not ready:
+        raise Crashed(None)
+    if os.WIFSIGNALED(status):
+        raise Crashed(signal.Signals(os.WTERMSIG(status)).name)
+    answer = b"".join(chunks)
+    if answer[:1] == b"R":
+        return answer[1:]
+    kind, _, message = answer[1:].decode(errors="replace").partition("\n")
+    raise ChildError(kind or f"exit {os.WEXITSTATUS(status)}", message)
