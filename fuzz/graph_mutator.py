@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from hubert_fix.isolation import ChildError, Crashed, in_child
 from hubert_fix.model_io import checkable
 
 BOOL, FLOAT, INT64 = TensorProto.BOOL, TensorProto.FLOAT, TensorProto.INT64
@@ -25,12 +26,23 @@ STATIC = [1, 2, 3, 16, 32, 400, 1000, 16000]
 
 
 def loadable(model: onnx.ModelProto) -> bool:
-    """What ``load_model`` asks of a graph: the checker and strict shape inference pass."""
-    try:
+    """What ``load_model`` asks of a graph: the checker and strict shape inference pass.
+
+    Both are C++ and can abort (an assertion in onnx's shape inference did, in a fuzz
+    run): they run in a child. A mutant that crashes them counts as loadable, so the
+    target sees it: hubert-fix must refuse it with exit 2, not die.
+    """
+    def check() -> bytes:
         twin = checkable(model)
         onnx.checker.check_model(twin)
         onnx.shape_inference.infer_shapes(twin, check_type=True, strict_mode=True)
-    except Exception:  # noqa: BLE001 - any refusal: not loadable
+        return b""
+
+    try:
+        in_child(check)
+    except Crashed:
+        return True
+    except ChildError:  # any refusal: not loadable
         return False
     return True
 
@@ -40,8 +52,10 @@ class GraphMutator:
         self.m, self.g, self.rng = model, model.graph, rng
         self.count = 0
         try:
-            inferred = onnx.shape_inference.infer_shapes(checkable(model)).graph
-        except Exception:  # noqa: BLE001
+            inferred = onnx.ModelProto.FromString(
+                in_child(lambda: onnx.shape_inference.infer_shapes(checkable(model)).SerializeToString())
+            ).graph
+        except (Crashed, ChildError):
             inferred = self.g
         self.types: dict[str, tuple[int, list[int | str] | None]] = {}
         for info in [*inferred.input, *inferred.value_info, *inferred.output]:
