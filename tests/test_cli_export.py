@@ -46,7 +46,7 @@ def test_export_raw_writes_the_broken_graph_and_validate_checkpoint_sees_it(cli,
     assert result.returncode == 0, result.stdout
     assert json.loads(result.stdout)["ok"]
     wrong_layer = cli("validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--output-layer", "2", "--device", "cpu")
-    assert wrong_layer.returncode == 1
+    assert wrong_layer.returncode == 2 and "2 transformer layers vs the model's 1" in wrong_layer.stderr  # it has 1
 
 
 def test_cuda_without_cuda_is_one_clear_line(cli, tmp_path: Path) -> None:
@@ -175,7 +175,9 @@ def test_a_checkpoint_of_another_model_is_named(cli, tmp_path: Path) -> None:
     repaired = tmp_path / "w2v.onnx"
     assert cli("repair", FIXTURES / "wav2vec2_base_tiny.raw.onnx", "-o", repaired).returncode == 0
     result = cli("validate", repaired, "--checkpoint", CHECKPOINT, "--quick")  # HuBERT's, same sizes
-    assert result.returncode == 1 and "is the checkpoint the one this model was exported from?" in result.stdout
+    assert result.returncode == 2 and "a HubertModel vs the model's Wav2Vec2Model" in result.stderr
+    stored = cli("validate", repaired, "--reference", FIXTURES / "hubert_base_tiny.cases.npz", "--quick")  # HuBERT's cases
+    assert stored.returncode == 1 and "is the reference file the one this model was exported from?" in stored.stdout
     larger = cli("validate", repaired, "--checkpoint", FIXTURES / "hubert_large_tiny.pt")  # other width
     assert larger.returncode == 2 and "does not match" in larger.stderr and "encoder width 48" in larger.stderr
 
