@@ -541,6 +541,12 @@ def _step(facts: GraphFacts, tensor: gs.Tensor, axis: int) -> Step:
         return (first, axis) if shape_element(facts, _input(node, 1), axis) == 1 else None
     if op == "Expand":
         return _expand_step(facts, node, tensor, axis)
+    if op == "Pad":  # the dim is kept where the pads of this axis are both 0 (torch's F.pad of another axis)
+        rank = facts.rank(tensor)
+        pads = _element_array(facts, _input(node, 1))
+        if rank is None or pads is None or pads.size != 2 * rank or _input(node, 3) is not None:
+            return None
+        return (first, axis) if pads[axis] == 0 and pads[axis + rank] == 0 else None
     if op == "Range":  # Range(0, n, 1) has n elements (torchaudio's arange(T) for its length mask)
         start, delta = int_list(_input(node, 0)), int_list(_input(node, 2))
         return _scalar_element(facts, node.inputs[1]) if start == [0] and delta == [1] and len(node.inputs) == 3 else None
@@ -770,6 +776,58 @@ def _scalar_element(facts: GraphFacts, scalar: gs.Tensor) -> Step:
 def _negative_shape_index(facts: GraphFacts, vector: gs.Tensor, index: int) -> Step:
     length = _vector_length(facts, vector)
     return None if length is None else shape_element(facts, vector, index % length)
+
+
+#: How deep ``_element_array`` follows a small integer vector's computation.
+ELEMENT_DEPTH = 12
+
+
+def _element_array(facts: GraphFacts, tensor: gs.Tensor | None, depth: int = ELEMENT_DEPTH) -> np.ndarray | None:
+    """A small integer tensor's elements, as an object array of ints and None (unknown).
+
+    Follows how exporters compute pads and shape vectors: Constant, Cast, Concat,
+    ConstantOfShape of a known length, Reshape and Slice by constants, Transpose,
+    Unsqueeze; an element computed otherwise is None. None when the shape is not known.
+    """
+    if tensor is None or depth <= 0:
+        return None
+    values = const_value(tensor)
+    if values is not None:
+        return values.astype(object) if values.dtype.kind in "iu" else None
+    node = producer(tensor)
+    shape = facts.shape(tensor)
+    if node is None or shape is None or not all(isinstance(d, int) for d in shape) or int(np.prod(shape)) > SMALL_CONSTANT:
+        return None
+    inputs = [_element_array(facts, t, depth - 1) for t in node.inputs[:1]]
+    first = inputs[0] if inputs else None
+    if node.op in ("Cast", "Identity") and first is not None:
+        return first
+    if node.op == "Concat":
+        parts = [_element_array(facts, t, depth - 1) for t in node.inputs]
+        if any(part is None for part in parts):
+            return None
+        return np.concatenate(parts, axis=int(node.attrs.get("axis", 0)))
+    if node.op == "ConstantOfShape":
+        fill = const_value(node.attrs.get("value"))
+        return np.full(shape, int(fill.reshape(-1)[0]) if fill is not None and fill.dtype.kind in "iu" else None, dtype=object)
+    if node.op in ("Reshape", "Unsqueeze", "Squeeze") and first is not None and first.size == int(np.prod(shape)):
+        return first.reshape(shape)
+    if node.op == "Transpose" and first is not None:
+        perm = node.attrs.get("perm")
+        return first.transpose(perm) if perm is None or len(perm) == first.ndim else None
+    if node.op == "Slice" and first is not None and "starts" not in node.attrs:
+        starts, ends = int_list(_input(node, 1)), int_list(_input(node, 2))
+        axes = int_list(_input(node, 3)) or list(range(len(starts or [])))
+        steps = int_list(_input(node, 4)) or [1] * len(axes)
+        if starts is None or ends is None or not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
+            return None
+        window = [slice(None)] * first.ndim
+        for start, end, ax, step in zip(starts, ends, axes, steps):
+            end = None if (step < 0 and end < -(2**62)) or (step > 0 and end > 2**62) else end
+            window[ax % first.ndim] = slice(start, end, step)
+        sliced = first[tuple(window)]
+        return sliced if tuple(sliced.shape) == tuple(shape) else None
+    return np.full(shape, None, dtype=object)
 
 
 def _vector_length(facts: GraphFacts, vector: gs.Tensor) -> int | None:

@@ -145,3 +145,36 @@ def test_a_window_of_a_shape_vector_is_its_element():
     )  # fmt: skip
     graph, facts, t = _facts(m)
     assert facts.scalar_dim(t["w"]) == "frames"
+
+
+def _torch_pad_model(time_pad: str) -> onnx.ModelProto:
+    """torch's F.pad(x, (0, 0, 0, n)) on [B, T, C] as the TorchScript exporter writes it:
+    pads [0, 0, 0, n] padded to 6, reshaped [-1, 2], rows reversed, transposed, flattened."""
+    c = lambda name, v: helper.make_node("Constant", [], [name], value=ob.const(name + "_v", v))  # noqa: E731
+    nodes = [
+        c("zeros", [0, 0, 0]), helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["t"], axis=0), helper.make_node("Unsqueeze", ["t", "axis0"], ["tv"]),
+        helper.make_node("Concat", ["zeros", "tv" if time_pad == "dynamic" else "zero1"], ["four"], axis=0),
+        c("two", [0, 0]), helper.make_node("Concat", ["four", "two"], ["six"], axis=0),
+        c("pairs", [-1, 2]), helper.make_node("Reshape", ["six", "pairs"], ["grid"]),
+        c("s", [-1]), c("e", [-(2**63) + 1]), c("a", [0]), c("st", [-1]),
+        helper.make_node("Slice", ["grid", "s", "e", "a", "st"], ["rev"]),
+        helper.make_node("Transpose", ["rev"], ["tr"], perm=[1, 0]),
+        c("flat", [-1]), helper.make_node("Reshape", ["tr", "flat"], ["pads"]),
+        helper.make_node("Pad", ["x", "pads"], ["y"], mode="constant"),
+    ]
+    inits = [ob.const("one", 1), ob.const("axis0", [0]), ob.const("zero1", [0])]
+    return ob.model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "T", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, None])], 17, inits,
+    )  # fmt: skip
+
+
+def test_pad_keeps_the_dims_its_pads_leave_at_zero():
+    """SEW's F.pad of the frame axis: batch and channels are kept, frames are not."""
+    graph = gs.import_onnx(_torch_pad_model("dynamic"))
+    facts, y = analyze(graph), graph.tensors()["y"]
+    assert facts.root(y, 0) == "batch" and facts.root(y, 2) == 8
+    assert facts.root(y, 1) != "T"  # padded by a computed amount: not the input's T
+    unpadded = gs.import_onnx(_torch_pad_model("none"))  # F.pad(x, (0, 0, 0, 0)): every dim kept
+    assert analyze(unpadded).root(unpadded.tensors()["y"], 1) == "T"
