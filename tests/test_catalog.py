@@ -103,7 +103,9 @@ def test_repaired_matches_fairseq(spec: Export, tmp_path: Path) -> None:
         assert all(c["greedy_path_identical"] for c in _inputs(report))
 
 
-@pytest.mark.parametrize("stem", ["s3prl_hubert.issue5596", "s3prl_hubert.dynamo", "torchaudio_hubert.lengths", "hf_sew_cls"])
+@pytest.mark.parametrize(
+    "stem", ["s3prl_hubert.issue5596", "s3prl_hubert.dynamo", "s3prl_wavlm", "torchaudio_hubert.lengths", "hf_sew_cls"]
+)
 def test_without_a_reference_the_probes_judge_the_new_patterns(stem: str, tmp_path: Path) -> None:
     """validate with no reference: the raw export fails its probes, the repaired one runs
     them (SEW fails the 1-frame input in PyTorch too: its squeeze needs 2 frames)."""
