@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -92,6 +93,8 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
 def cmd_repair(args: argparse.Namespace, console: Console) -> int:
     if args.output is None and not args.in_place:
         raise UnusableInputError(f"{args.model}: give -o OUT.onnx, or --in-place to replace the model")
+    if args.in_place and args.output is not None and os.path.abspath(args.output) != os.path.abspath(args.model):
+        raise UnusableInputError(f"{args.model}: --in-place replaces MODEL, -o {args.output} names another file: give one of them")
     out = args.output if args.output is not None else args.model
     report = api.repair(args.model, out, skip=args.skip, in_place=args.in_place)
     status = f"{len(report.edits)} edit(s), wrote {out}"
@@ -125,7 +128,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     # Files all the way (weights never in memory): a model over 2 GB is written by torch
     # with external data, and OUT then gets its weights in OUT.data.
     with tempfile.TemporaryDirectory(dir=args.output.parent, prefix=f".{args.output.name}.") as tmp:
-        console.progress(f"exporting extract_features (opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, {args.device})")
+        what = "the CTC logits" if hasattr(checkpoint, "_hubert_fix_ctc") else "extract_features"
+        console.progress(f"exporting {what} (opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, {args.device})")
         model = export.export_model(
             checkpoint, Path(tmp) / "raw.onnx", opset=args.opset, output_layer=args.output_layer, fp16=args.fp16,
             device=args.device, final_proj=args.final_proj,
@@ -194,7 +198,11 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_passes(args: argparse.Namespace, console: Console) -> int:
-    rows = [{"name": p.name, "summary": (type(p).__doc__ or "").strip().splitlines()[0]} for p in DEFAULT_PASSES]
+    # the docstrings' reST ``literal`` as 'literal' on a terminal
+    rows = [
+        {"name": p.name, "summary": re.sub(r"``(.+?)``", r"'\1'", (type(p).__doc__ or "").strip().splitlines()[0])}
+        for p in DEFAULT_PASSES
+    ]
     emit(console, {"passes": rows}, "\n".join(f"{r['name']:<18} {r['summary']}" for r in rows))
     return EXIT_OK
 
@@ -215,7 +223,11 @@ def _options(*, top: bool) -> argparse.ArgumentParser:
     ``hubert-fix check -v M`` both log."""
     options = argparse.ArgumentParser(add_help=False)
     default: dict[str, object] = {"default": False} if top else {"default": argparse.SUPPRESS}
-    options.add_argument("-q", "--quiet", action="store_true", help="no progress output", **default)
+    options.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="no progress line and no closing PASSED/FAILED line on stderr (both appear only on a terminal; reports "
+        "and errors are printed either way)", **default,
+    )  # fmt: skip
     options.add_argument("-v", "--verbose", action="store_true", help="log details to stderr", **default)
     return options
 

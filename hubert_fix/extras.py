@@ -6,6 +6,7 @@ and ``demo`` reach them through here, so a missing extra is one clear error.
 
 from __future__ import annotations
 
+import importlib.util
 from types import ModuleType
 from typing import Any
 
@@ -20,10 +21,11 @@ def export_module() -> ModuleType:
     try:
         from hubert_fix import export
     except ImportError as exc:
+        absent = [name for name in ("torch", "fairseq") if importlib.util.find_spec(name) is None]
         root = (exc.name or "").split(".")[0]
-        missing = root if root in ("torch", "fairseq") else f"fairseq's dependency {root or exc.name}"
+        missing = " and ".join(absent) if absent else f"fairseq's dependency {root or exc.name}"
         raise MissingExtraError(
-            f"this command needs torch and fairseq (the [export] extra); {missing} is not installed: "
+            f"this command needs torch and fairseq (the [export] extra); {missing} {'are' if ' and ' in missing else 'is'} not installed: "
             f"pip install torch==2.13.0 'hubert-fix[export]' (pin torch: an unpinned one can pull a "
             "multi-GB CUDA build; use the version your platform has a CPU build of)"
         ) from None

@@ -187,8 +187,13 @@ def load_reference_cases(path: Path) -> list[tuple[Case, np.ndarray, np.ndarray,
             case = Case(str(data[f"case{index}.name"]), lengths, padded_to=int(mask.shape[1]))
             stored.append((case, source, mask, data[f"case{index}.features"]))
             index += 1
-    except (OSError, ValueError, KeyError) as exc:
-        raise UnusableInputError(f"{path}: not a reference file: {one_line(exc)}") from None
+    except OSError as exc:
+        raise UnusableInputError(f"{path}: cannot read: {one_line(exc.strerror or exc)}") from None
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        raise UnusableInputError(
+            f"{path}: not a reference file written by hubert-fix (an .npz of case0.source, case0.padding_mask, "
+            "case0.features, ...); write one with hubert_fix.validation.save_reference_cases, or give --checkpoint"
+        ) from None
     if not stored:
         raise UnusableInputError(f"{path}: no cases (expected case0.source, case0.padding_mask, case0.features)")
     return stored

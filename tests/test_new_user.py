@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -160,6 +161,27 @@ def test_missing_extra_names_torch_and_a_command_that_pins_it(monkeypatch: pytes
         extras.export_module()
     message = str(caught.value)
     assert "torch is not installed" in message and "pip install torch==2.13.0 'hubert-fix[export]'" in message
+    monkeypatch.setitem(sys.modules, "fairseq", None)  # a light install: neither is there
+    with pytest.raises(MissingExtraError, match="torch and fairseq are not installed"):
+        extras.export_module()
+
+
+def test_contradictory_repair_options_are_refused(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    shutil.copyfile(RAW, model)
+    code, _, err = run_main("repair", model, "--in-place", "-o", tmp_path / "other.onnx")
+    assert code == 2 and "give one of them" in err and not (tmp_path / "other.onnx").exists()
+    assert run_main("repair", model, "--in-place", "-o", model)[0] == 0  # -o MODEL says the same as --in-place
+
+
+def test_a_model_given_as_the_reference_is_named_as_such(tmp_path: Path) -> None:
+    code, _, err = run_main("validate", RAW, "--reference", RAW, "--quick")
+    assert code == 2 and "not a reference file written by hubert-fix" in err and "allow_pickle" not in err
+
+
+def test_passes_prints_plain_text() -> None:
+    code, out, _ = run_main("passes")
+    assert code == 0 and "``" not in out and "'pad = K - T'" in out
 
 
 def test_the_silent_case_is_never_shown_as_passed_without_a_reference() -> None:
@@ -167,3 +189,27 @@ def test_the_silent_case_is_never_shown_as_passed_without_a_reference() -> None:
     statuses = {c["name"]: c["status"] for c in json.loads(out)["cases"]}
     assert statuses["frames == C (32), batch 1 padded"] == "RAN"
     assert np.all([s in ("PASS", "RAN") for s in statuses.values()])
+
+
+def test_the_readme_command_table_matches_the_parser() -> None:
+    """Every option a row names exists for that command, and every option of the command is in its row."""
+    import re
+
+    from hubert_fix.cli import build_parser
+
+    readme = (FIXTURES.parent / "README.md").read_text()
+    table = readme[readme.index("| command | does | exit codes |") :].split("\n\n")[0]
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001 - the subparsers
+    rows = {}
+    for line in table.splitlines()[2:]:
+        usage = line.split(" | ")[0]
+        name = re.search(r"`hubert-fix (\w+)", usage).group(1)
+        rows[name] = rows.get(name, "") + usage
+    assert set(rows) == set(commands)
+    for name, sub in commands.items():
+        options = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}  # noqa: SLF001
+        options -= {"--help", "--quiet", "--verbose"}  # every command's, said below the table
+        named = set(re.findall(r"(--[a-z][a-z0-9-]*)", rows[name]))
+        assert named <= options, (name, named - options)
+        assert options <= named | {"--output"} if "-o OUT" in rows[name] else options <= named, (name, options - named)

@@ -83,7 +83,7 @@ def test_no_output_is_a_file_the_command_reads(tmp_path: Path, read: str, how: s
     for argv in runs:
         code, out, err = run_main(*argv)
         assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
-        assert "which this command reads" in err or "is the input model" in err, (argv, err)
+        assert any(why in err for why in ("which this command reads", "is the input model", "give one of them")), (argv, err)
         assert _snapshot(tmp_path) == before, argv
 
 
@@ -126,12 +126,16 @@ def test_the_api_refuses_the_same(tmp_path: Path, read: str, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["symlink", "hardlink"])
 def test_in_place_replaces_the_model_by_its_own_name_only(tmp_path: Path, how: str) -> None:
-    """Another name for MODEL is not "in place": renaming onto it would leave MODEL as it was."""
+    """Another name for MODEL is not "in place": renaming onto it would leave MODEL as it was
+    (the CLI refuses -o with --in-place unless -o is MODEL's own name; so does the API)."""
     model = _inputs(tmp_path)["model"]
     alias = _name(model, how, tmp_path)
     before = _snapshot(tmp_path)
     code, _, err = run_main("repair", model, "-o", alias, "--in-place")
-    assert code == 2 and "which this command reads" in err and _snapshot(tmp_path) == before
+    assert code == 2 and "give one of them" in err and _snapshot(tmp_path) == before
+    with pytest.raises(UnusableInputError, match="which this command reads"):
+        hubert_fix.repair(model, alias, in_place=True)
+    assert _snapshot(tmp_path) == before
     assert run_main("repair", model, "--in-place")[0] == 0
 
 
