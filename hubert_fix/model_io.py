@@ -9,6 +9,7 @@ complete new model or untouched (also on error or Ctrl-C).
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import signal
@@ -278,6 +279,22 @@ def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
     model.metadata_props.extend(kept)
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)
+
+
+def set_record(model: onnx.ModelProto, key: str, record: dict[str, object]) -> None:
+    """Store ``record`` as JSON under ``key``; a record already there moves into its
+    ``history`` (oldest first), so running a step again keeps what the first run did."""
+    earlier = {p.key: p.value for p in model.metadata_props}.get(key)
+    if earlier is not None:
+        try:
+            previous = json.loads(earlier)
+        except ValueError:
+            previous = {"unreadable": earlier}
+        if not isinstance(previous, dict):
+            previous = {"unreadable": earlier}
+        history = previous.pop("history", [])
+        record = {**record, "history": [*(history if isinstance(history, list) else [history]), previous]}
+    set_metadata(model, {key: json.dumps(record, sort_keys=True)})
 
 
 def _umask() -> int:

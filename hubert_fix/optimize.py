@@ -44,6 +44,7 @@ from hubert_fix.model_io import (
     read_files,
     save_model,
     set_metadata,
+    set_record,
 )
 from hubert_fix.quantize import quantize
 from hubert_fix.session import ORT_ERRORS, create_session, ort_message
@@ -255,7 +256,8 @@ def _record(model: onnx.ModelProto, report: OptimizeReport, tol: Tolerance) -> N
             "worst_min_frame_cosine": min((c.min_frame_cosine for c in compared if c.min_frame_cosine is not None), default=None),
         },
     }
-    set_metadata(model, {OPTIMIZE_METADATA_KEY: json.dumps(record, sort_keys=True), PRECISION_METADATA_KEY: report.precision})
+    set_record(model, OPTIMIZE_METADATA_KEY, record)  # optimizing the output again keeps this run's record
+    set_metadata(model, {PRECISION_METADATA_KEY: report.precision})
 
 
 def _size(model: ModelFile) -> int:

@@ -8,7 +8,6 @@ recorded in ``metadata_props["hubert_fix.repair"]``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from hubert_fix import __version__
 from hubert_fix.dims import INFERENCE_BUDGET, analyze
 from hubert_fix.errors import UnrepairableError, UnusableInputError
 from hubert_fix.isolation import Crashed
-from hubert_fix.model_io import checkable, one_line, set_metadata
+from hubert_fix.model_io import checkable, one_line, set_record
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.passinfra import Edit, Pass, PassResult
 from hubert_fix.session import OrtCrash, load_error
@@ -157,28 +156,15 @@ def _settle(model: onnx.ModelProto, graph: gs.Graph, report: Report, skip: Seque
 
 
 def _record(model: onnx.ModelProto, report: Report, skip: Sequence[str]) -> None:
-    """Store tool version, passes and edits in metadata_props.
-
-    A model repaired before keeps that record: it moves into ``history`` (oldest first),
-    so a second repair (0 edits) does not erase what the first one did.
-    """
+    """Store tool version, passes and edits in metadata_props (an earlier repair's record
+    moves into ``history``, so a second repair, 0 edits, does not erase what the first did)."""
     record: dict[str, object] = {
         "tool": "hubert-fix",
         "version": __version__,
         "passes": [p.name for p in select_passes(skip)],
         "edits": [edit.to_dict() for edit in report.edits],
     }
-    earlier = {p.key: p.value for p in model.metadata_props}.get(REPAIR_METADATA_KEY)
-    if earlier is not None:
-        try:
-            previous = json.loads(earlier)
-        except ValueError:
-            previous = {"unreadable": earlier}
-        if not isinstance(previous, dict):
-            previous = {"unreadable": earlier}
-        history = previous.pop("history", [])
-        record["history"] = [*(history if isinstance(history, list) else [history]), previous]
-    set_metadata(model, {REPAIR_METADATA_KEY: json.dumps(record, sort_keys=True)})
+    set_record(model, REPAIR_METADATA_KEY, record)
 
 
 def findings(report: Report) -> list[str]:

@@ -91,6 +91,8 @@ def test_validates_keeps_interface_and_is_idempotent(repaired: dict[str, Path], 
     second = hubert_fix.optimize(out, again, precision=precision)
     assert second.ok
     assert _graph_bytes(again) == _graph_bytes(out)  # nothing left to do: the graph is unchanged
+    history = _record(again)["history"]  # the first run's record is kept, not overwritten
+    assert len(history) == 1 and history[0]["steps"] == record["steps"]
 
 
 def test_fp16_runs_float16_with_float32_norms(repaired: dict[str, Path], tmp_path: Path) -> None:
