@@ -10,7 +10,8 @@ Exit codes (stable; pipelines depend on them):
   4  internal error: a failure of hubert-fix itself, not a verdict (one line on stderr names the file and the
      report with the traceback): stop the pipeline and report it
   130 interrupted (Ctrl-C, also during start-up; nothing written), 141 stdout closed early (e.g. piped to head)
-Reports go to stdout (--json for one JSON object); logs and progress go to stderr.
+Reports go to stdout (--json: one JSON object, with "error" and "exit_code" when it failed); logs, progress
+and errors go to stderr.
 """
 
 from __future__ import annotations
@@ -414,7 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args, console)
     except HubertFixError as exc:
         if isinstance(exc.report, runner.Report):  # what was found before giving up
-            emit(console, exc.report.to_dict(), f"not repaired:\n{format_report(exc.report)}")
+            payload = {**exc.report.to_dict(), "error": str(exc), "exit_code": exc.exit_code}
+            emit(console, payload, f"not repaired:\n{format_report(exc.report)}")
+        elif console.json:  # a pipeline that keeps the JSON gets the reason there too
+            console.out(json.dumps({"error": str(exc), "exit_code": exc.exit_code}, indent=2, sort_keys=True))
         console.done()
         print(f"hubert-fix {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -427,7 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SIGPIPE
     except Exception as exc:  # a failure the code did not anticipate: never read as a verdict (0 or 1)
         console.done()
-        print(f"hubert-fix {args.command}: internal error on {_subject(args)}: {_internal_report(args, exc)}", file=sys.stderr)
+        line = f"hubert-fix {args.command}: internal error on {_subject(args)}: {_internal_report(args, exc)}"
+        if console.json:
+            console.out(json.dumps({"error": line, "exit_code": EXIT_INTERNAL}, indent=2, sort_keys=True))
+        print(line, file=sys.stderr)
         return EXIT_INTERNAL
     console.done()
     if console.show_progress:

@@ -213,3 +213,31 @@ def test_the_readme_command_table_matches_the_parser() -> None:
         named = set(re.findall(r"(--[a-z][a-z0-9-]*)", rows[name]))
         assert named <= options, (name, named - options)
         assert options <= named | {"--output"} if "-o OUT" in rows[name] else options <= named, (name, options - named)
+
+
+def test_the_pipeline_recipe_runs_as_written(tmp_path: Path) -> None:
+    """README's gate.sh on a clean, a repairable, a refused and a damaged model."""
+    import os
+    import subprocess
+
+    import onnx_builders
+
+    readme = (FIXTURES.parent / "README.md").read_text()
+    script = readme[readme.index("#!/usr/bin/env bash\n# gate.sh") :].split("```")[0]
+    (tmp_path / "gate.sh").write_text(script)
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(RAW, models / "repairable.onnx")
+    assert run_main("repair", RAW, "-o", models / "clean.onnx")[0] == 0
+    onnx.save(onnx_builders.where_model(["b2", "t2"], ["batch", "frames", 8]), str(models / "refused.onnx"))
+    (models / "damaged.onnx").write_bytes(b"\x08\x07garbage")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "gate.sh"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 1, result.stderr  # two models are not deployable
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clean.onnx", "repairable.onnx"]
+    reports = {p.name: json.loads(p.read_text()) for p in (tmp_path / "reports").glob("*.json")}
+    assert reports["damaged.check.json"]["exit_code"] == 2 and reports["refused.check.json"]["unrepairable"] == 1
+    assert reports["repairable.repair.json"]["edits"] == 2 and reports["clean.repair.json"]["edits"] == 0
+    assert reports["clean.validate.json"]["ok"] and reports["repairable.validate.json"]["ok"]
+    assert sorted(p.name for p in (tmp_path / "reports").glob("*.junit.xml")) == ["clean.junit.xml", "repairable.junit.xml"]
+    assert "refused.onnx: not deployable (check exit 3" in result.stderr
