@@ -146,6 +146,14 @@ def test_demo_commands_can_be_copied(tmp_path: Path) -> None:
     assert run_cli(*check[1:]).returncode == 1
     fixed = tmp_path / "again.onnx"
     assert run_cli(*repair[1:-1], fixed).returncode == 0 and run_cli("check", fixed).returncode == 0
+    # the README's sample of the summary is what the demo prints, figures aside (they vary with the CPU)
+    import re
+
+    readme = (FIXTURES.parent / "README.md").read_text()
+    sample = readme[readme.index("```\nsummary\n") + 4 :].split("```")[0].strip().splitlines()
+    printed = result.stdout[result.stdout.index("summary\n") :].splitlines()[: len(sample)]
+    shape = lambda line: re.sub(r"\d+(\.\d+)?(e[+-]\d+)?", "N", line.rstrip())  # noqa: E731
+    assert [shape(line) for line in printed] == [shape(line) for line in sample]
 
 
 def test_missing_extra_names_torch_and_a_command_that_pins_it(monkeypatch: pytest.MonkeyPatch) -> None:
