@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state
@@ -43,14 +42,14 @@ class OrtCrash(UnusableInputError):
     """ONNX Runtime died (a signal) creating a session for the model: isolated, exit 2."""
 
 
-def _in_child(work: Callable[[], str | None], name: str) -> str | None:
-    """Run ``work`` (session creation: None, or ORT's reason) in a forked child; its answer.
+def _probe(model: bytes | str, name: str, weights_folder: str | None = None) -> str | None:
+    """Create a CPU session for ``model`` in a forked child: ORT's reason it cannot, or None.
 
-    Raises OrtCrash when the child dies of a signal or stops answering; a bug in ``work``
-    comes back as RuntimeError (exit 4).
+    Raises OrtCrash when the child dies of a signal or stops answering; a bug in the
+    child comes back as RuntimeError (exit 4).
     """
     def answer() -> bytes:
-        reason = work()
+        reason = _cpu_load_error(model, weights_folder)
         return b"ok" if reason is None else b"no" + reason.encode()
 
     try:
@@ -91,7 +90,7 @@ def create_session(model: bytes | str, name: str, *, device: str, weights_folder
     ``weights_folder``: where the external data of a model given as bytes is (the
     folder of the file a skeleton's stubs point into).
     """
-    _in_child(lambda: _cpu_load_error(model, weights_folder), name)  # OrtCrash; ORT's own errors come below
+    _probe(model, name, weights_folder)  # OrtCrash; ORT's own errors come from the session below
     options = _options(weights_folder)
     if device == "cpu":
         return ort.InferenceSession(model, options, providers=[CPU])
@@ -125,4 +124,4 @@ def load_error(model: bytes | str, name: str) -> str | None:
 
     The session is created in a child process only; OrtCrash when ORT crashes on it.
     """
-    return _in_child(lambda: _cpu_load_error(model, None), name)
+    return _probe(model, name)
