@@ -686,7 +686,7 @@ def shape_element(facts: GraphFacts, vector: gs.Tensor | None, index: int) -> St
         return shape_element(facts, node.inputs[0], index)
     if node.op == "Reshape" and facts.rank(node.inputs[0]) == 1 and int_list(_input(node, 1)) == [-1]:
         return shape_element(facts, node.inputs[0], index)  # a vector flattened: the same elements
-    if node.op == "Where" and _is_minus_one_test(node.inputs[0], node.inputs[2]):
+    if node.op == "Where" and _is_minus_one_test(facts, node.inputs[0], node.inputs[2]):
         # torch's expand(sizes): Where(sizes == -1, 1, sizes); a traced dim is never -1
         element = shape_element(facts, node.inputs[2], index)
         return element if isinstance(element, tuple) or isinstance(element, int) and element >= 0 else None
@@ -726,27 +726,15 @@ def shape_element(facts: GraphFacts, vector: gs.Tensor | None, index: int) -> St
     return None
 
 
-def _is_minus_one_test(condition: gs.Tensor, vector: gs.Tensor) -> bool:
-    """``condition`` is ``Equal(vector, -1)``: against a constant -1, or the exporter's
-    ``Mul(ConstantOfShape(.., 1), -1)`` (either order)."""
+def _is_minus_one_test(facts: GraphFacts, condition: gs.Tensor, vector: gs.Tensor) -> bool:
+    """``condition`` is ``Equal(vector, -1)``: against -1s, constant or computed (the
+    exporter's ``Mul(ConstantOfShape(.., 1), -1)``), in either order."""
     node = producer(condition)
     if node is None or node.op != "Equal" or len(node.inputs) != 2:
         return False
-    a, b = node.inputs
-    return (unwrapped(a) is unwrapped(vector) and _all_minus_one(b)) or (unwrapped(b) is unwrapped(vector) and _all_minus_one(a))
-
-
-def _all_minus_one(tensor: gs.Tensor) -> bool:
-    values = int_list(tensor)
-    if values is not None:
-        return bool(values) and all(v == -1 for v in values)
-    node = producer(tensor)
-    if node is None or node.op != "Mul" or len(node.inputs) != 2:
-        return False
-    for ones, minus in (node.inputs, node.inputs[::-1]):
-        fill = producer(ones)
-        value = const_value(fill.attrs.get("value")) if fill is not None and fill.op == "ConstantOfShape" else None
-        if value is not None and value.size == 1 and int(value.reshape(-1)[0]) == 1 and int_list(minus) == [-1]:
+    for ours, other in (node.inputs, node.inputs[::-1]):
+        values = _element_array(facts, other) if unwrapped(ours) is unwrapped(vector) else None
+        if values is not None and values.size and all(v == -1 for v in values.flat):
             return True
     return False
 
@@ -786,7 +774,7 @@ def _element_array(facts: GraphFacts, tensor: gs.Tensor | None, depth: int = ELE
     """A small integer tensor's elements, as an object array of ints and None (unknown).
 
     Follows how exporters compute pads and shape vectors: Constant, Cast, Concat,
-    ConstantOfShape of a known length, Reshape and Slice by constants, Transpose,
+    ConstantOfShape of a known length, Mul, Reshape and Slice by constants, Transpose,
     Unsqueeze; an element computed otherwise is None. None when the shape is not known.
     """
     if tensor is None or depth <= 0:
@@ -798,18 +786,21 @@ def _element_array(facts: GraphFacts, tensor: gs.Tensor | None, depth: int = ELE
     shape = facts.shape(tensor)
     if node is None or shape is None or not all(isinstance(d, int) for d in shape) or int(np.prod(shape)) > SMALL_CONSTANT:
         return None
-    inputs = [_element_array(facts, t, depth - 1) for t in node.inputs[:1]]
-    first = inputs[0] if inputs else None
-    if node.op in ("Cast", "Identity") and first is not None:
-        return first
-    if node.op == "Concat":
-        parts = [_element_array(facts, t, depth - 1) for t in node.inputs]
-        if any(part is None for part in parts):
-            return None
-        return np.concatenate(parts, axis=int(node.attrs.get("axis", 0)))
     if node.op == "ConstantOfShape":
         fill = const_value(node.attrs.get("value"))
         return np.full(shape, int(fill.reshape(-1)[0]) if fill is not None and fill.dtype.kind in "iu" else None, dtype=object)
+    parts = [_element_array(facts, t, depth - 1) for t in (node.inputs if node.op in ("Concat", "Mul") else node.inputs[:1])]
+    if node.op == "Concat":
+        return None if any(part is None for part in parts) else np.concatenate(parts, axis=int(node.attrs.get("axis", 0)))
+    if node.op == "Mul":  # elementwise, broadcasting; an unknown factor makes an unknown product
+        if len(parts) != 2 or any(part is None for part in parts):
+            return None
+        a, b = np.broadcast_arrays(*parts)
+        product = np.array([x * y if x is not None and y is not None else None for x, y in zip(a.flat, b.flat)], dtype=object)
+        return product.reshape(a.shape) if a.shape == tuple(shape) else None
+    first = parts[0] if parts else None
+    if node.op in ("Cast", "Identity") and first is not None:
+        return first
     if node.op in ("Reshape", "Unsqueeze", "Squeeze") and first is not None and first.size == int(np.prod(shape)):
         return first.reshape(shape)
     if node.op == "Transpose" and first is not None:
