@@ -91,11 +91,12 @@ class Tolerance:
         return ", ".join(parts)
 
     def margin(self, scale: float) -> float:
-        """The CTC greedy margin (see the class doc) against a reference of max magnitude ``scale``."""
+        """The CTC greedy margin (see the class doc) against a reference of max magnitude ``scale``:
+        twice the tightest diff bound that ``diff_failure`` applies (0 without one)."""
         if self.greedy_margin is not None:
             return self.greedy_margin
-        bound = self.max_abs_diff if self.max_abs_diff is not None else (self.max_rel_diff or 0.0) * scale
-        return 2 * bound
+        bounds = [b for b in (self.max_abs_diff, None if self.max_rel_diff is None else self.max_rel_diff * scale) if b is not None]
+        return 2 * min(bounds, default=0.0)
 
     def diff_failure(self, diff: float, scale: float) -> str | None:
         """Why ``diff`` (a max abs diff, against a reference of max magnitude ``scale``) is too large."""
