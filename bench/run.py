@@ -22,7 +22,9 @@ measures on this machine, in this one run:
    changes on the machine hit all of them alike; with the model's FLOP count and the
    GFLOP/s each reaches, and the CPU's model and instruction-set features.
 
-Writes ``results.json`` and ``results.md`` (the table the README shows) into ``--out``.
+Writes ``results.json`` and ``results.md`` into ``--out``, with the date, the command and the
+CPU; ``--readme`` also puts ``results.md`` into README.md between its markers, and
+``tests/test_readme.py`` fails when the two differ.
 Each command is timed by a small helper process with ``os.wait4`` (that child's rusage alone).
 """
 
@@ -149,15 +151,22 @@ def _stats(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _time_runs(run, runs: int) -> dict[str, float]:
-    for _ in range(2):
-        run()
-    samples = []
+def interleaved(runners: dict[str, object], runs: int) -> dict[str, dict[str, float]]:
+    """Median, min and max ms of each runner: 2 warm-ups each, then ``runs`` rounds that run each once.
+
+    Every latency figure is measured this way, so that load changes on a shared machine
+    hit all the runners compared in one table alike (timing one runner's runs after the
+    other's once put ORT at 1.14x PyTorch in one table and 0.93x in the next).
+    """
+    for run in runners.values():
+        run(), run()
+    samples: dict[str, list[float]] = {label: [] for label in runners}
     for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - start)
-    return _stats(samples)
+        for label, run in runners.items():
+            start = time.perf_counter()
+            run()
+            samples[label].append(time.perf_counter() - start)
+    return {label: _stats(values) for label, values in samples.items()}
 
 
 def measure_inference(checkpoint: Path, repaired: Path, work: Path, runs: int, threads: int) -> dict[str, object]:
@@ -187,16 +196,22 @@ def measure_inference(checkpoint: Path, repaired: Path, work: Path, runs: int, t
     results: dict[str, object] = {}
     for label, case in INPUTS.items():
         source, mask = case.inputs()
-        row: dict[str, object] = {}
-        with torch.inference_mode():
-            for name, (module, device, dtype) in eager.items():
-                src = torch.from_numpy(source).to(device=device, dtype=dtype)
-                pm = torch.from_numpy(mask).to(device)
-                sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-                row[name] = _time_runs(lambda: (export._extract(module, src, pm, None), sync()), runs)
+        runners = {}
+        for name, (module, device, dtype) in eager.items():
+            src = torch.from_numpy(source).to(device=device, dtype=dtype)
+            pm = torch.from_numpy(mask).to(device)
+            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+            def run(module=module, src=src, pm=pm, sync=sync) -> None:
+                with torch.inference_mode():
+                    export._extract(module, src, pm, None)
+                sync()
+
+            runners[name] = run
         for name, (session, dtype) in sessions.items():
             feeds = {"source": source.astype(dtype), "padding_mask": mask}
-            row[name] = _time_runs(lambda: session.run(None, feeds), runs)
+            runners[name] = lambda session=session, feeds=feeds: session.run(None, feeds)
+        row: dict[str, object] = dict(interleaved(runners, runs))
         row["ORT CPU / PyTorch CPU"] = round(row["ORT CPU fp32"]["median_ms"] / row["PyTorch CPU fp32"]["median_ms"], 2)
         results[label] = row
     results["providers"] = {name: session.get_providers()[0] for name, (session, _) in sessions.items()}
@@ -270,22 +285,14 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
                 export._extract(model, src, pm, None)
 
         runners["PyTorch eager fp32"] = eager
-        samples: dict[str, list[float]] = {label: [] for label in runners}
-        for run in runners.values():  # warm-up
-            run(), run()
-        for _ in range(runs):  # one run of each per round: load changes hit all alike
-            for label, run in runners.items():
-                start = time.perf_counter()
-                run()
-                samples[label].append(time.perf_counter() - start)
-        cell = {label: _stats(values) for label, values in samples.items()}
+        cell = interleaved(runners, runs)
         for label, stats in cell.items():
             stats["gflop_per_s"] = round(flops / 1e9 / (stats["median_ms"] / 1e3), 1)
             stats["vs_pytorch"] = round(stats["median_ms"] / cell["PyTorch eager fp32"]["median_ms"], 2)
         latency[f"{threads} thread{'s' if threads > 1 else ''}"] = cell
     try:
         session = create_session(str(optimized["fp16"]), str(optimized["fp16"]), device="cuda")
-        latency["CUDA"] = {"ORT fp16": _time_runs(lambda: session.run(None, feeds), runs)}
+        latency["CUDA"] = interleaved({"ORT fp16": lambda: session.run(None, feeds)}, runs)
     except HubertFixError:
         latency["CUDA"] = None  # no GPU really ran: the fp16 model was validated on CPU only
     result["latency"] = latency
@@ -308,7 +315,7 @@ def markdown(report: dict[str, object]) -> str:
     lines = [
         f"Machine: {machine['cpu']} ({', '.join(machine.get('isa', [])) or 'no flags read'}), {machine['cores']} cores, {machine['threads']} threads used, "
         f"GPU: {machine['gpu'] or 'none'}; onnxruntime {machine['onnxruntime']}, torch {machine['torch']}.",
-        f"Command: `{report['command']}` ({report['seconds']:.0f} s).",
+        f"Run {report['date']}: `{report['command']}` ({report['seconds']:.0f} s).",
         "",
         "| size | file | check | repair | floor: onnx.load + onnx.save | repair / floor | repair RSS / file |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -331,7 +338,8 @@ def markdown(report: dict[str, object]) -> str:
         )
     lines += [
         "",
-        f"Inference, median of {report['runs']} runs after 2 warm-up runs (min-max), ms:",
+        f"Inference, median of {report['runs']} rounds (each round runs every column once) after 2 warm-ups "
+        f"(min-max), ms, {machine['threads']} threads:",
         "",
         "| size | input | PyTorch eager CPU | ORT CPU (repaired) | ORT / PyTorch |",
         "| --- | --- | --- | --- | --- |",
@@ -390,7 +398,40 @@ def markdown(report: dict[str, object]) -> str:
             + (f"CUDA: {cuda['ORT fp16']['median_ms']} ms |" if cuda else "no GPU ran here: validated on CPU only |")
             + " |"
         )
+        lines += ["", *targets(variants)]
     return "\n".join(lines) + "\n"
+
+
+def targets(variants: dict[str, object]) -> list[str]:
+    """The deployment targets against this run's figures (base, batch 1, 10 s)."""
+    one, two = variants["latency"]["1 thread"], variants["latency"]["2 threads"]
+    files, cost = variants["file_mb"], variants["optimize"]
+    fp32 = (one["ORT fp32 optimized"]["vs_pytorch"], two["ORT fp32 optimized"]["vs_pytorch"])
+    int8 = (one["ORT int8"]["vs_pytorch"], two["ORT int8"]["vs_pytorch"])
+    size = files["int8"] / files["fp32 repaired"]
+    rss = {p: cost[p]["peak_rss_mb"] / files["fp32 repaired"] for p in ("fp32", "int8", "fp16")}
+    rows = [
+        ("optimized fp32 faster than PyTorch eager at 1 and 2 threads", f"{fp32[0]}x, {fp32[1]}x", max(fp32) < 1),
+        ("int8 <= 0.45x PyTorch eager fp32 latency", f"{int8[0]}x, {int8[1]}x", max(int8) <= 0.45),
+        ("int8 file <= 0.3x fp32", f"{files['int8']} / {files['fp32 repaired']} MB = {size:.3f}x", size <= 0.3),
+        ("`optimize` peak RSS < 2x the model file", ", ".join(f"{p} {v:.1f}x" for p, v in rss.items()), max(rss.values()) < 2),
+    ]
+    return ["| target (1 thread, 2 threads) | this run | met |", "| --- | --- | --- |"] + [
+        f"| {target} | {figure} | {'yes' if met else 'no'} |" for target, figure, met in rows
+    ]
+
+
+README_START = "<!-- bench/results/results.md: written by `python bench/run.py --readme`; do not edit by hand -->"
+README_END = "<!-- end of bench/results/results.md -->"
+
+
+def update_readme(table: str) -> None:
+    """Put the run's table into README.md between its markers (tests/ checks that they agree)."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(README_START + "\n", 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
 
 
 def main() -> None:
@@ -400,16 +441,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each file-level command (the best is kept)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--no-variants", dest="variants", action="store_false", help="leave out the deployment variants")
+    parser.add_argument("--readme", action="store_true", help="also put the table into README.md (with the default --out)")
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
     unknown = set(sizes) - set(SIZES)
     if unknown:
         parser.error(f"unknown size(s): {', '.join(sorted(unknown))}")
+    if args.readme and args.out != parser.get_default("out"):
+        parser.error("--readme shows bench/results/results.md: leave --out at its default")
     threads = os.cpu_count() or 1
     start = time.perf_counter()
     report: dict[str, object] = {
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
         "runs": args.runs,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {
             "cpu": _cpu_name(),
             "isa": _isa(),
@@ -444,6 +489,8 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     (args.out / "results.md").write_text(table)
+    if args.readme:
+        update_readme(table)
     print(table)
 
 

@@ -1,0 +1,115 @@
+"""The README says what a run shows: its tables, recipes and figures are checked against the code."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import onnx_builders
+from conftest import FIXTURES, RAW, run_main
+
+ROOT = FIXTURES.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_the_set_up_commands_are_the_ones_ci_runs() -> None:
+    """The README's first two commands are what .ci/run does on a clean clone."""
+    set_up, tests = re.findall(r"```bash\n(.+?)\n```", README)[:2]
+    ci = (ROOT / ".ci" / "run").read_text()
+    install, demo = set_up.split(" && .venv/bin/hubert-fix demo")[0], "hubert-fix demo"
+    assert install.split(" && ")[1] in ci.replace(" -q", "") and demo in ci
+    assert tests in ci
+
+
+def test_the_benchmark_block_is_the_benchmarks_own_output() -> None:
+    """Figures in the bench section come from bench/results/results.md, which bench/run.py writes."""
+    start, end = "<!-- bench/results/results.md: written by", "<!-- end of bench/results/results.md -->"
+    assert start in (ROOT / "bench" / "run.py").read_text() and end in (ROOT / "bench" / "run.py").read_text()
+    block = README.split(start, 1)[1].split("-->\n", 1)[1].split(end, 1)[0]
+    written = (ROOT / "bench" / "results" / "results.md").read_text()
+    assert block == written
+    assert re.match(r"Machine: .+\nRun \d{4}-\d\d-\d\d \d\d:\d\d UTC: `python bench/run.py[^`]*` \(\d+ s\)\.", written)
+
+
+def test_the_readme_command_table_matches_the_parser() -> None:
+    """Every option a row names exists for that command, and every option of the command is in its row."""
+    from hubert_fix.cli import build_parser
+
+    table = README[README.index("| command | does | exit codes |") :].split("\n\n")[0]
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001 - the subparsers
+    rows = {}
+    for line in table.splitlines()[2:]:
+        usage = line.split(" | ")[0]
+        name = re.search(r"`hubert-fix (\w+)", usage).group(1)
+        rows[name] = rows.get(name, "") + usage
+    assert set(rows) == set(commands)
+    for name, sub in commands.items():
+        options = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}  # noqa: SLF001
+        options -= {"--help", "--quiet", "--verbose"}  # every command's, said below the table
+        named = set(re.findall(r"(--[a-z][a-z0-9-]*)", rows[name]))
+        assert named <= options, (name, named - options)
+        assert options <= named | {"--output"} if "-o OUT" in rows[name] else options <= named, (name, options - named)
+
+
+def test_the_pipeline_recipe_runs_as_written(tmp_path: Path) -> None:
+    """README's gate.sh on a clean, a repairable, a refused and a damaged model."""
+    script = README[README.index("#!/usr/bin/env bash\n# gate.sh") :].split("```")[0]
+    (tmp_path / "gate.sh").write_text(script)
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(RAW, models / "repairable.onnx")
+    assert run_main("repair", RAW, "-o", models / "clean.onnx")[0] == 0
+    onnx.save(onnx_builders.where_model(["b2", "t2"], ["batch", "frames", 8]), str(models / "refused.onnx"))
+    (models / "damaged.onnx").write_bytes(b"\x08\x07garbage")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "gate.sh"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 1, result.stderr  # two models are not deployable
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clean.onnx", "repairable.onnx"]
+    reports = {p.name: json.loads(p.read_text()) for p in (tmp_path / "reports").glob("*.json")}
+    assert reports["damaged.check.json"]["exit_code"] == 2 and reports["refused.check.json"]["unrepairable"] == 1
+    assert reports["repairable.repair.json"]["edits"] == 2 and reports["clean.repair.json"]["edits"] == 0
+    assert reports["clean.validate.json"]["ok"] and reports["repairable.validate.json"]["ok"]
+    assert sorted(p.name for p in (tmp_path / "reports").glob("*.junit.xml")) == ["clean.junit.xml", "repairable.junit.xml"]
+    assert "refused.onnx: not deployable (check exit 3" in result.stderr
+
+
+def _readme_command_lines() -> list[str]:
+    """Every hubert-fix command line the README shows: in code blocks and inline code, not the usage table."""
+    lines, prose, fenced = [], [], False
+    for line in README.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced and not line.lstrip().startswith("#"):
+            found = re.search(r"(?:^|\s|/)(hubert-fix [a-z].*)", line.split(" #")[0])
+            if found:
+                lines.append(found.group(1).split("; then")[0].split(" > ")[0].strip())
+        elif not fenced:
+            prose.append(line)
+    for span in re.findall(r"`((?:\.venv/bin/)?hubert-fix [a-z][^`]*)`", " ".join(prose)):
+        words = span.split()
+        if "[" not in span and "|" not in span and len(words) > 2 and not words[2].startswith("-"):  # not a usage or a flag's name
+            lines.append(span.removeprefix(".venv/bin/"))
+    return lines
+
+
+def test_every_command_the_readme_shows_parses() -> None:
+    """A command line copied from the README is accepted by the CLI's parser (options, values, choices)."""
+    from hubert_fix.cli import build_parser
+
+    parser = build_parser()
+    lines = _readme_command_lines()
+    assert len(lines) >= 10 and {line.split()[1] for line in lines} >= {"check", "repair", "validate", "export", "optimize"}
+    for line in lines:
+        args = shlex.split(line)[1:]
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            raise AssertionError(f"README: {line!r} is not accepted by hubert-fix") from None
