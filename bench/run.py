@@ -52,10 +52,11 @@ sys.path.insert(0, str(ROOT / "fixtures"))
 import make_fixtures  # noqa: E402
 from catalog import CHECKPOINTS  # noqa: E402
 
-from hubert_fix import export  # noqa: E402
+from hubert_fix.exporter import loading
+from hubert_fix.exporter import modules
 from hubert_fix.errors import HubertFixError  # noqa: E402
-from hubert_fix.matrix import SAMPLE_RATE, Case  # noqa: E402
-from hubert_fix.session import CPU, create_session  # noqa: E402
+from hubert_fix.validation.matrix import SAMPLE_RATE, Case  # noqa: E402
+from hubert_fix.onnxio.session import CPU, create_session  # noqa: E402
 
 HUBERT_FIX = Path(sys.executable).parent / "hubert-fix"
 SIZES = {
@@ -177,7 +178,7 @@ def measure_inference(checkpoint: Path, repaired: Path, work: Path, runs: int, t
     against PyTorch on the GPU in the same precisions.
     """
     torch.set_num_threads(threads)
-    model = export.load_checkpoint(checkpoint)
+    model = loading.load_checkpoint(checkpoint)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -191,8 +192,8 @@ def measure_inference(checkpoint: Path, repaired: Path, work: Path, runs: int, t
         half = work / "half.onnx"
         timed(HUBERT_FIX, "export", checkpoint, "-o", half, "--fp16", "--device", "cuda", "-q")
         sessions["ORT CUDA fp16"] = (create_session(str(half), str(half), device="cuda"), np.float16)
-        eager["PyTorch CUDA fp32"] = (export._on_device(model, fp16=False, device="cuda"), "cuda", torch.float32)
-        eager["PyTorch CUDA fp16"] = (export._on_device(model, fp16=True, device="cuda"), "cuda", torch.float16)
+        eager["PyTorch CUDA fp32"] = (modules.on_device(model, fp16=False, device="cuda"), "cuda", torch.float32)
+        eager["PyTorch CUDA fp16"] = (modules.on_device(model, fp16=True, device="cuda"), "cuda", torch.float16)
     results: dict[str, object] = {}
     for label, case in INPUTS.items():
         source, mask = case.inputs()
@@ -204,7 +205,7 @@ def measure_inference(checkpoint: Path, repaired: Path, work: Path, runs: int, t
 
             def run(module=module, src=src, pm=pm, sync=sync) -> None:
                 with torch.inference_mode():
-                    export._extract(module, src, pm, None)
+                    modules._extract(module, src, pm, None)
                 sync()
 
             runners[name] = run
@@ -261,7 +262,7 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
         if not out.exists():
             raise SystemExit(f"bench: optimize --{precision} wrote nothing (its tolerance was missed); see its report")
         result["file_mb"][precision] = round(out.stat().st_size / 1e6, 1)
-    model = export.load_checkpoint(checkpoint)
+    model = loading.load_checkpoint(checkpoint)
     case = INPUTS["batch 1, 10 s"]
     source, mask = case.inputs()
     feeds = {"source": source, "padding_mask": mask}
@@ -282,7 +283,7 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
 
         def eager() -> None:
             with torch.inference_mode():
-                export._extract(model, src, pm, None)
+                modules._extract(model, src, pm, None)
 
         runners["PyTorch eager fp32"] = eager
         cell = interleaved(runners, runs)

@@ -116,7 +116,8 @@ def _import_project(instrument: bool = False) -> None:
     with ctx:
         from onnx_graphsurgeon.logger import G_LOGGER
 
-        from hubert_fix import errors, model_io, runner
+        from hubert_fix import errors, runner
+        from hubert_fix.onnxio import files as model_io
     _api.update(errors=errors, model_io=model_io, runner=runner)
     analyze = runner.analyze
 

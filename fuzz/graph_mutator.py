@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hubert_fix.isolation import ChildError, Crashed, in_child
-from hubert_fix.model_io import checkable
+from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
+from hubert_fix.onnxio.files import checkable
 
 BOOL, FLOAT, INT64 = TensorProto.BOOL, TensorProto.FLOAT, TensorProto.INT64
 SYMBOLS = ["batch", "samples", "time", "frames", "N", "T", "unk__0", "seq"]

@@ -18,13 +18,10 @@ onnx-graphsurgeon, numpy and onnxruntime; torch and fairseq are imported lazily,
 ``validate(checkpoint=...)`` and the export path alone.
 """
 
-__version__ = "0.1.0"
+import importlib
 
-import importlib  # noqa: E402
-import sys  # noqa: E402
-import types  # noqa: E402
-
-from hubert_fix.errors import (  # noqa: E402 - light: no third-party import
+from hubert_fix._version import __version__
+from hubert_fix.errors import (  # light: no third-party import
     DeviceUnavailableError,
     HubertFixError,
     MissingExtraError,
@@ -35,8 +32,9 @@ from hubert_fix.errors import (  # noqa: E402 - light: no third-party import
 #: Imported on first use (PEP 562), so that ``import hubert_fix.errors`` or the console
 #: script's start-up does not load onnx, onnxruntime and numpy.
 _LAZY = {
-    "check": "api", "optimize": "api", "repair": "api", "validate": "api", "OptimizeReport": "optimize",
-    "Report": "runner", "CaseResult": "validation", "Tolerance": "validation", "ValidationReport": "validation",
+    "check": "api", "export": "api", "optimize": "api", "repair": "api", "validate": "api",
+    "OptimizeReport": "deploy.optimize", "Report": "runner", "ExportReport": "api",
+    "CaseResult": "validation.report", "Tolerance": "validation.report", "ValidationReport": "validation.report",
 }  # fmt: skip
 
 
@@ -48,25 +46,10 @@ def __getattr__(name: str) -> object:
     return value
 
 
-class _Package(types.ModuleType):
-    """``hubert_fix.optimize`` is the API function, not the submodule of that name.
-
-    Loading a submodule binds it on its package; the function must win however the
-    modules were first imported (``from hubert_fix.optimize import ...`` still works).
-    """
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 __all__ = [
     "CaseResult",
     "DeviceUnavailableError",
+    "ExportReport",
     "HubertFixError",
     "MissingExtraError",
     "OptimizeReport",
@@ -77,6 +60,7 @@ __all__ = [
     "ValidationReport",
     "__version__",
     "check",
+    "export",
     "optimize",
     "repair",
     "validate",

@@ -19,28 +19,15 @@ import numpy as np
 
 from hubert_fix import runner
 from hubert_fix.errors import UnusableInputError
-from hubert_fix.extras import export_module, pytorch_reference
-from hubert_fix.interface import Interface, describe
-from hubert_fix.model_io import (
-    ModelFile,
-    check_model_output,
-    check_output_path,
-    load_model,
-    read_files,
-    same_file,
-    save_model,
-    write_bytes,
-)
-from hubert_fix.optimize import OptimizeReport
-from hubert_fix.reports import junit_xml as junit
-from hubert_fix.optimize import optimize as run_optimize
-from hubert_fix.validation import (
-    Reference,
-    Tolerance,
-    ValidationReport,
-    load_reference_cases,
-)
-from hubert_fix.validation import validate as run_validation
+from hubert_fix.exporter import pytorch_reference, require
+from hubert_fix.analysis.interface import Interface, describe
+from hubert_fix.onnxio.files import ModelFile, check_model_output, check_output_path, load_model, read_files, same_file, save_model, write_bytes
+from hubert_fix.deploy.optimize import OptimizeReport
+from hubert_fix.cli.reports import junit_xml as junit
+from hubert_fix.deploy.optimize import optimize as run_optimize
+from hubert_fix.validation.report import Reference, Tolerance, ValidationReport
+from hubert_fix.validation.cases import load_reference_cases
+from hubert_fix.validation.run import validate as run_validation
 
 StrPath = str | PathLike[str]
 
@@ -140,7 +127,7 @@ def optimize(
     """Write a faster ``model`` to ``out``: fp32 rewrites, or ``precision`` "int8" (CPU) or "fp16" (GPU).
 
     Validated before it is written, against ``model``'s own outputs (and fairseq's with
-    ``checkpoint``) within ``tolerance`` (default: ``hubert_fix.optimize.TOLERANCES``).
+    ``checkpoint``) within ``tolerance`` (default: ``hubert_fix.deploy.optimize.TOLERANCES``).
     ``report.ok`` False: missed, nothing written. Raises UnrepairableError for a model
     ``check`` would change (repair it first).
     """
@@ -171,13 +158,15 @@ def _checkpoint_reference(
     dict_dir: StrPath | None = None,
 ) -> Reference:
     """fairseq's features for the model's inputs, as the export recorded them (layer, final_proj, fp16 inputs)."""
-    export = export_module()
+    require()
+    from hubert_fix.exporter import loading
+
     meta = {p.key: p.value for p in loaded.proto.metadata_props}
-    fairseq_model = export.load_checkpoint(
+    fairseq_model = loading.load_checkpoint(
         checkpoint, trust=trust, dict_dir=_path(dict_dir), vocabulary=_recorded_vocabulary(meta)
     )
     layer = output_layer if output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
-    _same_architecture(checkpoint, loaded, face, meta, fairseq_model, export, layer)
+    _same_architecture(checkpoint, loaded, face, meta, fairseq_model, layer)
     fp16 = face.audio.dtype == np.float16  # an fp16 export; an fp16-optimized model takes float32 audio
     project = final_proj if final_proj is not None else meta.get("hubert_fix.final_proj") == "1"
     return pytorch_reference(
@@ -195,11 +184,13 @@ def _recorded_vocabulary(meta: dict[str, str]) -> list[str] | None:
 
 
 def _same_architecture(
-    checkpoint: Path, loaded: ModelFile, face: Interface, meta: dict[str, str], model, export, layer: int | None
+    checkpoint: Path, loaded: ModelFile, face: Interface, meta: dict[str, str], model, layer: int | None
 ) -> None:
     """A checkpoint that differs from the model in kind, output, depth, width or conv stack
     cannot be its source: exit 2 with the differences, not a run of failed cases. ``layer``:
     the layer the model ends at (--output-layer, or what the export recorded)."""
+    from hubert_fix.exporter import modules
+
     differences = []
     kind = type(model).__name__
     if meta.get("hubert_fix.model") and meta["hubert_fix.model"] != kind:
@@ -208,13 +199,13 @@ def _same_architecture(
     if ctc != face.ctc:
         what = {True: "CTC logits", False: "encoder features"}
         differences.append(f"it gives {what[ctc]}, the model {what[face.ctc]}")
-    stack = export.conv_stack(model)
+    stack = modules.conv_stack(model)
     if tuple(map(tuple, stack)) != tuple(map(tuple, face.stack)):
         differences.append(f"conv stack {list(map(list, stack))} vs the model's {list(map(list, face.stack))}")
-    width = export.embed_dim(model)
+    width = modules.embed_dim(model)
     if face.width is not None and width != face.width:
         differences.append(f"encoder width {width} vs the model's {face.width}")
-    layers = export.num_layers(model)
+    layers = modules.num_layers(model)
     attentions = sum(node.op_type == "Softmax" for node in loaded.proto.graph.node)  # one per transformer layer
     if attentions and attentions != (layer or layers):
         differences.append(f"{layers} transformer layers vs the model's {attentions}")

@@ -14,6 +14,44 @@ EXIT_UNUSABLE = 2  # unusable input (file, checkpoint, device)
 EXIT_UNREPAIRABLE = 3  # check/repair: problems that no pass can repair
 EXIT_INTERNAL = 4  # a failure of hubert-fix itself (a bug): not a verdict
 EXIT_INTERRUPTED = 130  # Ctrl-C (the shell's code for SIGINT)
+EXIT_SIGPIPE = 141  # the reader of stdout went away (the shell's code for SIGPIPE)
+
+#: What each command's exit codes mean (stable: pipelines depend on them). The CLI's
+#: help is written from this table; ``EVERY_COMMAND`` holds the codes all commands share.
+EXITS: dict[str, dict[int, str]] = {
+    "check": {
+        EXIT_OK: "nothing to repair",
+        EXIT_FOUND: "repairable problems found (run repair)",
+        EXIT_UNUSABLE: "unusable input",
+        EXIT_UNREPAIRABLE: "a problem no pass can repair, or a repair that would not load (repair would refuse)",
+    },
+    "repair": {
+        EXIT_OK: "OUT written",
+        EXIT_UNUSABLE: "unusable input or output",
+        EXIT_UNREPAIRABLE: "a problem no pass can repair (nothing written)",
+    },
+    "export": {
+        EXIT_OK: "OUT written",
+        EXIT_FOUND: "validation failed (nothing written)",
+        EXIT_UNUSABLE: "unusable input, device or missing extra",
+        EXIT_UNREPAIRABLE: "unrepairable (nothing written)",
+    },
+    "validate": {EXIT_OK: "all checks pass", EXIT_FOUND: "a check failed", EXIT_UNUSABLE: "unusable input or device"},
+    "optimize": {
+        EXIT_OK: "OUT written",
+        EXIT_FOUND: "the candidate missed its tolerance (nothing written)",
+        EXIT_UNUSABLE: "unusable input or output",
+        EXIT_UNREPAIRABLE: "MODEL needs repair first",
+    },
+    "demo": {EXIT_OK: "the repaired model validates", EXIT_FOUND: "it does not", EXIT_UNUSABLE: "unusable output folder or missing extra"},
+    "passes": {EXIT_OK: "listed"},
+}
+EVERY_COMMAND = {
+    EXIT_INTERNAL: "internal error: a failure of hubert-fix itself, not a verdict (one line on stderr names the file "
+    "and the report with the traceback): stop the pipeline and report it",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, also during start-up; nothing written)",
+    EXIT_SIGPIPE: "stdout closed early (e.g. piped to head)",
+}
 
 
 class HubertFixError(Exception):
@@ -48,3 +86,9 @@ class MissingExtraError(HubertFixError):
     """An optional dependency (the [export] extra) is not installed."""
 
     exit_code = EXIT_UNUSABLE
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """Collapse a library message to a single line of bounded length."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -15,15 +15,17 @@ from dataclasses import dataclass, field
 import onnx
 import onnx_graphsurgeon as gs
 
-from hubert_fix import __version__
-from hubert_fix.dims import INFERENCE_BUDGET, analyze
+from hubert_fix._version import __version__
+from hubert_fix.analysis.shapes import INFERENCE_BUDGET
+from hubert_fix.analysis.dims import analyze
 from hubert_fix.errors import UnrepairableError, UnusableInputError
-from hubert_fix.isolation import Crashed
-from hubert_fix.model_io import checkable, one_line, set_record
+from hubert_fix.onnxio.isolation import Crashed
+from hubert_fix.onnxio.files import checkable, set_record
+from hubert_fix.errors import one_line
 from hubert_fix.passes import DEFAULT_PASSES
-from hubert_fix.passinfra import Edit, Pass, PassResult
-from hubert_fix.session import OrtCrash, load_error
-from hubert_fix.skeleton import weightless
+from hubert_fix.passes.contract import Edit, Pass, PassResult
+from hubert_fix.onnxio.session import OrtCrash, load_error
+from hubert_fix.onnxio.skeleton import weightless
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ frozen-batch only reports (a batch the trace fixed cannot be repaired), last.
 
 from __future__ import annotations
 
-from hubert_fix.passinfra import Pass
+from hubert_fix.passes.contract import Pass
 
 from .ctc_mask_scatter import CtcMaskScatter
 from .frozen_batch import FrozenBatch

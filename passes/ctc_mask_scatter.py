@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from hubert_fix.dims import GraphFacts, int_list, node_axes, producer, shape_element
-from hubert_fix.passinfra import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
+from hubert_fix.analysis.dims import GraphFacts
+from hubert_fix.analysis.graph import int_list, node_axes, producer
+from hubert_fix.analysis.steps import shape_element
+from hubert_fix.passes.contract import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
 
 
 @dataclass(frozen=True)

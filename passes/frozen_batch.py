@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from hubert_fix.dims import GraphFacts
-from hubert_fix.passinfra import Declined, PassResult, settle
+from hubert_fix.analysis.dims import GraphFacts
+from hubert_fix.passes.contract import Declined, PassResult, settle
 
 
 class FrozenBatch:

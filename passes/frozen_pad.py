@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from hubert_fix.dims import GraphFacts, const_value, int_list, producer, unwrapped
-from hubert_fix.passinfra import Edit, PassResult, node_label, settle, taken_names, unique_name
+from hubert_fix.analysis.dims import GraphFacts
+from hubert_fix.analysis.graph import const_value, int_list, producer, unwrapped
+from hubert_fix.passes.contract import Edit, PassResult, node_label, settle, taken_names, unique_name
 
 # How many nodes back from a Pad's ``pads`` input the pad amount is looked for (the
 # TorchScript exporter builds ``pads`` through Concat/Reshape/Slice/Transpose/Cast, about 8).

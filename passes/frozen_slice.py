@@ -23,8 +23,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
-from hubert_fix.dims import VALUE_KEEPING, GraphFacts, const_value, int_list, producer, unwrapped
-from hubert_fix.passinfra import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
+from hubert_fix.analysis.graph import VALUE_KEEPING, const_value, int_list, producer, unwrapped
+from hubert_fix.analysis.dims import GraphFacts
+from hubert_fix.passes.contract import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
 
 from .frozen_pad import clamped_total, frozen_total
 

@@ -38,7 +38,7 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
 
 def run_main(*args: object) -> tuple[int, str, str]:
     """``hubert-fix ARGS`` in this process (faster than the console script): code, stdout, stderr."""
-    from hubert_fix.cli import main
+    from hubert_fix.cli.__init__ import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -49,7 +49,7 @@ def run_main(*args: object) -> tuple[int, str, str]:
 def cuda_runs() -> bool:
     """True only where CUDAExecutionProvider really runs a session (onnxruntime-gpu lists
     it even without a GPU, then falls back to CPU)."""
-    from hubert_fix.session import CUDA, create_session
+    from hubert_fix.onnxio.session import CUDA, create_session
 
     try:
         return create_session(str(RAW), str(RAW), device="auto").get_providers()[0] == CUDA

@@ -14,8 +14,8 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from hubert_fix.dims import analyze
-from hubert_fix.passinfra import Pass, PassResult
+from hubert_fix.analysis.dims import analyze
+from hubert_fix.passes.contract import Pass, PassResult
 
 Shape = Sequence[int | str]
 

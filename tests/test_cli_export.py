@@ -117,8 +117,9 @@ def test_export_that_fails_validation_writes_nothing(tmp_path: Path, monkeypatch
     code, stdout, _ = run_main("export", CHECKPOINT, "-o", out, "--json")
     report = json.loads(stdout)
     assert code == 1 and report["status"] == "validation failed; nothing written"
-    from hubert_fix.export import conv_stack, load_checkpoint
-    from hubert_fix.matrix import frames
+    from hubert_fix.exporter.modules import conv_stack
+    from hubert_fix.exporter.loading import load_checkpoint
+    from hubert_fix.analysis.convstack import frames
 
     stack = conv_stack(load_checkpoint(CHECKPOINT))
     cases = report["validation"]["cases"]

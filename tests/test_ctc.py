@@ -139,7 +139,7 @@ def test_a_ctc_export_without_our_metadata_is_recognised_by_its_masked_frames(tm
     import numpy as np
 
     import hubert_fix
-    from hubert_fix.validation import _masked_logit_frames
+    from hubert_fix.validation.run import _masked_logit_frames
 
     model = tmp_path / "ctc.onnx"
     hubert_fix.repair(FIXTURES / "wav2vec2_base_ctc.raw.onnx", model)
@@ -158,8 +158,9 @@ def test_a_ctc_export_without_our_metadata_is_recognised_by_its_masked_frames(tm
 def _compare(output, expected, tol):
     import numpy as np
 
-    from hubert_fix.matrix import Case
-    from hubert_fix.validation import CaseResult, _ctc_compared
+    from hubert_fix.validation.matrix import Case
+    from hubert_fix.validation.report import CaseResult
+    from hubert_fix.validation.run import _ctc_compared
 
     face = type("Face", (), {"stack": ((1, 1),), "blank": 0})()  # one frame per sample
     result = CaseResult("case", 1, expected.shape[1], ok=True)
@@ -170,7 +171,7 @@ def _compare(output, expected, tol):
 def test_only_clear_frames_must_keep_their_greedy_symbol() -> None:
     import numpy as np
 
-    from hubert_fix.validation import Tolerance
+    from hubert_fix.validation.report import Tolerance
 
     expected = np.array([[[5.0, 0.0, 0.0], [0.0, 1.0, 0.99], [0.0, 0.0, 4.0]]])  # frame 1: gap 0.01
     tol = Tolerance(max_abs_diff=0.1)  # margin 0.2

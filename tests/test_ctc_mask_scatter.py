@@ -16,7 +16,7 @@ import hubert_fix
 import onnx_builders as ob
 from conftest import FIXTURES
 from hubert_fix.passes import DEFAULT_PASSES, CtcMaskScatter
-from hubert_fix.passinfra import PassResult
+from hubert_fix.passes.contract import PassResult
 
 PASS = CtcMaskScatter()
 V = 4  # vocabulary: the data's trailing dim

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import CASES, CHECKPOINT, RAW, cuda_runs
 
-from hubert_fix.session import CUDA
+from hubert_fix.onnxio.session import CUDA
 
 pytestmark = pytest.mark.cuda
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import RAW
 
-from hubert_fix.cli import main
+from hubert_fix.cli.__init__ import main
 
 RAW_BYTES = RAW.read_bytes()
 RNG = random.Random(0)

@@ -8,7 +8,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
 import onnx_builders as ob
-from hubert_fix.dims import analyze
+from hubert_fix.analysis.dims import analyze
 
 
 def _facts(m: onnx.ModelProto):

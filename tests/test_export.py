@@ -21,9 +21,12 @@ pytest.importorskip("fairseq")
 
 import onnxruntime as ort  # noqa: E402
 
-from hubert_fix import export  # noqa: E402
-from hubert_fix.errors import DeviceUnavailableError, UnusableInputError  # noqa: E402
-from hubert_fix.matrix import Case, cases, frames, min_samples, mod_zero_samples  # noqa: E402
+from hubert_fix.exporter import loading
+from hubert_fix.exporter import modules
+from hubert_fix.exporter import trace
+from hubert_fix.errors import DeviceUnavailableError, HubertFixError, UnusableInputError  # noqa: E402
+from hubert_fix.validation.matrix import Case, cases  # noqa: E402
+from hubert_fix.analysis.convstack import frames, min_samples, mod_zero_samples
 
 pytestmark = pytest.mark.export
 
@@ -33,12 +36,12 @@ from conftest import RAW as RAW_ONNX  # noqa: E402
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    return export.load_checkpoint(CHECKPOINT)
+    return loading.load_checkpoint(CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
 def raw(model: torch.nn.Module) -> onnx.ModelProto:
-    return export.export_raw(model)
+    return trace.export_raw(model)
 
 
 def _signature(proto: onnx.ModelProto) -> list[tuple[str, int, list[object]]]:
@@ -62,26 +65,26 @@ def _session(proto: onnx.ModelProto) -> ort.InferenceSession:
 def test_load_fixture(model: torch.nn.Module) -> None:
     assert type(model).__name__ == "HubertModel"
     assert not model.training
-    assert export.conv_stack(model) == ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
-    assert export.embed_dim(model) == 32
+    assert modules.conv_stack(model) == ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
+    assert modules.embed_dim(model) == 32
 
 
 def test_load_works_without_label_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """task_state carries the dictionaries: no label folder, from any working directory."""
     monkeypatch.chdir(tmp_path)
-    assert type(export.load_checkpoint(CHECKPOINT)).__name__ == "HubertModel"
+    assert type(loading.load_checkpoint(CHECKPOINT)).__name__ == "HubertModel"
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.pt"
     with pytest.raises(UnusableInputError, match="no such file") as info:
-        export.load_checkpoint(path)
+        loading.load_checkpoint(path)
     assert str(path) in str(info.value)
 
 
 def test_load_directory(tmp_path: Path) -> None:
     with pytest.raises(UnusableInputError, match="directory"):
-        export.load_checkpoint(tmp_path)
+        loading.load_checkpoint(tmp_path)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n" * 10, b"PK\x03\x04 truncated zip"])
@@ -89,7 +92,7 @@ def test_load_garbage(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "garbage.pt"
     path.write_bytes(content)
     with pytest.raises(UnusableInputError, match="not a PyTorch checkpoint") as info:
-        export.load_checkpoint(path)
+        loading.load_checkpoint(path)
     message = str(info.value)
     assert str(path) in message and "\n" not in message
     assert "--trust-checkpoint" not in message  # trusting a broken file would not help
@@ -99,7 +102,7 @@ def test_load_non_fairseq_torch_file(tmp_path: Path) -> None:
     path = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(3)}, path)
     with pytest.raises(UnusableInputError, match="not a fairseq checkpoint") as info:
-        export.load_checkpoint(path)
+        loading.load_checkpoint(path)
     assert str(path) in str(info.value)
 
 
@@ -107,7 +110,7 @@ def test_load_bare_tensor_file(tmp_path: Path) -> None:
     path = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), path)
     with pytest.raises(UnusableInputError, match=r"not a fairseq checkpoint \(holds a Tensor"):
-        export.load_checkpoint(path)
+        loading.load_checkpoint(path)
 
 
 def test_unlisted_global_needs_trust(tmp_path: Path) -> None:
@@ -117,9 +120,9 @@ def test_unlisted_global_needs_trust(tmp_path: Path) -> None:
     path = tmp_path / "with_date.pt"
     torch.save(state, path)
     with pytest.raises(UnusableInputError, match="datetime.date.*--trust-checkpoint") as info:
-        export.load_checkpoint(path)
+        loading.load_checkpoint(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
-    assert type(export.load_checkpoint(path, trust=True)).__name__ == "HubertModel"
+    assert type(loading.load_checkpoint(path, trust=True)).__name__ == "HubertModel"
 
 
 def test_allowlist_covers_fairseq_extras(tmp_path: Path) -> None:
@@ -137,12 +140,12 @@ def test_allowlist_covers_fairseq_extras(tmp_path: Path) -> None:
     )
     path = tmp_path / "with_extras.pt"
     torch.save(state, path)
-    assert type(export.load_checkpoint(path)).__name__ == "HubertModel"
+    assert type(loading.load_checkpoint(path)).__name__ == "HubertModel"
 
 
 def test_load_leaves_torch_load_alone() -> None:
     real = torch.load
-    export.load_checkpoint(CHECKPOINT)
+    loading.load_checkpoint(CHECKPOINT)
     assert torch.load is real
 
 
@@ -168,11 +171,11 @@ def _shim_lengths(stack: tuple[tuple[int, int], ...]) -> list[tuple[str, tuple[i
 
 def test_shim_preserves_features(model: torch.nn.Module) -> None:
     """Without the encoder's pad-to-even, the real frames' features are unchanged."""
-    for name, lengths in _shim_lengths(export.conv_stack(model)):
+    for name, lengths in _shim_lengths(modules.conv_stack(model)):
         source, padding_mask = Case(name, lengths).inputs()
-        expected = export.reference_features(model, source, padding_mask)
-        with export._no_seq_len_padding():
-            shimmed = export.reference_features(model, source, padding_mask)
+        expected = modules.reference_features(model, source, padding_mask)
+        with trace._no_seq_len_padding():
+            shimmed = modules.reference_features(model, source, padding_mask)
         assert shimmed.shape == expected.shape, name
         assert np.abs(shimmed - expected).max() <= 1e-5, name
 
@@ -180,26 +183,26 @@ def test_shim_preserves_features(model: torch.nn.Module) -> None:
 def test_shim_cases_really_pad(model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison above means something: the encoder does pad the odd frame counts."""
     padded: list[int] = []
-    original = export.fairseq_wav2vec2.pad_to_multiple
+    original = loading.fairseq_wav2vec2.pad_to_multiple
 
     def spy(x, multiple, dim=-1, value=0):  # type: ignore[no-untyped-def]
         result = original(x, multiple, dim=dim, value=value)
         padded.append(result[1])
         return result
 
-    monkeypatch.setattr(export.fairseq_wav2vec2, "pad_to_multiple", spy)
-    source, padding_mask = Case("3 frames", (min_samples(export.conv_stack(model), 3),)).inputs()
-    export.reference_features(model, source, padding_mask)
+    monkeypatch.setattr(loading.fairseq_wav2vec2, "pad_to_multiple", spy)
+    source, padding_mask = Case("3 frames", (min_samples(modules.conv_stack(model), 3),)).inputs()
+    modules.reference_features(model, source, padding_mask)
     assert model.encoder.required_seq_len_multiple == 2
     assert padded and padded[0] == 1
 
 
 def test_shim_restored_on_error() -> None:
-    original = export.fairseq_wav2vec2.pad_to_multiple
-    with pytest.raises(RuntimeError), export._no_seq_len_padding():
-        assert export.fairseq_wav2vec2.pad_to_multiple is not original
+    original = loading.fairseq_wav2vec2.pad_to_multiple
+    with pytest.raises(RuntimeError), trace._no_seq_len_padding():
+        assert loading.fairseq_wav2vec2.pad_to_multiple is not original
         raise RuntimeError("boom")
-    assert export.fairseq_wav2vec2.pad_to_multiple is original
+    assert loading.fairseq_wav2vec2.pad_to_multiple is original
 
 
 # ---------------------------------------------------------------- export_raw
@@ -240,7 +243,7 @@ def test_raw_fails_on_padded_batch(raw: onnx.ModelProto) -> None:
 
 
 def test_raw_output_layer_metadata(model: torch.nn.Module) -> None:
-    proto = export.export_raw(model, output_layer=1)
+    proto = trace.export_raw(model, output_layer=1)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["hubert_fix.output_layer"] == "1"
 
@@ -248,28 +251,28 @@ def test_raw_output_layer_metadata(model: torch.nn.Module) -> None:
 def test_raw_opset_13_on_fresh_model() -> None:
     """Opsets < 14 go through fairseq's prepare_for_onnx_export_ on a copy; the copy must
     work on a model that has not run yet (weight_norm's computed weight is not a leaf)."""
-    fresh = export.load_checkpoint(CHECKPOINT)
-    proto = export.export_raw(fresh, opset=13)
+    fresh = loading.load_checkpoint(CHECKPOINT)
+    proto = trace.export_raw(fresh, opset=13)
     assert proto.opset_import[0].version == 13
     assert _signature(proto)[0] == ("source", onnx.TensorProto.FLOAT, ["batch", "samples"])
     assert not any(getattr(m, "onnx_trace", False) for m in fresh.modules())  # the original is untouched
 
 
 def test_opset_out_of_range(model: torch.nn.Module) -> None:
-    with pytest.raises(export.HubertFixError, match="opsets 11..20"):
-        export.export_raw(model, opset=21)
+    with pytest.raises(HubertFixError, match="opsets 11..20"):
+        trace.export_raw(model, opset=21)
 
 
 def test_output_layer_out_of_range(model: torch.nn.Module) -> None:
     with pytest.raises(UnusableInputError, match="1..2"):
-        export.export_raw(model, output_layer=3)
+        trace.export_raw(model, output_layer=3)
 
 
 def test_export_leaves_model_and_fairseq_unchanged(model: torch.nn.Module, raw: onnx.ModelProto) -> None:
     # importlib: ``import fairseq.models.wav2vec.utils as u`` binds fairseq.utils, because
     # the package's star imports re-export wav2vec2's ``from fairseq import utils``.
     wav2vec_utils = importlib.import_module("fairseq.models.wav2vec.utils")
-    assert export.fairseq_wav2vec2.pad_to_multiple is wav2vec_utils.pad_to_multiple
+    assert loading.fairseq_wav2vec2.pad_to_multiple is wav2vec_utils.pad_to_multiple
     assert not model.training
     assert next(model.parameters()).dtype == torch.float32
 
@@ -284,7 +287,7 @@ def test_committed_raw_fixture_is_current(raw: onnx.ModelProto) -> None:
 @pytest.mark.parametrize("opset", sorted(set(RAW_BY_OPSET) - {17}))
 def test_committed_old_opset_fixtures_are_current(model: torch.nn.Module, opset: int) -> None:
     committed = onnx.load(str(RAW_BY_OPSET[opset]))
-    fresh = export.export_raw(model, opset=opset)
+    fresh = trace.export_raw(model, opset=opset)
     assert committed.opset_import == fresh.opset_import
     assert _signature(committed) == _signature(fresh)
     assert Counter(n.op_type for n in committed.graph.node) == Counter(n.op_type for n in fresh.graph.node)
@@ -292,13 +295,13 @@ def test_committed_old_opset_fixtures_are_current(model: torch.nn.Module, opset:
 
 def test_committed_cases_match_matrix_and_reference(model: torch.nn.Module) -> None:
     data = np.load(CASES, allow_pickle=False)
-    matrix = cases(export.conv_stack(model), export.embed_dim(model))
+    matrix = cases(modules.conv_stack(model), modules.embed_dim(model))
     for index, case in enumerate(matrix):
         assert str(data[f"case{index}.name"]) == case.name
         source, padding_mask = case.inputs()
         np.testing.assert_array_equal(data[f"case{index}.source"], source)
         np.testing.assert_array_equal(data[f"case{index}.padding_mask"], padding_mask)
-        features = export.reference_features(model, source, padding_mask)
+        features = modules.reference_features(model, source, padding_mask)
         np.testing.assert_allclose(data[f"case{index}.features"], features, atol=1e-5)
     assert f"case{len(matrix)}.source" not in data
 
@@ -310,30 +313,30 @@ def test_committed_cases_match_matrix_and_reference(model: torch.nn.Module) -> N
 @pytest.mark.parametrize("kwargs", [{"device": "cuda"}, {"fp16": True, "device": "cuda"}])
 def test_cuda_requests_without_cuda(model: torch.nn.Module, kwargs: dict[str, object]) -> None:
     with pytest.raises(DeviceUnavailableError, match="needs a CUDA GPU"):
-        export.export_raw(model, **kwargs)
+        trace.export_raw(model, **kwargs)
     source, padding_mask = Case("1 s", (16000,)).inputs()
     with pytest.raises(DeviceUnavailableError, match="needs a CUDA GPU"):
-        export.reference_features(model, source, padding_mask, **kwargs)
+        modules.reference_features(model, source, padding_mask, **kwargs)
 
 
 def test_final_proj_needs_a_final_proj_layer(model: torch.nn.Module) -> None:
-    stripped = export._copy_model(model)
+    stripped = modules.copy_model(model)
     del stripped.final_proj
-    with pytest.raises(export.HubertFixError, match="has no final_proj"):
-        export.export_raw(stripped, final_proj=True)
+    with pytest.raises(HubertFixError, match="has no final_proj"):
+        trace.export_raw(stripped, final_proj=True)
 
 
 def test_wav2vec2_traced_without_padding_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """wav2vec 2.0's ``if padding_mask.any()`` freezes at trace time: an unpadded example
     would export a graph with no padding path at all; the export must notice."""
-    wav2vec2 = export.load_checkpoint(FIXTURES / "wav2vec2_base_tiny.pt")
-    assert any("padding_mask" in n.input for n in export.export_raw(wav2vec2).graph.node)
-    padded_example = export._trace_example
+    wav2vec2 = loading.load_checkpoint(FIXTURES / "wav2vec2_base_tiny.pt")
+    assert any("padding_mask" in n.input for n in trace.export_raw(wav2vec2).graph.node)
+    padded_example = trace._trace_example
 
     def unpadded(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         source, padding_mask = padded_example(*args, **kwargs)
         return source, torch.zeros_like(padding_mask)
 
-    monkeypatch.setattr(export, "_trace_example", unpadded)
-    with pytest.raises(export.HubertFixError, match="does not use padding_mask"):
-        export.export_raw(wav2vec2)
+    monkeypatch.setattr(trace, "_trace_example", unpadded)
+    with pytest.raises(HubertFixError, match="does not use padding_mask"):
+        trace.export_raw(wav2vec2)

@@ -18,8 +18,8 @@ import pytest
 from conftest import CASES, FIXTURES, RAW, run_main
 from onnx import TensorProto, helper
 
-from hubert_fix import skeleton
-from hubert_fix.model_io import load_model
+from hubert_fix.onnxio import skeleton
+from hubert_fix.onnxio.files import load_model
 
 EXTERNAL = FIXTURES / "hubert_base_tiny.external"
 
@@ -206,7 +206,7 @@ def test_model_over_2gb_is_repaired_without_loading_its_weights(tmp_path: Path) 
 
 
 def test_failed_write_leaves_the_previous_out_and_its_data(tmp_path: Path, monkeypatch) -> None:
-    from hubert_fix import model_io
+    from hubert_fix.onnxio import files as model_io
 
     out = tmp_path / "out" / "repaired.onnx"
     out.parent.mkdir()

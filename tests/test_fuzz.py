@@ -81,7 +81,7 @@ def test_a_shape_slice_past_the_rank_is_no_dim() -> None:
     from onnx import TensorProto, helper
     from onnx_builders import const, model
 
-    from hubert_fix.dims import analyze
+    from hubert_fix.analysis.dims import analyze
 
     nodes = [
         helper.make_node("Shape", ["x"], ["tail"], start=3),
@@ -181,7 +181,7 @@ def test_an_initializer_defined_twice_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_written_graph_length_counts_every_weight_it_copies(tmp_path: Path) -> None:
-    from hubert_fix.model_io import load_model, save_model
+    from hubert_fix.onnxio.files import load_model, save_model
 
     loaded = load_model(RAW)
     stub = next(t for t in loaded.proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)

@@ -12,7 +12,7 @@ from conftest import FIXTURES, RAW, run_main
 from onnx import TensorProto, helper
 
 import onnx_builders as ob
-from hubert_fix.interface import ATTENTION_MASK, PADDING_MASK, describe
+from hubert_fix.analysis.interface import ATTENTION_MASK, PADDING_MASK, describe
 
 
 def _validate(*args: object) -> tuple[int, dict, str]:

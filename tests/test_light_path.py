@@ -10,7 +10,7 @@ import onnx
 import pytest
 from conftest import RAW
 
-from hubert_fix import model_io
+from hubert_fix.onnxio import files as model_io
 
 
 def test_check_repair_validate_never_import_torch_or_fairseq(tmp_path: Path) -> None:

@@ -157,21 +157,20 @@ def test_demo_commands_can_be_copied(tmp_path: Path) -> None:
 
 
 def test_missing_extra_names_torch_and_a_command_that_pins_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hubert_fix import extras
+    from hubert_fix import exporter
     from hubert_fix.errors import MissingExtraError
 
-    import hubert_fix
-
-    monkeypatch.delitem(sys.modules, "hubert_fix.export", raising=False)
-    monkeypatch.delattr(hubert_fix, "export", raising=False)  # the submodule, once imported
+    for name in ("trace", "loading", "modules", "finetuned"):  # as if never imported
+        monkeypatch.delitem(sys.modules, f"hubert_fix.exporter.{name}", raising=False)
+        monkeypatch.delattr(exporter, name, raising=False)
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(MissingExtraError) as caught:
-        extras.export_module()
+        exporter.require()
     message = str(caught.value)
     assert "torch is not installed" in message and "pip install torch==2.13.0 'hubert-fix[export]'" in message
     monkeypatch.setitem(sys.modules, "fairseq", None)  # a light install: neither is there
     with pytest.raises(MissingExtraError, match="torch and fairseq are not installed"):
-        extras.export_module()
+        exporter.require()
 
 
 def test_contradictory_repair_options_are_refused(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from conftest import FIXTURES, RAW, run_cli, run_main
 
 import hubert_fix
-from hubert_fix.validation import Tolerance
+from hubert_fix.validation.report import Tolerance
 
 REPAIRED_FIXTURES = ["hubert_base_tiny.raw.onnx", "hf_wavlm.onnx", "contentvec_tiny.rvc_v2.onnx"]
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import CASES, FIXTURES, run_main
 
 import hubert_fix
-from hubert_fix.demo import run_demo
+from hubert_fix.cli.demo import run_demo
 from hubert_fix.errors import UnusableInputError
 
 READS = ["model", "model-data", "reference", "checkpoint", "dict"]

@@ -21,7 +21,7 @@ from conftest import CASES, RAW, SCRIPT, run_main
 
 import hubert_fix
 from hubert_fix import runner
-from hubert_fix.interface import Interface
+from hubert_fix.analysis.interface import Interface
 
 
 
@@ -103,8 +103,8 @@ def test_a_crash_of_onnx_shape_inference_is_exit_2(monkeypatch) -> None:
     it runs in a child, and a crash there names the file, exit 2."""
     import os
 
-    from hubert_fix import dims
+    from hubert_fix.analysis import shapes
 
-    monkeypatch.setattr(dims, "_infer", lambda model: os.abort())
+    monkeypatch.setattr(shapes, "_infer", lambda model: os.abort())
     code, _, err = run_main("check", RAW)
     assert code == 2 and err.count("\n") == 1 and f"{RAW}: ONNX shape inference crashed on this model (SIGABRT" in err, err

@@ -40,7 +40,7 @@ def test_the_benchmark_block_is_the_benchmarks_own_output() -> None:
 
 def test_the_readme_command_table_matches_the_parser() -> None:
     """Every option a row names exists for that command, and every option of the command is in its row."""
-    from hubert_fix.cli import build_parser
+    from hubert_fix.cli.parser import build_parser
 
     table = README[README.index("| command | does | exit codes |") :].split("\n\n")[0]
     parser = build_parser()
@@ -102,7 +102,7 @@ def _readme_command_lines() -> list[str]:
 
 def test_every_command_the_readme_shows_parses() -> None:
     """A command line copied from the README is accepted by the CLI's parser (options, values, choices)."""
-    from hubert_fix.cli import build_parser
+    from hubert_fix.cli.parser import build_parser
 
     parser = build_parser()
     lines = _readme_command_lines()

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from conftest import FIXTURES, run_main
 
-from hubert_fix.interface import LENGTHS, describe
+from hubert_fix.analysis.interface import LENGTHS, describe
 
 LENGTHS_TS = FIXTURES / "torchaudio_hubert.lengths.onnx"
 LENGTHS_DYNAMO = FIXTURES / "torchaudio_hubert.lengths_dynamo.onnx"

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import onnx_builders as ob
-from hubert_fix.dims import analyze
+from hubert_fix.analysis.dims import analyze
 from hubert_fix.passes import WhereBroadcast
 
 PASS = WhereBroadcast()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import onnx_builders as ob
 from hubert_fix import runner
-from hubert_fix.dims import analyze
+from hubert_fix.analysis.dims import analyze
 from hubert_fix.passes import WhereBroadcast
 
 PASS = WhereBroadcast()

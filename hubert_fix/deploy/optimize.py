@@ -30,34 +30,20 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hubert_fix import __version__, runner
-from hubert_fix.conv_rewrites import conv_as_2d
+from hubert_fix import runner
+from hubert_fix._version import __version__
+from hubert_fix.deploy.conv_rewrites import conv_as_2d
 from hubert_fix.errors import UnrepairableError, UnusableInputError
-from hubert_fix.half import to_half
-from hubert_fix.interface import PRECISION_METADATA_KEY, Interface, describe
-from hubert_fix.model_io import (
-    ModelFile,
-    check_model_output,
-    check_output_path,
-    data_path,
-    load_model,
-    read_files,
-    save_model,
-    set_metadata,
-    set_record,
-)
-from hubert_fix.quantize import quantize
-from hubert_fix.session import ORT_ERRORS, create_session, ort_message
-from hubert_fix.validation import TOLERANCES as VALIDATE_TOLERANCES
-from hubert_fix.validation import (
-    Reference,
-    Stored,
-    Tolerance,
-    ValidationReport,
-    plan_cases,
-    validate,
-)
-from hubert_fix.weights import Names, Weights
+from hubert_fix.deploy.half import to_half
+from hubert_fix.analysis.interface import PRECISION_METADATA_KEY, Interface, describe
+from hubert_fix.onnxio.files import ModelFile, check_model_output, check_output_path, data_path, load_model, read_files, save_model, set_metadata, set_record
+from hubert_fix.deploy.quantize import quantize
+from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
+from hubert_fix.validation.report import TOLERANCES as VALIDATE_TOLERANCES
+from hubert_fix.validation.report import Reference, Stored, Tolerance, ValidationReport
+from hubert_fix.validation.cases import plan_cases
+from hubert_fix.validation.run import validate
+from hubert_fix.onnxio.weights import Names, Weights
 
 PRECISIONS = ("fp32", "int8", "fp16")
 OPTIMIZE_METADATA_KEY = "hubert_fix.optimize"

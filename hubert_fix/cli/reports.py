@@ -9,7 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from hubert_fix.runner import Report
-from hubert_fix.validation import Tolerance, ValidationReport
+from hubert_fix.validation.report import Tolerance, ValidationReport
 
 
 def format_report(report: Report) -> str:

@@ -27,10 +27,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from hubert_fix.dims import GraphFacts, analyze
+from hubert_fix.analysis.dims import GraphFacts, analyze
 from hubert_fix.errors import UnusableInputError
-from hubert_fix.matrix import ConvStack, frames
-from hubert_fix.skeleton import weightless
+from hubert_fix.analysis.convstack import ConvStack, frames
+from hubert_fix.onnxio.skeleton import weightless
 
 AUDIO = "audio"
 PADDING_MASK = "padding_mask"

@@ -19,10 +19,10 @@ import re
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state
 
-from hubert_fix import isolation
+from hubert_fix.onnxio import isolation
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
-from hubert_fix.isolation import ChildError, Crashed, in_child
-from hubert_fix.model_io import one_line
+from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
+from hubert_fix.errors import one_line
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from hubert_fix.dims import INFERENCE_BUDGET, memory_budget
+from hubert_fix.analysis.shapes import INFERENCE_BUDGET, memory_budget
 from hubert_fix.errors import UnrepairableError
-from hubert_fix.model_io import checkable
-from hubert_fix.weights import Names, Weights
+from hubert_fix.onnxio.files import checkable
+from hubert_fix.onnxio.weights import Names, Weights
 
 FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 #: Ops that keep float32 (norms, and what a norm exported before opset 17 is made of).

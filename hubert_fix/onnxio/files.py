@@ -22,16 +22,11 @@ from pathlib import Path
 import onnx
 import onnx.numpy_helper
 
-from hubert_fix import skeleton
+from hubert_fix.onnxio import skeleton
 from hubert_fix.errors import UnusableInputError
+from hubert_fix.errors import one_line
 
 log = logging.getLogger(__name__)
-
-
-def one_line(text: object, limit: int = 300) -> str:
-    """Collapse a library message to a single line of bounded length."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 @dataclass

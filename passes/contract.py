@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import onnx_graphsurgeon as gs
 
 if TYPE_CHECKING:
-    from hubert_fix.dims import GraphFacts
+    from hubert_fix.analysis.dims import GraphFacts
 
 
 @dataclass(frozen=True)

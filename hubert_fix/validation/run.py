@@ -20,12 +20,9 @@ not give the same features even in PyTorch.
 
 from __future__ import annotations
 
-import io
-import logging
 import time
-import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,222 +30,16 @@ import onnx
 import onnxruntime as ort
 
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
-from hubert_fix.interface import Interface, describe
-from hubert_fix.matrix import (
-    SAMPLE_RATE,
-    Case,
-    cases,
-    frames,
-    static_cases,
-    unpadded_batches,
-)
-from hubert_fix.model_io import one_line
-from hubert_fix.session import ORT_ERRORS, create_session, ort_message
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """What parity means: every bound that is set must hold on every compared case.
-
-    ``max_abs_diff`` is absolute; ``max_rel_diff`` is the max abs diff over the
-    reference's largest magnitude (for reduced precisions, whose error scales with the
-    output). The cosines: ``min_cosine`` over the whole output; per frame (each real
-    frame's C-vector, frames the reference zeroes as padding left out) the mean over a
-    case must reach ``min_mean_frame_cosine`` and every frame ``min_frame_cosine``.
-
-    CTC logits: the greedy path (argmax per real frame) must be the reference's on every
-    frame whose reference top-1/top-2 gap exceeds ``greedy_margin``; a gap within it is
-    within the precision's own error and may flip. By default the margin is twice the
-    diff bound (``max_abs_diff``, or ``max_rel_diff`` x the reference's max |value|): no
-    logit may move further than that, so no clearer frame can flip. The greedy
-    transcripts' token error rate (repeats merged, blanks dropped) is always reported and,
-    with ``max_token_error_rate``, bounded.
-    """
-
-    max_abs_diff: float | None = None
-    max_rel_diff: float | None = None
-    min_cosine: float = 0.0
-    min_mean_frame_cosine: float | None = None
-    min_frame_cosine: float | None = None
-    greedy_margin: float | None = None  # CTC: frames whose reference top-1/top-2 gap is at most this may change argmax
-    max_token_error_rate: float | None = None  # CTC: greedy transcripts vs the reference's (edit distance / tokens)
-
-    def describe(self) -> str:
-        parts = [f"max abs diff <= {self.max_abs_diff:g}"] if self.max_abs_diff is not None else []
-        if self.max_rel_diff is not None:
-            parts.append(f"max abs diff <= {self.max_rel_diff:g} x the reference's max |value|")
-        parts.append(f"cosine >= {self.min_cosine}")
-        if self.min_mean_frame_cosine is not None:
-            parts.append(f"mean frame cosine >= {self.min_mean_frame_cosine}")
-        if self.min_frame_cosine is not None:
-            parts.append(f"min frame cosine >= {self.min_frame_cosine}")
-        if self.greedy_margin is not None:
-            parts.append(f"CTC greedy path kept where the top-1/top-2 gap > {self.greedy_margin:g}")
-        if self.max_token_error_rate is not None:
-            parts.append(f"CTC token error rate <= {self.max_token_error_rate:g}")
-        return ", ".join(parts)
-
-    def margin(self, scale: float) -> float:
-        """The CTC greedy margin (see the class doc) against a reference of max magnitude ``scale``:
-        twice the tightest diff bound that ``diff_failure`` applies (0 without one)."""
-        if self.greedy_margin is not None:
-            return self.greedy_margin
-        bounds = [b for b in (self.max_abs_diff, None if self.max_rel_diff is None else self.max_rel_diff * scale) if b is not None]
-        return 2 * min(bounds, default=0.0)
-
-    def diff_failure(self, diff: float, scale: float) -> str | None:
-        """Why ``diff`` (a max abs diff, against a reference of max magnitude ``scale``) is too large."""
-        if self.max_abs_diff is not None and not diff <= self.max_abs_diff:
-            return f"max abs diff {diff:.3g} > {self.max_abs_diff:g}"
-        if self.max_rel_diff is not None and not diff <= self.max_rel_diff * scale:
-            return f"max abs diff {diff:.3g} > {self.max_rel_diff:g} x {scale:.3g} (the reference's max |value|)"
-        return None
-
-
-# Parity with PyTorch (or stored outputs), per precision the model computes in.
-TOLERANCES = {
-    "fp32": Tolerance(max_abs_diff=1e-3, min_cosine=0.9999),
-    "fp16": Tolerance(max_abs_diff=5e-2, min_cosine=0.999),
-    # 8-bit weights and activations: errors of about 1% of the output's range per value
-    "int8": Tolerance(max_rel_diff=0.1, min_cosine=0.999, min_mean_frame_cosine=0.999, min_frame_cosine=0.99),
-}
-
-Reference = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (source, padding_mask) -> features
-Stored = list[tuple[Case, np.ndarray, np.ndarray, np.ndarray | None]]
-
-NEEDS_REFERENCE = (
-    "parity with PyTorch needs a reference (--checkpoint CKPT or --reference CASES.npz); without one a "
-    "case only shows that the model runs, has the right shape and finite values. The padded frames == C "
-    "case is the one a misaligned Where corrupts silently: only a reference can tell"
+from hubert_fix.analysis.interface import Interface, describe
+from hubert_fix.validation.matrix import SAMPLE_RATE, Case
+from hubert_fix.analysis.convstack import frames
+from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
+from hubert_fix.validation.cases import plan_cases
+from hubert_fix.validation.report import (
+    NEEDS_REFERENCE, TOLERANCES, CaseResult, Reference, Stored, Tolerance, ValidationReport,
 )
 
 
-@dataclass
-class CaseResult:
-    name: str
-    batch: int
-    samples: int
-    ok: bool
-    failures: list[str] = field(default_factory=list)
-    shape: list[int] | None = None
-    expected_shape: list[int | None] | None = None
-    max_abs_diff: float | None = None
-    cosine: float | None = None
-    mean_frame_cosine: float | None = None
-    min_frame_cosine: float | None = None
-    greedy_path_identical: bool | None = None  # CTC logits: argmax per clear real frame, as the reference's
-    greedy_unclear_frames: int | None = None  # CTC: real frames within the margin (not required to keep their argmax)
-    greedy_token_error_rate: float | None = None  # CTC: edit distance of the greedy transcripts / reference tokens
-    seconds: float = 0.0
-    compared: bool = False  # parity with a reference was checked (or the check needs none)
-    kind: str = "case"  # "case" (an input of the matrix or a stored one), or the name of a whole-model check
-
-    @property
-    def status(self) -> str:
-        """PASS (checked in full), RAN (ran, nothing to compare with) or FAIL."""
-        return "FAIL" if not self.ok else "PASS" if self.compared else "RAN"
-
-
-@dataclass
-class ValidationReport:
-    model: str
-    provider: str
-    precision: str
-    reference: str  # "none", "checkpoint", "stored", "model" (another ONNX model's outputs)
-    tolerance: dict[str, float | None] | None
-    cases: list[CaseResult] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # cases the model's interface rules out
-    interface: dict[str, object] | None = None
-    not_checked: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.cases) and all(c.ok for c in self.cases)
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        for case, result in zip(data["cases"], self.cases):
-            case["status"] = result.status
-        data["ok"] = self.ok
-        return data
-
-
-def load_reference_cases(path: Path) -> list[tuple[Case, np.ndarray, np.ndarray, np.ndarray]]:
-    """Stored cases: ``case{i}.name/.source/.padding_mask/.features`` arrays in an .npz."""
-    try:
-        data = np.load(path, allow_pickle=False)
-        stored = []
-        index = 0
-        while f"case{index}.source" in data:
-            source = data[f"case{index}.source"]
-            mask = data[f"case{index}.padding_mask"]
-            lengths = tuple(int(n) for n in (~mask).sum(axis=1))
-            case = Case(str(data[f"case{index}.name"]), lengths, padded_to=int(mask.shape[1]))
-            stored.append((case, source, mask, data[f"case{index}.features"]))
-            index += 1
-    except OSError as exc:
-        raise UnusableInputError(f"{path}: cannot read: {one_line(exc.strerror or exc)}") from None
-    except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        raise UnusableInputError(
-            f"{path}: not a reference file written by hubert-fix (an .npz of case0.source, case0.padding_mask, "
-            "case0.features, ...); write one with hubert_fix.validation.save_reference_cases, or give --checkpoint"
-        ) from None
-    if not stored:
-        raise UnusableInputError(f"{path}: no cases (expected case0.source, case0.padding_mask, case0.features)")
-    return stored
-
-
-def save_reference_cases(path: Path, stored: Stored) -> None:
-    """Write cases in the format ``load_reference_cases`` reads (``--reference CASES.npz``).
-
-    Like ``np.savez_compressed``, but each member gets a fixed timestamp, so the file's
-    bytes (and sha256) depend on the data only.
-    """
-    arrays: dict[str, np.ndarray] = {}
-    for index, (case, source, padding_mask, features) in enumerate(stored):
-        arrays.update({
-            f"case{index}.name": np.array(case.name), f"case{index}.source": source,
-            f"case{index}.padding_mask": padding_mask, f"case{index}.features": features,
-        })  # fmt: skip
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for key, value in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, buffer.getvalue())
-
-
-def plan_cases(face: Interface, *, quick: bool, stored: Stored | None) -> tuple[Stored, list[str]]:
-    """The cases to run (the stored ones, or the matrix) that the interface admits, and the skipped ones."""
-    if stored is None:
-        if face.samples is not None:  # a fixed length: that length, in every batch the model admits
-            if face.batch is not None:
-                matrix = static_cases(face.batch, face.samples)
-            else:
-                samples = face.samples
-                matrix = [Case(f"static length {samples}", (samples,)), *unpadded_batches(samples)]
-                matrix.append(static_cases(2, samples)[1])  # the same length, padded
-        else:
-            matrix = cases(face.stack, face.width, full=not quick)
-            if face.mask is None:
-                matrix += unpadded_batches(SAMPLE_RATE)
-            if face.batch not in (None, 1):
-                matrix += [Case(f"batch {face.batch}, unpadded, {SAMPLE_RATE} samples", (SAMPLE_RATE,) * face.batch)]
-        stored = [(case, *case.inputs(), None) for case in matrix]
-    elif quick:
-        stored = [entry for entry in stored if entry[0].samples < 10 * SAMPLE_RATE]
-    kept, skipped = [], []
-    for entry in stored:
-        case = entry[0]
-        why = face.refusal(case.batch, case.samples, case.padded)
-        if why:
-            skipped.append(f"{case.name} (batch {case.batch}, {case.samples} samples): {why}")
-        else:
-            kept.append(entry)
-    return kept, skipped
 
 
 def validate(

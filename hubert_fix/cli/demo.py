@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING
 
 from hubert_fix import runner
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError
-from hubert_fix.extras import export_module, pytorch_reference
-from hubert_fix.model_io import ModelFile, check_output_path, one_line, save_model, write_bytes
-from hubert_fix.reports import format_report, format_validation
-from hubert_fix.validation import ValidationReport, validate
+from hubert_fix.exporter import pytorch_reference, require
+from hubert_fix.onnxio.files import ModelFile, check_output_path, save_model, write_bytes
+from hubert_fix.errors import one_line
+from hubert_fix.cli.reports import format_report, format_validation
+from hubert_fix.validation.report import ValidationReport
+from hubert_fix.validation.run import validate
 
 if TYPE_CHECKING:
-    from hubert_fix.cli import Console
+    from hubert_fix.cli.console import Console
 
 
 def _command(*words: object) -> str:
@@ -37,19 +39,21 @@ def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
         for target in (local, raw_path, repaired_path, out_dir / "report.json"):
             check_output_path(target, reads=[checkpoint])
     console.progress("importing torch and fairseq (a few seconds)")
-    export = export_module()
+    require()
+    from hubert_fix.exporter import loading, trace
+
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, local)
     except OSError as exc:
         raise UnusableInputError(f"{out_dir}: cannot create the demo folder: {one_line(exc.strerror or exc)}") from None
     console.progress(f"loading the embedded checkpoint {checkpoint.name}")
-    model = export.load_checkpoint(local)
+    model = loading.load_checkpoint(local)
     reference = pytorch_reference(model, output_layer=None, fp16=False, device="cpu")
 
     console.out(f"1. export {local.name} as-is (TorchScript exporter, opset 17)")
     console.out(f"   {_command('hubert-fix', 'export', local, '-o', raw_path, '--raw')}")
-    raw = export.export_raw(model)
+    raw = trace.export_raw(model)
     save_model(ModelFile(raw), raw_path)
     console.out(f"   wrote {raw_path}")
 

@@ -1,0 +1,169 @@
+"""One function per command: parsed arguments in, an exit code out.
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+
+from hubert_fix import api, runner
+from hubert_fix.errors import EXIT_FOUND, EXIT_OK, EXIT_UNREPAIRABLE, UnusableInputError
+from hubert_fix.exporter import pytorch_reference, require
+from hubert_fix.analysis.interface import parse_roles
+from hubert_fix.onnxio.files import check_output_path, data_path, read_files, save_model
+from hubert_fix.deploy.optimize import TOLERANCES
+from hubert_fix.passes import DEFAULT_PASSES
+from hubert_fix.cli.reports import format_report, format_validation
+from hubert_fix.cli.console import Console, emit
+from hubert_fix.validation.report import Tolerance
+from hubert_fix.validation.run import validate
+
+
+
+DEMO_CHECKPOINT = "hubert_base_tiny.pt"
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    report = api.check(args.model, skip=args.skip)
+    edits = len(report.edits)
+    if report.blocking:
+        status = f"{edits} repairable, {report.blocking} unrepairable problem(s): repair would refuse (see declined)"
+    elif edits:
+        status = f"{edits} repairable problem(s): run hubert-fix repair {args.model} -o OUT.onnx"
+    else:
+        status = "nothing to repair"
+    emit(console, {**report.to_dict(), "status": status}, f"{args.model}: {status}\n{format_report(report)}".rstrip())
+    return EXIT_UNREPAIRABLE if report.blocking else EXIT_FOUND if edits else EXIT_OK
+
+
+def cmd_repair(args: argparse.Namespace, console: Console) -> int:
+    if args.output is None and not args.in_place:
+        raise UnusableInputError(f"{args.model}: give -o OUT.onnx, or --in-place to replace the model")
+    if args.in_place and args.output is not None and os.path.abspath(args.output) != os.path.abspath(args.model):
+        raise UnusableInputError(f"{args.model}: --in-place replaces MODEL, -o {args.output} names another file: give one of them")
+    out = args.output if args.output is not None else args.model
+    report = api.repair(args.model, out, skip=args.skip, in_place=args.in_place)
+    status = f"{len(report.edits)} edit(s), wrote {out}"
+    payload = {**report.to_dict(), "output": str(out), "status": status}
+    emit(console, payload, f"{args.model}: {status}\n{format_report(report)}".rstrip())
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    if args.checkpoint:
+        console.progress("importing torch and fairseq (a few seconds)")
+    report = api.validate(
+        args.model, checkpoint=args.checkpoint, reference=args.reference, device=args.device, quick=args.quick,
+        roles=parse_roles(args.input), output_layer=args.output_layer, final_proj=args.final_proj or None,
+        trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, junit_xml=args.junit_xml, progress=console.progress,
+    )  # fmt: skip
+    emit(console, report.to_dict(), format_validation(report))
+    return EXIT_OK if report.ok else EXIT_FOUND
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    reads = read_files(files=[args.checkpoint], dict_dir=args.dict_dir)
+    for target in (args.output, data_path(args.output)):  # torch writes OUT.data for a model over 2 GB
+        check_output_path(target, reads=reads)
+    console.progress("importing torch and fairseq (a few seconds)")
+    require()
+    from hubert_fix.exporter import loading, trace
+
+    console.progress(f"loading {args.checkpoint}")
+    checkpoint = loading.load_checkpoint(args.checkpoint, trust=args.trust_checkpoint, dict_dir=args.dict_dir)
+    payload: dict[str, object] = {"checkpoint": str(args.checkpoint), "output": str(args.output), "raw": args.raw}
+    human = []
+    # Files all the way (weights never in memory): a model over 2 GB is written by torch
+    # with external data, and OUT then gets its weights in OUT.data.
+    with tempfile.TemporaryDirectory(dir=args.output.parent, prefix=f".{args.output.name}.") as tmp:
+        what = "the CTC logits" if hasattr(checkpoint, "_hubert_fix_ctc") else "extract_features"
+        console.progress(f"exporting {what} (opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, {args.device})")
+        model = trace.export_model(
+            checkpoint, Path(tmp) / "raw.onnx", opset=args.opset, output_layer=args.output_layer, fp16=args.fp16,
+            device=args.device, final_proj=args.final_proj,
+        )
+        if not args.raw:
+            console.progress("repairing")
+            _, report = runner.repair(model.proto, str(args.output))
+            payload["repair"] = report.to_dict()
+            human.append(f"repair: {len(report.edits)} edit(s)\n{format_report(report)}".rstrip())
+            staged = Path(tmp) / "repaired.onnx"  # what ORT validates; OUT is written from the same skeleton
+            save_model(model, staged)
+            console.progress("validating")
+            validation = validate(
+                model.proto, str(args.output), device="cuda" if args.device == "cuda" else "auto",
+                reference=pytorch_reference(
+                    checkpoint, output_layer=args.output_layer, fp16=args.fp16, device=args.device, final_proj=args.final_proj
+                ),
+                progress=console.progress, path=staged,
+            )
+            payload["validation"] = validation.to_dict()
+            human.append(format_validation(validation))
+            if not validation.ok:
+                payload["status"] = "validation failed; nothing written"
+                emit(console, payload, "\n".join(human + ["validation failed; nothing written"]))
+                return EXIT_FOUND
+        save_model(model, args.output)
+    payload["status"] = f"wrote {args.output}"
+    emit(console, payload, "\n".join(human + [f"wrote {args.output}{' (raw, unrepaired)' if args.raw else ''}"]))
+    return EXIT_OK
+
+
+def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:
+    """``NAME=VALUE`` overrides of a tolerance's bounds (UnusableInputError on a bad one)."""
+    names = {f.name for f in dataclasses.fields(Tolerance)}
+    changes: dict[str, float] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            if key not in names:
+                raise ValueError
+            changes[key] = float(value)
+        except ValueError:
+            raise UnusableInputError(f"--tolerance {pair!r}: expected NAME=NUMBER with NAME one of {', '.join(sorted(names))}") from None
+    return dataclasses.replace(default, **changes)
+
+
+def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    tolerance = parse_tolerance(args.tolerance, TOLERANCES[precision]) if args.tolerance else None
+    if args.checkpoint:
+        console.progress("importing torch and fairseq (a few seconds)")
+    report = api.optimize(
+        args.model, args.output, precision=precision, checkpoint=args.checkpoint, tolerance=tolerance,
+        device=args.device, quick=args.quick, trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir,
+        progress=console.progress,
+    )  # fmt: skip
+    human = [f"optimize {args.model} ({precision}): " + ", ".join(f"{s.name} x{s.count}" for s in report.steps)]
+    human += [format_validation(v) for v in (report.validation, report.checkpoint_validation) if v is not None]
+    if report.ok:
+        size = f"{report.output_bytes / 1e6:.1f} MB, {report.output_bytes / report.input_bytes:.2f}x the input's {report.input_bytes / 1e6:.1f} MB"
+        status = f"wrote {args.output} ({size}; rewrite {report.rewrite_seconds:.1f} s, validation {report.validate_seconds:.1f} s)"
+    else:
+        status = f"{precision} candidate missed its tolerance; nothing written"
+    emit(console, {**report.to_dict(), "status": status}, "\n".join([*human, status]))
+    return EXIT_OK if report.ok else EXIT_FOUND
+
+
+def cmd_passes(args: argparse.Namespace, console: Console) -> int:
+    # the docstrings' reST ``literal`` as 'literal' on a terminal
+    rows = [
+        {"name": p.name, "summary": re.sub(r"``(.+?)``", r"'\1'", (type(p).__doc__ or "").strip().splitlines()[0])}
+        for p in DEFAULT_PASSES
+    ]
+    emit(console, {"passes": rows}, "\n".join(f"{r['name']:<18} {r['summary']}" for r in rows))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from hubert_fix.cli.demo import run_demo
+
+    with resources.as_file(resources.files("hubert_fix.fixtures") / DEMO_CHECKPOINT) as checkpoint:
+        return run_demo(checkpoint, args.out_dir, console)
