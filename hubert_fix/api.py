@@ -1,4 +1,4 @@
-"""The Python API: ``check``, ``repair``, ``validate`` and ``optimize`` on files, as the CLI runs them.
+"""The Python API: ``check``, ``repair``, ``validate``, ``optimize`` and ``export`` on files, as the CLI runs them.
 
 Each returns a typed report (the same content as the CLI's ``--json``: ``report.to_dict()``)
 and raises only ``HubertFixError`` subclasses for what the caller can act on
@@ -11,19 +11,24 @@ and fairseq are imported only when a checkpoint is given.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
+from hubert_fix import metadata
 from hubert_fix import runner
 from hubert_fix.errors import UnusableInputError
 from hubert_fix.exporter import pytorch_reference, require
 from hubert_fix.analysis.interface import Interface, describe
-from hubert_fix.onnxio.files import ModelFile, check_model_output, check_output_path, load_model, read_files, same_file, save_model, write_bytes
+from hubert_fix.onnxio.files import (
+    ModelFile, check_model_output, check_output_path, data_path, load_model, read_files, same_file, save_model, write_bytes,
+)  # fmt: skip
 from hubert_fix.deploy.optimize import OptimizeReport
-from hubert_fix.cli.reports import junit_xml as junit
+from hubert_fix.validation.junit import junit_xml as junit
 from hubert_fix.deploy.optimize import optimize as run_optimize
 from hubert_fix.validation.report import Reference, Tolerance, ValidationReport
 from hubert_fix.validation.cases import load_reference_cases
@@ -142,6 +147,91 @@ def optimize(
     )  # fmt: skip
 
 
+@dataclass
+class ExportReport:
+    """What ``export`` did: the repair and the validation (None with ``raw``), and whether OUT was written."""
+
+    checkpoint: str
+    output: str
+    raw: bool
+    repair: runner.Report | None = None
+    validation: ValidationReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        """OUT was written: the repaired export validated (or ``raw`` asked for no validation)."""
+        return self.validation is None or self.validation.ok
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"checkpoint": self.checkpoint, "output": self.output, "raw": self.raw, "ok": self.ok}
+        if self.repair is not None:
+            data["repair"] = self.repair.to_dict()
+        if self.validation is not None:
+            data["validation"] = self.validation.to_dict()
+        return data
+
+
+def export(
+    checkpoint: StrPath,
+    out: StrPath,
+    *,
+    opset: int = 17,
+    output_layer: int | None = None,
+    final_proj: bool = False,
+    fp16: bool = False,
+    device: str = "cpu",
+    raw: bool = False,
+    trust_checkpoint: bool = False,
+    dict_dir: StrPath | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """Export a fairseq checkpoint's ``extract_features`` (a CTC fine-tune: its logits) as-is, repair it,
+    validate it against fairseq in PyTorch, and write ``out`` only if that passes (``report.ok``).
+
+    ``raw`` writes the unrepaired export and skips repair and validation. ``device`` is where
+    torch traces (and where ONNX Runtime validates with "cuda"); ``dict_dir``, the folder of a
+    CTC fine-tune's ``dict.ltr.txt`` when the checkpoint lacks it. Needs the [export] extra.
+    Raises UnrepairableError (nothing written) when the export has a problem no pass repairs.
+    """
+    source, target = Path(checkpoint), Path(out)
+    reads = read_files(files=[source], dict_dir=_path(dict_dir))
+    for path in (target, data_path(target)):  # torch writes OUT.data for a model over 2 GB
+        check_output_path(path, reads=reads)
+    say = progress or (lambda message: None)
+    say("importing torch and fairseq (a few seconds)")
+    require()
+    from hubert_fix.exporter import loading, trace
+
+    say(f"loading {source}")
+    model = loading.load_checkpoint(source, trust=trust_checkpoint, dict_dir=_path(dict_dir))
+    report = ExportReport(str(source), str(target), raw)
+    # Files all the way (weights never in memory): a model over 2 GB is written by torch
+    # with external data, and OUT then gets its weights in OUT.data.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        what = "the CTC logits" if hasattr(model, "_hubert_fix_ctc") else "extract_features"
+        say(f"exporting {what} (opset {opset}, {'fp16' if fp16 else 'fp32'}, {device})")
+        exported = trace.export_model(
+            model, Path(tmp) / "raw.onnx", opset=opset, output_layer=output_layer, fp16=fp16, device=device,
+            final_proj=final_proj,
+        )  # fmt: skip
+        if not raw:
+            say("repairing")
+            _, report.repair = runner.repair(exported.proto, str(target))
+            staged = Path(tmp) / "repaired.onnx"  # what ORT validates; OUT is written from the same skeleton
+            save_model(exported, staged)
+            say("validating")
+            reference = pytorch_reference(
+                model, output_layer=output_layer, fp16=fp16, device=device, final_proj=final_proj
+            )
+            report.validation = run_validation(
+                exported.proto, str(target), device="cuda" if device == "cuda" else "auto", reference=reference,
+                progress=progress, path=staged,
+            )  # fmt: skip
+        if report.ok:
+            save_model(exported, target)
+    return report
+
+
 def _path(value: StrPath | None) -> Path | None:
     return Path(value) if value is not None else None
 
@@ -161,14 +251,14 @@ def _checkpoint_reference(
     require()
     from hubert_fix.exporter import loading
 
-    meta = {p.key: p.value for p in loaded.proto.metadata_props}
+    meta = metadata.read(loaded.proto)
     fairseq_model = loading.load_checkpoint(
         checkpoint, trust=trust, dict_dir=_path(dict_dir), vocabulary=_recorded_vocabulary(meta)
     )
-    layer = output_layer if output_layer is not None else int(meta.get("hubert_fix.output_layer") or 0) or None
+    layer = output_layer if output_layer is not None else int(meta.get(metadata.OUTPUT_LAYER) or 0) or None
     _same_architecture(checkpoint, loaded, face, meta, fairseq_model, layer)
     fp16 = face.audio.dtype == np.float16  # an fp16 export; an fp16-optimized model takes float32 audio
-    project = final_proj if final_proj is not None else meta.get("hubert_fix.final_proj") == "1"
+    project = final_proj if final_proj is not None else meta.get(metadata.FINAL_PROJ) == "1"
     return pytorch_reference(
         fairseq_model, output_layer=layer, fp16=fp16, device=_torch_device(device) if fp16 else "cpu", final_proj=project
     )
@@ -177,7 +267,7 @@ def _checkpoint_reference(
 def _recorded_vocabulary(meta: dict[str, str]) -> list[str] | None:
     """The CTC symbols our export recorded in the model (None when absent or unreadable)."""
     try:
-        symbols = json.loads(meta.get("hubert_fix.vocabulary") or "null")
+        symbols = json.loads(meta.get(metadata.VOCABULARY) or "null")
     except ValueError:
         return None
     return symbols if isinstance(symbols, list) and all(isinstance(s, str) for s in symbols) else None
@@ -193,7 +283,7 @@ def _same_architecture(
 
     differences = []
     kind = type(model).__name__
-    if meta.get("hubert_fix.model") and meta["hubert_fix.model"] != kind:
+    if meta.get(metadata.MODEL) and meta[metadata.MODEL] != kind:
         differences.append(f"a {kind} vs the model's {meta['hubert_fix.model']}")
     ctc = hasattr(model, "_hubert_fix_ctc")
     if ctc != face.ctc:

@@ -3,7 +3,7 @@
 Each pass sees fresh symbolic facts (``dims.analyze``) of the graph as the previous
 passes left it. The repaired graph replaces only ``model.graph``, so the IR version,
 opset imports, producer, functions and metadata of the input are kept; the repair is
-recorded in ``metadata_props["hubert_fix.repair"]``.
+recorded in ``metadata_props["hubert_fix.repair"]`` (``metadata.REPAIR``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 import onnx
 import onnx_graphsurgeon as gs
 
+from hubert_fix import metadata
 from hubert_fix._version import __version__
 from hubert_fix.analysis.shapes import INFERENCE_BUDGET
 from hubert_fix.analysis.dims import analyze
 from hubert_fix.errors import UnrepairableError, UnusableInputError
 from hubert_fix.onnxio.isolation import Crashed
-from hubert_fix.onnxio.files import checkable, set_record
+from hubert_fix.onnxio.files import checkable
 from hubert_fix.errors import one_line
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.passes.contract import Edit, Pass, PassResult
@@ -29,7 +30,6 @@ from hubert_fix.onnxio.skeleton import weightless
 
 log = logging.getLogger(__name__)
 
-REPAIR_METADATA_KEY = "hubert_fix.repair"
 
 
 @dataclass
@@ -166,7 +166,7 @@ def _record(model: onnx.ModelProto, report: Report, skip: Sequence[str]) -> None
         "passes": [p.name for p in select_passes(skip)],
         "edits": [edit.to_dict() for edit in report.edits],
     }
-    set_record(model, REPAIR_METADATA_KEY, record)
+    metadata.set_record(model, metadata.REPAIR, record)
 
 
 def findings(report: Report) -> list[str]:

@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import int_list, node_axes, producer
-from hubert_fix.analysis.steps import shape_element
+from hubert_fix.analysis.vectors import shape_element
 from hubert_fix.passes.contract import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import onnx_builders as ob
-from hubert_fix import runner
+from hubert_fix import metadata, runner
 from hubert_fix.analysis.dims import analyze
 from hubert_fix.passes import WhereBroadcast
 
@@ -84,5 +84,5 @@ def test_right_aligned_condition_is_left_alone(layout, data) -> None:
     repaired, report = runner.repair(model, "model.onnx")
     assert not report.edits and repaired.graph == original.graph
     assert {p.key for p in repaired.metadata_props} - {p.key for p in original.metadata_props} == {
-        runner.REPAIR_METADATA_KEY
+        metadata.REPAIR
     }

@@ -26,7 +26,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.shapes import Dim, inferred_shapes
-from hubert_fix.analysis.steps import Root, scalar_element, shape_element, vector_length, walk_step
+from hubert_fix.analysis.steps import walk_step
+from hubert_fix.analysis.vectors import scalar_element, shape_element, vector_length
+from hubert_fix.analysis.walk import Root
 
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from hubert_fix import metadata
 from hubert_fix.analysis.dims import GraphFacts, analyze
 from hubert_fix.errors import UnusableInputError
 from hubert_fix.analysis.convstack import ConvStack, frames
@@ -38,7 +39,6 @@ ATTENTION_MASK = "attention_mask"
 LENGTHS = "lengths"
 ROLES = (AUDIO, PADDING_MASK, ATTENTION_MASK, LENGTHS)
 #: Metadata key: the precision the model computes in (fp32, fp16 or int8), written by export and optimize.
-PRECISION_METADATA_KEY = "hubert_fix.precision"
 
 
 @dataclass(frozen=True)
@@ -175,9 +175,9 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
             f"{name}: cannot tell what input {', '.join(missing)} is; say it with --input NAME=ROLE ({', '.join(ROLES)})"
         )
     mask, mask_role = masks[0] if masks else (None, None)
-    meta = {p.key: p.value for p in model.metadata_props}
-    if "hubert_fix.conv_stack" in meta:
-        stack = tuple(tuple(pair) for pair in json.loads(meta["hubert_fix.conv_stack"]))
+    meta = metadata.read(model)
+    if metadata.CONV_STACK in meta:
+        stack = tuple(tuple(pair) for pair in json.loads(meta[metadata.CONV_STACK]))
     else:
         stack = conv_stack_from_graph(model)
     if not stack:
@@ -185,12 +185,12 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
     outputs = tuple(_port(info) for info in model.graph.output)
     facts = analyze(gs.import_onnx(weightless(model)))
     outputs = tuple(_with_inferred_dims(port, facts) for port in outputs)
-    width = int(meta["hubert_fix.embed_dim"]) if meta.get("hubert_fix.embed_dim") else _masked_width(facts)
+    width = int(meta[metadata.EMBED_DIM]) if meta.get(metadata.EMBED_DIM) else _masked_width(facts)
     if width is None and outputs[0].dims is not None and len(outputs[0].dims) == 3:
         width = outputs[0].dims[2]
-    precision = "fp16" if audio[0].dtype == np.float16 else meta.get(PRECISION_METADATA_KEY, "fp32")
-    ctc = meta.get("hubert_fix.kind") == "ctc"
-    blank = int(meta["hubert_fix.blank_index"]) if (meta.get("hubert_fix.blank_index") or "").isdigit() else 0
+    precision = "fp16" if audio[0].dtype == np.float16 else meta.get(metadata.PRECISION, "fp32")
+    ctc = meta.get(metadata.KIND) == "ctc"
+    blank = int(meta[metadata.BLANK_INDEX]) if (meta.get(metadata.BLANK_INDEX) or "").isdigit() else 0
     return Interface(audio[0], mask, mask_role, outputs, stack, width, precision, ctc, blank)
 
 

@@ -8,22 +8,17 @@ import argparse
 import dataclasses
 import os
 import re
-import tempfile
 from importlib import resources
-from pathlib import Path
 
 
-from hubert_fix import api, runner
+from hubert_fix import api
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, EXIT_UNREPAIRABLE, UnusableInputError
-from hubert_fix.exporter import pytorch_reference, require
 from hubert_fix.analysis.interface import parse_roles
-from hubert_fix.onnxio.files import check_output_path, data_path, read_files, save_model
 from hubert_fix.deploy.optimize import TOLERANCES
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.cli.reports import format_report, format_validation
 from hubert_fix.cli.console import Console, emit
 from hubert_fix.validation.report import Tolerance
-from hubert_fix.validation.run import validate
 
 
 
@@ -69,51 +64,19 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    reads = read_files(files=[args.checkpoint], dict_dir=args.dict_dir)
-    for target in (args.output, data_path(args.output)):  # torch writes OUT.data for a model over 2 GB
-        check_output_path(target, reads=reads)
-    console.progress("importing torch and fairseq (a few seconds)")
-    require()
-    from hubert_fix.exporter import loading, trace
-
-    console.progress(f"loading {args.checkpoint}")
-    checkpoint = loading.load_checkpoint(args.checkpoint, trust=args.trust_checkpoint, dict_dir=args.dict_dir)
-    payload: dict[str, object] = {"checkpoint": str(args.checkpoint), "output": str(args.output), "raw": args.raw}
+    report = api.export(
+        args.checkpoint, args.output, opset=args.opset, output_layer=args.output_layer, final_proj=args.final_proj,
+        fp16=args.fp16, device=args.device, raw=args.raw, trust_checkpoint=args.trust_checkpoint,
+        dict_dir=args.dict_dir, progress=console.progress,
+    )  # fmt: skip
     human = []
-    # Files all the way (weights never in memory): a model over 2 GB is written by torch
-    # with external data, and OUT then gets its weights in OUT.data.
-    with tempfile.TemporaryDirectory(dir=args.output.parent, prefix=f".{args.output.name}.") as tmp:
-        what = "the CTC logits" if hasattr(checkpoint, "_hubert_fix_ctc") else "extract_features"
-        console.progress(f"exporting {what} (opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, {args.device})")
-        model = trace.export_model(
-            checkpoint, Path(tmp) / "raw.onnx", opset=args.opset, output_layer=args.output_layer, fp16=args.fp16,
-            device=args.device, final_proj=args.final_proj,
-        )
-        if not args.raw:
-            console.progress("repairing")
-            _, report = runner.repair(model.proto, str(args.output))
-            payload["repair"] = report.to_dict()
-            human.append(f"repair: {len(report.edits)} edit(s)\n{format_report(report)}".rstrip())
-            staged = Path(tmp) / "repaired.onnx"  # what ORT validates; OUT is written from the same skeleton
-            save_model(model, staged)
-            console.progress("validating")
-            validation = validate(
-                model.proto, str(args.output), device="cuda" if args.device == "cuda" else "auto",
-                reference=pytorch_reference(
-                    checkpoint, output_layer=args.output_layer, fp16=args.fp16, device=args.device, final_proj=args.final_proj
-                ),
-                progress=console.progress, path=staged,
-            )
-            payload["validation"] = validation.to_dict()
-            human.append(format_validation(validation))
-            if not validation.ok:
-                payload["status"] = "validation failed; nothing written"
-                emit(console, payload, "\n".join(human + ["validation failed; nothing written"]))
-                return EXIT_FOUND
-        save_model(model, args.output)
-    payload["status"] = f"wrote {args.output}"
-    emit(console, payload, "\n".join(human + [f"wrote {args.output}{' (raw, unrepaired)' if args.raw else ''}"]))
-    return EXIT_OK
+    if report.repair is not None:
+        human.append(f"repair: {len(report.repair.edits)} edit(s)\n{format_report(report.repair)}".rstrip())
+    if report.validation is not None:
+        human.append(format_validation(report.validation))
+    status = f"wrote {args.output}{' (raw, unrepaired)' if args.raw else ''}" if report.ok else "validation failed; nothing written"
+    emit(console, {**report.to_dict(), "status": status}, "\n".join([*human, status]))
+    return EXIT_OK if report.ok else EXIT_FOUND
 
 
 def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:

@@ -12,19 +12,15 @@ import json
 import shlex
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from hubert_fix import runner
+from hubert_fix import api
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError
-from hubert_fix.exporter import pytorch_reference, require
-from hubert_fix.onnxio.files import ModelFile, check_output_path, save_model, write_bytes
+from hubert_fix.onnxio.files import check_output_path, write_bytes
 from hubert_fix.errors import one_line
+from hubert_fix.cli.console import Console
 from hubert_fix.cli.reports import format_report, format_validation
 from hubert_fix.validation.report import ValidationReport
-from hubert_fix.validation.run import validate
 
-if TYPE_CHECKING:
-    from hubert_fix.cli.console import Console
 
 
 def _command(*words: object) -> str:
@@ -32,55 +28,41 @@ def _command(*words: object) -> str:
 
 
 def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
+    """The job as the printed commands do it: each step is the API call behind its command."""
     local = out_dir / checkpoint.name  # so that every printed command works from here
     raw_path = out_dir / "hubert_base_tiny.raw.onnx"
     repaired_path = out_dir / "hubert_base_tiny.onnx"
     if out_dir.is_dir():  # it may be the folder of the embedded checkpoint itself (an editable install)
         for target in (local, raw_path, repaired_path, out_dir / "report.json"):
             check_output_path(target, reads=[checkpoint])
-    console.progress("importing torch and fairseq (a few seconds)")
-    require()
-    from hubert_fix.exporter import loading, trace
-
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, local)
     except OSError as exc:
         raise UnusableInputError(f"{out_dir}: cannot create the demo folder: {one_line(exc.strerror or exc)}") from None
-    console.progress(f"loading the embedded checkpoint {checkpoint.name}")
-    model = loading.load_checkpoint(local)
-    reference = pytorch_reference(model, output_layer=None, fp16=False, device="cpu")
 
     console.out(f"1. export {local.name} as-is (TorchScript exporter, opset 17)")
     console.out(f"   {_command('hubert-fix', 'export', local, '-o', raw_path, '--raw')}")
-    raw = trace.export_raw(model)
-    save_model(ModelFile(raw), raw_path)
+    api.export(local, raw_path, raw=True, progress=console.progress)
     console.out(f"   wrote {raw_path}")
 
     console.out("2. run the raw export on ONNX Runtime against fairseq in PyTorch")
     console.out(f"   {_command('hubert-fix', 'validate', raw_path, '--checkpoint', local)}")
-    found = runner.check(raw, str(raw_path))
-    raw_report = validate(
-        raw, str(raw_path), device="cpu", reference=reference, progress=console.progress, findings=runner.findings(found)
-    )
+    raw_report = api.validate(raw_path, checkpoint=local, device="cpu", progress=console.progress)
     console.out(_indent(format_validation(raw_report)))
 
     console.out("3. find what to repair")
     console.out(f"   {_command('hubert-fix', 'check', raw_path)}")
-    console.out(_indent(format_report(found)))
+    console.out(_indent(format_report(api.check(raw_path))))
 
     console.out("4. repair")
     console.out(f"   {_command('hubert-fix', 'repair', raw_path, '-o', repaired_path)}")
-    repaired, report = runner.repair(raw, str(raw_path))
-    save_model(ModelFile(repaired), repaired_path)
+    report = api.repair(raw_path, repaired_path)
     console.out(f"   {len(report.edits)} edit(s), wrote {repaired_path}")
 
     console.out("5. validate the repaired model against fairseq in PyTorch")
     console.out(f"   {_command('hubert-fix', 'validate', repaired_path, '--checkpoint', local)}")
-    fixed_report = validate(
-        repaired, str(repaired_path), device="auto", reference=reference, progress=console.progress,
-        findings=runner.findings(runner.check(repaired, str(repaired_path))),
-    )  # fmt: skip
+    fixed_report = api.validate(repaired_path, checkpoint=local, progress=console.progress)
     console.out(_indent(format_validation(fixed_report)))
     summary = {"raw": raw_report.to_dict(), "repair": report.to_dict(), "repaired": fixed_report.to_dict()}
     write_bytes(out_dir / "report.json", json.dumps(summary, indent=2).encode())

@@ -30,13 +30,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from hubert_fix import metadata
 from hubert_fix import runner
 from hubert_fix._version import __version__
 from hubert_fix.deploy.conv_rewrites import conv_as_2d
 from hubert_fix.errors import UnrepairableError, UnusableInputError
 from hubert_fix.deploy.half import to_half
-from hubert_fix.analysis.interface import PRECISION_METADATA_KEY, Interface, describe
-from hubert_fix.onnxio.files import ModelFile, check_model_output, check_output_path, data_path, load_model, read_files, save_model, set_metadata, set_record
+from hubert_fix.analysis.interface import Interface, describe
+from hubert_fix.onnxio.files import ModelFile, check_model_output, check_output_path, data_path, load_model, read_files, save_model
 from hubert_fix.deploy.quantize import quantize
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.validation.report import TOLERANCES as VALIDATE_TOLERANCES
@@ -46,7 +47,6 @@ from hubert_fix.validation.run import validate
 from hubert_fix.onnxio.weights import Names, Weights
 
 PRECISIONS = ("fp32", "int8", "fp16")
-OPTIMIZE_METADATA_KEY = "hubert_fix.optimize"
 
 #: Parity of the optimized model with the model it came from (and with PyTorch), per precision.
 TOLERANCES = {
@@ -171,8 +171,8 @@ def optimize(
 
 def _refuse_unfit(loaded: ModelFile, name: str, precision: str) -> None:
     """A model to repair first (exit 3), or one already reduced to another precision (exit 2)."""
-    meta = {p.key: p.value for p in loaded.proto.metadata_props}
-    earlier = meta.get(OPTIMIZE_METADATA_KEY)
+    meta = metadata.read(loaded.proto)
+    earlier = meta.get(metadata.OPTIMIZE)
     if earlier is not None:
         try:
             done = json.loads(earlier).get("precision")
@@ -182,7 +182,7 @@ def _refuse_unfit(loaded: ModelFile, name: str, precision: str) -> None:
             raise UnusableInputError(
                 f"{name}: already optimized for {done}; optimize the fp32 model it came from for {precision}"
             )
-    if precision == "int8" and meta.get(PRECISION_METADATA_KEY) == "fp16":
+    if precision == "int8" and meta.get(metadata.PRECISION) == "fp16":
         raise UnusableInputError(f"{name}: an fp16 export; int8 weights are made from an fp32 model (export without --fp16)")
     found = runner.check(loaded.proto, name)
     if found.edits or found.blocking:
@@ -242,8 +242,8 @@ def _record(model: onnx.ModelProto, report: OptimizeReport, tol: Tolerance) -> N
             "worst_min_frame_cosine": min((c.min_frame_cosine for c in compared if c.min_frame_cosine is not None), default=None),
         },
     }
-    set_record(model, OPTIMIZE_METADATA_KEY, record)  # optimizing the output again keeps this run's record
-    set_metadata(model, {PRECISION_METADATA_KEY: report.precision})
+    metadata.set_record(model, metadata.OPTIMIZE, record)  # optimizing the output again keeps this run's record
+    metadata.set_metadata(model, {metadata.PRECISION: report.precision})
 
 
 def _size(model: ModelFile) -> int:

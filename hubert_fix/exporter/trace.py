@@ -39,9 +39,10 @@ try:  # the module (torch.nn.utils.weight_norm is the function); deprecated, may
 except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use it either
     WeightNorm = None
 
+from hubert_fix import metadata
 from hubert_fix.errors import HubertFixError, UnusableInputError
 from hubert_fix.analysis.convstack import ConvStack, frames
-from hubert_fix.onnxio.files import ModelFile, load_model, set_metadata
+from hubert_fix.onnxio.files import ModelFile, load_model
 from hubert_fix.errors import one_line
 from hubert_fix.exporter.loading import DEFAULT_SAMPLE_RATE, fairseq_wav2vec2  # imports fairseq quietly
 from hubert_fix.exporter.modules import (
@@ -193,7 +194,7 @@ def export_model(
             f"{type(model).__name__}: the traced export does not use padding_mask; "
             "padded batches would be wrong (is this a fairseq speech encoder?)"
         )
-    _set_metadata(exported.proto, model, stack, channels, output_layer, fp16, final_proj)
+    _record_facts(exported.proto, model, stack, channels, output_layer, fp16, final_proj)
     return exported
 
 
@@ -209,7 +210,7 @@ def export_raw(model: torch.nn.Module, **options: Any) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="hubert-fix-export-") as tmp:
         exported = export_model(model, Path(tmp) / "raw.onnx", **options)
         full = onnx.load(str(exported.source))
-    set_metadata(full, {entry.key: entry.value for entry in exported.proto.metadata_props})
+    metadata.set_metadata(full, metadata.read(exported.proto))
     return full
 
 
@@ -223,7 +224,7 @@ def _log_warnings(caught: list[warnings.WarningMessage]) -> None:
             log.debug("export: %s: %s", w.category.__name__, one_line(w.message, 200))
 
 
-def _set_metadata(
+def _record_facts(
     proto: onnx.ModelProto,
     model: torch.nn.Module,
     stack: ConvStack,
@@ -233,27 +234,27 @@ def _set_metadata(
     final_proj: bool,
 ) -> None:
     meta = {
-        "hubert_fix.conv_stack": json.dumps([list(pair) for pair in stack]),
-        "hubert_fix.embed_dim": str(channels),
-        "hubert_fix.output_dim": str(model.final_proj.out_features if final_proj else channels),
-        "hubert_fix.final_proj": "1" if final_proj else "",
-        "hubert_fix.output_layer": "" if output_layer is None else str(output_layer),
-        "hubert_fix.precision": "fp16" if fp16 else "fp32",
-        "hubert_fix.model": type(model).__name__,
-        "hubert_fix.exporter": f"torch.onnx TorchScript, torch {torch.__version__}",
-        "hubert_fix.sample_rate": str(getattr(model, "_hubert_fix_sample_rate", DEFAULT_SAMPLE_RATE)),
+        metadata.CONV_STACK: json.dumps([list(pair) for pair in stack]),
+        metadata.EMBED_DIM: str(channels),
+        metadata.OUTPUT_DIM: str(model.final_proj.out_features if final_proj else channels),
+        metadata.FINAL_PROJ: "1" if final_proj else "",
+        metadata.OUTPUT_LAYER: "" if output_layer is None else str(output_layer),
+        metadata.PRECISION: "fp16" if fp16 else "fp32",
+        metadata.MODEL: type(model).__name__,
+        metadata.EXPORTER: f"torch.onnx TorchScript, torch {torch.__version__}",
+        metadata.SAMPLE_RATE: str(getattr(model, "_hubert_fix_sample_rate", DEFAULT_SAMPLE_RATE)),
     }
     if is_ctc(model):
         symbols, blank, pad = model._hubert_fix_ctc
         meta.update({
-            "hubert_fix.output_dim": str(len(symbols)),
-            "hubert_fix.kind": "ctc",
-            "hubert_fix.vocabulary": json.dumps(symbols, ensure_ascii=False),
-            "hubert_fix.blank_index": str(blank),
-            "hubert_fix.pad_index": str(pad),
-            "hubert_fix.logits": (
+            metadata.OUTPUT_DIM: str(len(symbols)),
+            metadata.KIND: "ctc",
+            metadata.VOCABULARY: json.dumps(symbols, ensure_ascii=False),
+            metadata.BLANK_INDEX: str(blank),
+            metadata.PAD_INDEX: str(pad),
+            metadata.LOGITS: (
                 "logits [batch, frames, vocab]: fairseq's get_logits (time-major [frames, batch, vocab]) transposed; "
                 "frame_padding_mask [batch, frames]: True where a frame is padding (drop those frames before decoding)"
             ),
         })  # fmt: skip
-    set_metadata(proto, meta)
+    metadata.set_metadata(proto, meta)

@@ -9,7 +9,6 @@ complete new model or untouched (also on error or Ctrl-C).
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import signal
@@ -265,31 +264,6 @@ def check_model_output(model: ModelFile, out: Path, reads: Iterable[Path], *, in
     if model.external_data and model.spans():
         own = set(read_files(model)) if replaces is not None and same_file(out, replaces) else set()
         check_output_path(data_path(out), reads=[r for r in reads if r not in own])
-
-
-def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
-    """Set ``metadata_props`` keys, replacing older values and keeping every other key."""
-    kept = [p for p in model.metadata_props if p.key not in entries]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in entries.items():
-        model.metadata_props.add(key=key, value=value)
-
-
-def set_record(model: onnx.ModelProto, key: str, record: dict[str, object]) -> None:
-    """Store ``record`` as JSON under ``key``; a record already there moves into its
-    ``history`` (oldest first), so running a step again keeps what the first run did."""
-    earlier = {p.key: p.value for p in model.metadata_props}.get(key)
-    if earlier is not None:
-        try:
-            previous = json.loads(earlier)
-        except ValueError:
-            previous = {"unreadable": earlier}
-        if not isinstance(previous, dict):
-            previous = {"unreadable": earlier}
-        history = previous.pop("history", [])
-        record = {**record, "history": [*(history if isinstance(history, list) else [history]), previous]}
-    set_metadata(model, {key: json.dumps(record, sort_keys=True)})
 
 
 def _umask() -> int:
