@@ -52,11 +52,10 @@ sys.path.insert(0, str(ROOT / "fixtures"))
 import make_fixtures  # noqa: E402
 from catalog import CHECKPOINTS  # noqa: E402
 
-from hubert_fix.exporter import loading
-from hubert_fix.exporter import modules
 from hubert_fix.errors import HubertFixError  # noqa: E402
-from hubert_fix.validation.matrix import SAMPLE_RATE, Case  # noqa: E402
+from hubert_fix.exporter import loading, modules  # noqa: E402
 from hubert_fix.onnxio.session import CPU, create_session  # noqa: E402
+from hubert_fix.validation.matrix import SAMPLE_RATE, Case  # noqa: E402
 
 HUBERT_FIX = Path(sys.executable).parent / "hubert-fix"
 SIZES = {
@@ -138,7 +137,9 @@ def measure_files(name: str, work: Path, repeats: int) -> tuple[dict[str, object
         "repair": best_of(repeats, HUBERT_FIX, "repair", raw, "-o", repaired, "-q"),
         "floor_load_save": best_of(repeats, sys.executable, "-c", FLOOR, raw, work / "floor.onnx"),
         "external_weights_mb": round((external / "weights.bin").stat().st_size / 1e6, 1),
-        "repair_external": best_of(repeats, HUBERT_FIX, "repair", external / "model.onnx", "-o", work / "ext.onnx", "-q"),
+        "repair_external": best_of(
+            repeats, HUBERT_FIX, "repair", external / "model.onnx", "-o", work / "ext.onnx", "-q"
+        ),
     }
     (work / "floor.onnx").unlink()
     return row, checkpoint, repaired
@@ -281,13 +282,13 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
             runners[label] = lambda session=session: session.run(None, feeds)
         src, pm = torch.from_numpy(source), torch.from_numpy(mask)
 
-        def eager() -> None:
+        def eager(src: torch.Tensor = src, pm: torch.Tensor = pm) -> None:
             with torch.inference_mode():
                 modules._extract(model, src, pm, None)
 
         runners["PyTorch eager fp32"] = eager
         cell = interleaved(runners, runs)
-        for label, stats in cell.items():
+        for stats in cell.values():
             stats["gflop_per_s"] = round(flops / 1e9 / (stats["median_ms"] / 1e3), 1)
             stats["vs_pytorch"] = round(stats["median_ms"] / cell["PyTorch eager fp32"]["median_ms"], 2)
         latency[f"{threads} thread{'s' if threads > 1 else ''}"] = cell
@@ -329,7 +330,11 @@ def markdown(report: dict[str, object]) -> str:
             f"{rep['seconds']} s, {rep['peak_rss_mb']} MB | {floor['seconds']} s, {floor['peak_rss_mb']} MB | "
             f"{rep['seconds'] / floor['seconds']:.2f}x | {rep['peak_rss_mb'] / files['file_mb']:.2f}x |"
         )
-    lines += ["", "| size | external-data model: weights | repair | repair RSS / weights |", "| --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| size | external-data model: weights | repair | repair RSS / weights |",
+        "| --- | --- | --- | --- |",
+    ]
     for size, row in report["sizes"].items():
         files = row["files"]
         ext = files["repair_external"]
@@ -369,8 +374,11 @@ def markdown(report: dict[str, object]) -> str:
     else:
         lines += ["", "No GPU ran here: no CUDA figures (the CUDA rows appear when CUDAExecutionProvider really runs)."]
     if "validate_base" in report:
-        lines += ["", f"`hubert-fix validate base.onnx --checkpoint base.pt --device cpu`: {report['validate_base']['seconds']} s, "
-                  f"{report['validate_base']['peak_rss_mb']} MB peak RSS."]
+        lines += [
+            "",
+            f"`hubert-fix validate base.onnx --checkpoint base.pt --device cpu`: {report['validate_base']['seconds']} s, "
+            f"{report['validate_base']['peak_rss_mb']} MB peak RSS.",
+        ]
     variants = report.get("variants")
     if variants:
         lines += [
@@ -390,7 +398,9 @@ def markdown(report: dict[str, object]) -> str:
             cells = []
             for threads in ("1 thread", "2 threads"):
                 c = variants["latency"][threads][label]
-                cells.append(f"{c['median_ms']} ({c['min_ms']}-{c['max_ms']}), {c['gflop_per_s']} GFLOP/s, {c['vs_pytorch']}x")
+                cells.append(
+                    f"{c['median_ms']} ({c['min_ms']}-{c['max_ms']}), {c['gflop_per_s']} GFLOP/s, {c['vs_pytorch']}x"
+                )
             lines.append(f"| {label} | {size} | {cost} | {cells[0]} | {cells[1]} |")
         half = variants["optimize"]["fp16"]
         cuda = variants["latency"]["CUDA"]
@@ -415,7 +425,11 @@ def targets(variants: dict[str, object]) -> list[str]:
         ("optimized fp32 faster than PyTorch eager at 1 and 2 threads", f"{fp32[0]}x, {fp32[1]}x", max(fp32) < 1),
         ("int8 <= 0.45x PyTorch eager fp32 latency", f"{int8[0]}x, {int8[1]}x", max(int8) <= 0.45),
         ("int8 file <= 0.3x fp32", f"{files['int8']} / {files['fp32 repaired']} MB = {size:.3f}x", size <= 0.3),
-        ("`optimize` peak RSS < 2x the model file", ", ".join(f"{p} {v:.1f}x" for p, v in rss.items()), max(rss.values()) < 2),
+        (
+            "`optimize` peak RSS < 2x the model file",
+            ", ".join(f"{p} {v:.1f}x" for p, v in rss.items()),
+            max(rss.values()) < 2,
+        ),
     ]
     return ["| target (1 thread, 2 threads) | this run | met |", "| --- | --- | --- |"] + [
         f"| {target} | {figure} | {'yes' if met else 'no'} |" for target, figure, met in rows
@@ -441,8 +455,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="timed inference runs per cell (>= 10 for the README)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each file-level command (the best is kept)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--no-variants", dest="variants", action="store_false", help="leave out the deployment variants")
-    parser.add_argument("--readme", action="store_true", help="also put the table into README.md (with the default --out)")
+    parser.add_argument(
+        "--no-variants", dest="variants", action="store_false", help="leave out the deployment variants"
+    )
+    parser.add_argument(
+        "--readme", action="store_true", help="also put the table into README.md (with the default --out)"
+    )
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
     unknown = set(sizes) - set(SIZES)

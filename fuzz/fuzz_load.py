@@ -172,7 +172,9 @@ def run_one(data: bytes) -> str:
                     raise Finding(f"repair wrote a model that load_model refuses: {exc}") from None
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
-    swallowed = [r.getMessage() for r in _records.records if "bad_alloc" in r.getMessage() or "MemoryError" in r.getMessage()]
+    swallowed = [
+        r.getMessage() for r in _records.records if "bad_alloc" in r.getMessage() or "MemoryError" in r.getMessage()
+    ]
     if swallowed:
         raise Finding(f"out-of-memory swallowed by the code ({len(swallowed)}x): {swallowed[0]}")
     return outcome
@@ -262,19 +264,83 @@ def test_one_input(data: bytes) -> None:
 
 # ---------------------------------------------------------------- structure-aware mutator
 
-INTS = [0, 1, -1, 2, 3, 4, 7, 8, 16, 64, 255, 256, 1023, 1024, 4096, 65535, 2**31 - 1, 2**31, -(2**31),
-        2**32, 2**40, 2**62, 0x0500000000000004, 2**63 - 1, -(2**63)]
+INTS = [
+    0,
+    1,
+    -1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    16,
+    64,
+    255,
+    256,
+    1023,
+    1024,
+    4096,
+    65535,
+    2**31 - 1,
+    2**31,
+    -(2**31),
+    2**32,
+    2**40,
+    2**62,
+    0x0500000000000004,
+    2**63 - 1,
+    -(2**63),
+]
 FLOATS = [0.0, -0.0, 1.0, -1.0, 1e-45, 1e38, 3.4e38, float("inf"), float("-inf"), float("nan")]
 DTYPES = list(range(0, 27)) + [27, 30, 39, 100, 2**31 - 1, -1]
-OPS = ["Where", "Slice", "Reshape", "Expand", "ConstantOfShape", "Range", "Tile", "Pad", "Gather", "Shape", "Unsqueeze",
-       "Squeeze", "Concat", "Cast", "Loop", "If", "Scan", "Identity", "Add", "MatMul", "Resize", "Split", "NoSuchOp"]
+OPS = [
+    "Where",
+    "Slice",
+    "Reshape",
+    "Expand",
+    "ConstantOfShape",
+    "Range",
+    "Tile",
+    "Pad",
+    "Gather",
+    "Shape",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "Loop",
+    "If",
+    "Scan",
+    "Identity",
+    "Add",
+    "MatMul",
+    "Resize",
+    "Split",
+    "NoSuchOp",
+]
 DOMAINS = ["", "ai.onnx", "com.microsoft", "ai.onnx.ml", "bogus.domain", "pkg.onnxscript.torch_lib"]
-LOCATIONS = [SIDE_NAME, SIDE_NAME, SIDE_NAME, "model.onnx", "", ".", "..", "../weights.bin", "/etc/passwd",
-             "missing.bin", "out", "weights.bin/x", "a" * 300, "wei\x00ghts.bin"]
+LOCATIONS = [
+    SIDE_NAME,
+    SIDE_NAME,
+    SIDE_NAME,
+    "model.onnx",
+    "",
+    ".",
+    "..",
+    "../weights.bin",
+    "/etc/passwd",
+    "missing.bin",
+    "out",
+    "weights.bin/x",
+    "a" * 300,
+    "wei\x00ghts.bin",
+]
 
 
 def _interesting_int(rng: random.Random, old: int = 0) -> int:
-    return rng.choice([rng.choice(INTS), old + rng.choice([-1, 1]), old * rng.choice([2, -1, 1 << 32]), old | 1 << rng.randrange(63)])
+    return rng.choice(
+        [rng.choice(INTS), old + rng.choice([-1, 1]), old * rng.choice([2, -1, 1 << 32]), old | 1 << rng.randrange(63)]
+    )
 
 
 def _clamp64(value: int) -> int:
@@ -337,7 +403,9 @@ class Mutator:
         elif r < 0.8:
             raw = t.raw_data
             t.ClearField("raw_data")
-            t.float_data.extend([self.rng.choice(FLOATS) for _ in range(max(1, len(raw) // 4 + self.rng.choice([-1, 0, 1])))])
+            t.float_data.extend(
+                [self.rng.choice(FLOATS) for _ in range(max(1, len(raw) // 4 + self.rng.choice([-1, 0, 1])))]
+            )
         else:
             t.string_data.append(os.urandom(self.rng.randrange(1, 9)))
         return True
@@ -367,7 +435,9 @@ class Mutator:
         elif r < 0.3:
             entries["offset"] = str(_interesting_int(self.rng, offset))
         elif r < 0.45:
-            entries["length"] = self.rng.choice([str(_interesting_int(self.rng, length)), "", "12abc", "0x10", " 4", "1e3"])
+            entries["length"] = self.rng.choice(
+                [str(_interesting_int(self.rng, length)), "", "12abc", "0x10", " 4", "1e3"]
+            )
         elif r < 0.5:
             del entries[self.rng.choice(list(entries))]
         elif r < 0.55:
@@ -430,13 +500,18 @@ class Mutator:
         r = self.rng.random()
         A = self.onnx.AttributeProto
         if attr is None or r < 0.1:
-            node.attribute.add(name=self.rng.choice(["axis", "axes", "perm", "to", "value", "bogus", ""]),
-                               type=self.rng.choice([A.INT, A.INTS, A.FLOAT, A.STRING, A.TENSOR, A.GRAPH]), i=self.rng.choice(INTS))
+            node.attribute.add(
+                name=self.rng.choice(["axis", "axes", "perm", "to", "value", "bogus", ""]),
+                type=self.rng.choice([A.INT, A.INTS, A.FLOAT, A.STRING, A.TENSOR, A.GRAPH]),
+                i=self.rng.choice(INTS),
+            )
             return True
         if r < 0.2:
             node.attribute.remove(attr)
         elif r < 0.3:
-            attr.type = self.rng.choice([0, A.INT, A.INTS, A.FLOAT, A.FLOATS, A.STRING, A.TENSOR, A.GRAPH, A.GRAPHS, 99])
+            attr.type = self.rng.choice(
+                [0, A.INT, A.INTS, A.FLOAT, A.FLOATS, A.STRING, A.TENSOR, A.GRAPH, A.GRAPHS, 99]
+            )
         elif attr.ints and r < 0.7:
             i = self.rng.randrange(len(attr.ints))
             if self.rng.random() < 0.2:
@@ -468,7 +543,9 @@ class Mutator:
         r = self.rng.random()
         names = self._names()
         if node.input and r < 0.35:
-            node.input[self.rng.randrange(len(node.input))] = self.rng.choice(names + ["", "nowhere", node.output[0] if node.output else "x"])
+            node.input[self.rng.randrange(len(node.input))] = self.rng.choice(
+                names + ["", "nowhere", node.output[0] if node.output else "x"]
+            )
         elif node.output and r < 0.55:
             node.output[self.rng.randrange(len(node.output))] = self.rng.choice(names + ["", "dup"])
         elif node.input and r < 0.7:
@@ -508,10 +585,13 @@ class Mutator:
             g.node.add().CopyFrom(g.node[i])
         else:  # wrap a node into an If's then/else branches (subgraph that uses outer names)
             node = g.node[i]
-            sub = self.onnx.helper.make_graph([node], "branch", [], [self.onnx.helper.make_tensor_value_info(o, 0, None) for o in node.output])
+            sub = self.onnx.helper.make_graph(
+                [node], "branch", [], [self.onnx.helper.make_tensor_value_info(o, 0, None) for o in node.output]
+            )
             cond = self.rng.choice(self._names())
-            wrapper = self.onnx.helper.make_node("If", [cond], list(node.output), name=node.name + "_if",
-                                                 then_branch=sub, else_branch=sub)
+            wrapper = self.onnx.helper.make_node(
+                "If", [cond], list(node.output), name=node.name + "_if", then_branch=sub, else_branch=sub
+            )
             g.node[i].CopyFrom(wrapper)
         return True
 
@@ -532,7 +612,9 @@ class Mutator:
             else:
                 d.dim_param = self.rng.choice(["batch", "samples", "", "unk__0", "N", "x" * 200])
         elif r < 0.7:
-            tt.ClearField("shape") if self.rng.random() < 0.5 else tt.shape.dim.add(dim_value=self.rng.choice([1, 0, 32]))
+            tt.ClearField("shape") if self.rng.random() < 0.5 else tt.shape.dim.add(
+                dim_value=self.rng.choice([1, 0, 32])
+            )
         elif r < 0.8:
             info.type.ClearField("tensor_type")
             info.type.sequence_type.elem_type.tensor_type.elem_type = 1
@@ -553,16 +635,22 @@ class Mutator:
             m.ir_version = self.rng.choice([0, 1, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 100, 2**31, 2**62])
         elif r < 0.55 and m.opset_import:
             op = self.rng.choice(m.opset_import)
-            op.version = self.rng.choice([0, 1, 6, 7, 9, 10, 11, 12, 13, 17, 18, 20, 21, 22, 23, 24, 25, 30, 1000, 2**40, -1])
+            op.version = self.rng.choice(
+                [0, 1, 6, 7, 9, 10, 11, 12, 13, 17, 18, 20, 21, 22, 23, 24, 25, 30, 1000, 2**40, -1]
+            )
         elif r < 0.65:
             m.opset_import.add(domain=self.rng.choice(DOMAINS), version=self.rng.choice([1, 2, 17, 99]))
         elif r < 0.75 and m.opset_import:
             del m.opset_import[self.rng.randrange(len(m.opset_import))]
         elif r < 0.9:
-            m.metadata_props.add(key=self.rng.choice(["hubert_fix.repair", "hubert_fix.output_layer", "x"]),
-                                 value=self.rng.choice(["", "{", "null", "[]", '{"edits": 5}', "7", "\udcff" if False else "é"]))
+            m.metadata_props.add(
+                key=self.rng.choice(["hubert_fix.repair", "hubert_fix.output_layer", "x"]),
+                value=self.rng.choice(["", "{", "null", "[]", '{"edits": 5}', "7", "\udcff" if False else "é"]),
+            )
         else:
-            f = m.functions.add(name=self.rng.choice(["Where", "LayerNormalization", "f"]), domain=self.rng.choice(["", "custom"]))
+            f = m.functions.add(
+                name=self.rng.choice(["Where", "LayerNormalization", "f"]), domain=self.rng.choice(["", "custom"])
+            )
             f.opset_import.add(domain="", version=17)
             if self.m.graph.node:
                 f.node.add().CopyFrom(self.rng.choice(self.m.graph.node))
@@ -579,7 +667,9 @@ class Mutator:
         if r < 0.4:
             g.initializer.add().CopyFrom(t)
         elif r < 0.7:
-            g.input.add().CopyFrom(self.onnx.helper.make_tensor_value_info(t.name, self.rng.choice([t.data_type, 1, 7]), list(t.dims)))
+            g.input.add().CopyFrom(
+                self.onnx.helper.make_tensor_value_info(t.name, self.rng.choice([t.data_type, 1, 7]), list(t.dims))
+            )
         else:
             t.name = self.rng.choice(self._names() + [""])
         return True
@@ -594,7 +684,11 @@ class Mutator:
         values.CopyFrom(t)
         values.ClearField("dims")
         values.dims.append(1)
-        values.raw_data = t.raw_data[: self.onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize] if t.data_type in (1, 6, 7, 10, 11) else t.raw_data[:4]
+        values.raw_data = (
+            t.raw_data[: self.onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize]
+            if t.data_type in (1, 6, 7, 10, 11)
+            else t.raw_data[:4]
+        )
         idx = self.onnx.helper.make_tensor("idx", 7, [1], [self.rng.choice([0, -1, 5, 2**40])])
         sp = g.sparse_initializer.add()
         sp.values.CopyFrom(values)
@@ -603,9 +697,27 @@ class Mutator:
         g.initializer.remove(t)
         return True
 
-    MUTATIONS = ["init_dtype", "init_dims", "init_data", "init_external", "init_external", "side_damage", "const_value",
-                 "const_value", "const_value", "attr_mutate", "attr_mutate", "node_io", "node_op", "node_struct",
-                 "graph_io", "graph_io", "model_meta", "dup_names", "sparse"]
+    MUTATIONS = [
+        "init_dtype",
+        "init_dims",
+        "init_data",
+        "init_external",
+        "init_external",
+        "side_damage",
+        "const_value",
+        "const_value",
+        "const_value",
+        "attr_mutate",
+        "attr_mutate",
+        "node_io",
+        "node_op",
+        "node_struct",
+        "graph_io",
+        "graph_io",
+        "model_meta",
+        "dup_names",
+        "sparse",
+    ]
 
     def mutate(self) -> None:
         for _ in range(self.rng.choice([1, 1, 1, 2, 2, 3])):
@@ -774,7 +886,9 @@ def repro(paths: list[str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--engine", choices=["auto", "atheris", "random"], default="auto")
-    parser.add_argument("--minutes", type=float, default=0, help="stop after this long (0: no limit / libFuzzer's flags)")
+    parser.add_argument(
+        "--minutes", type=float, default=0, help="stop after this long (0: no limit / libFuzzer's flags)"
+    )
     parser.add_argument("--runs", type=int, default=0, help="random engine: stop after this many inputs")
     parser.add_argument("--seed", type=int, default=1, help="random engine: RNG seed")
     parser.add_argument("--repro", action="store_true", help="replay the given files/folders and print outcomes")
@@ -790,13 +904,18 @@ def main() -> None:
             engine = "atheris"
         except ImportError:
             engine = "random"
-    print(f"fuzz_load: engine {engine}, RLIMIT_AS {MEM_BYTES >> 20} MiB, {TIMEOUT_S:g} s CPU per input, findings in {FINDINGS}",
-          file=sys.stderr, flush=True)
+    print(
+        f"fuzz_load: engine {engine}, RLIMIT_AS {MEM_BYTES >> 20} MiB, {TIMEOUT_S:g} s CPU per input, findings in {FINDINGS}",
+        file=sys.stderr,
+        flush=True,
+    )
     if engine == "atheris":
         run_atheris([sys.argv[0], *rest], args.minutes)
     else:
         _import_project()
-        run_random([a for a in rest if not a.startswith("-")] or [str(HERE / "corpus")], args.minutes, args.runs, args.seed)
+        run_random(
+            [a for a in rest if not a.startswith("-")] or [str(HERE / "corpus")], args.minutes, args.runs, args.seed
+        )
 
 
 if __name__ == "__main__":

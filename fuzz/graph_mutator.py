@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 from hubert_fix.onnxio.files import checkable
+from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 
 BOOL, FLOAT, INT64 = TensorProto.BOOL, TensorProto.FLOAT, TensorProto.INT64
 SYMBOLS = ["batch", "samples", "time", "frames", "N", "T", "unk__0", "seq"]
@@ -32,6 +32,7 @@ def loadable(model: onnx.ModelProto) -> bool:
     run): they run in a child. A mutant that crashes them counts as loadable, so the
     target sees it: hubert-fix must refuse it with exit 2, not die.
     """
+
     def check() -> bytes:
         twin = checkable(model)
         onnx.checker.check_model(twin)
@@ -72,15 +73,20 @@ class GraphMutator:
         return f"{base}__g{self.count}_{self.rng.randrange(1 << 20)}"
 
     def _of(self, elem: int | None = None, rank: int | None = None) -> list[str]:
-        return [n for n, (e, dims) in self.types.items()
-                if (elem is None or e == elem) and (rank is None or (dims is not None and len(dims) == rank))]
+        return [
+            n
+            for n, (e, dims) in self.types.items()
+            if (elem is None or e == elem) and (rank is None or (dims is not None and len(dims) == rank))
+        ]
 
     def _opset(self) -> int:
         return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 17)
 
     def _const_node(self, value: np.ndarray) -> str:
         name = self._name("const")
-        self.g.node.insert(0, helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name + "_v")))
+        self.g.node.insert(
+            0, helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name + "_v"))
+        )
         return name
 
     def _producer_const(self, name: str) -> onnx.TensorProto | None:
@@ -140,7 +146,9 @@ class GraphMutator:
             axes = [self.rng.choice([-1, 0, 1, 2])]
             out = self._name("unsq")
             if self._opset() >= 13:
-                self.g.node.append(helper.make_node("Unsqueeze", [node.input[0], self._const_node(np.array(axes, np.int64))], [out]))
+                self.g.node.append(
+                    helper.make_node("Unsqueeze", [node.input[0], self._const_node(np.array(axes, np.int64))], [out])
+                )
             else:
                 self.g.node.append(helper.make_node("Unsqueeze", [node.input[0]], [out], axes=axes))
             node.input[0] = out
@@ -182,14 +190,20 @@ class GraphMutator:
         if values.size == 0:
             return False
         i = self.rng.randrange(values.size)
-        values.flat[i] = self.rng.choice([0, 1, -1, 2, -2, 32, 2**63 - 1, int(values.flat[i]) + self.rng.choice([-1, 1])])
+        values.flat[i] = self.rng.choice(
+            [0, 1, -1, 2, -2, 32, 2**63 - 1, int(values.flat[i]) + self.rng.choice([-1, 1])]
+        )
         node.input[index] = self._const_node(values.astype(values.dtype))
         return True
 
     def small_constant(self) -> bool:
         """One element of a small integer Constant, nudged (a shape, an axis, a total length)."""
-        tensors = [a.t for n in self._nodes("Constant") for a in n.attribute
-                   if a.name == "value" and a.t.data_type == INT64 and 0 < int(np.prod(a.t.dims or [1])) <= 8]
+        tensors = [
+            a.t
+            for n in self._nodes("Constant")
+            for a in n.attribute
+            if a.name == "value" and a.t.data_type == INT64 and 0 < int(np.prod(a.t.dims or [1])) <= 8
+        ]
         if not tensors:
             return False
         tensor = self.rng.choice(tensors)
@@ -219,24 +233,33 @@ class GraphMutator:
             inner.CopyFrom(node)
             inner.name = self._name(f"{node.name}_{side}")
             inner.output[:] = [self._name(f"{o}_{side}") for o in node.output]
-            outputs = [helper.make_tensor_value_info(o, self.types.get(src, (0, None))[0], None)
-                       for o, src in zip(inner.output, node.output)]
+            outputs = [
+                helper.make_tensor_value_info(o, self.types.get(src, (0, None))[0], None)
+                for o, src in zip(inner.output, node.output)
+            ]
             branches.append(helper.make_graph([inner], self._name(side), [], outputs))
         flag = self._const_node(np.array(self.rng.random() < 0.5))
-        wrapper = helper.make_node("If", [flag], list(node.output), name=self._name("if"),
-                                   then_branch=branches[0], else_branch=branches[1])
+        wrapper = helper.make_node(
+            "If", [flag], list(node.output), name=self._name("if"), then_branch=branches[0], else_branch=branches[1]
+        )
         node.CopyFrom(wrapper)
         self._topo()
         return True
 
     def mask_dtype(self) -> bool:
         """A mask input of another dtype (int64, float, uint8), cast to what the graph used."""
-        inputs = [i for i in self.g.input if i.type.tensor_type.elem_type in (BOOL, INT64) and len(i.type.tensor_type.shape.dim) == 2]
+        inputs = [
+            i
+            for i in self.g.input
+            if i.type.tensor_type.elem_type in (BOOL, INT64) and len(i.type.tensor_type.shape.dim) == 2
+        ]
         if not inputs:
             return False
         info = self.rng.choice(inputs)
         old = info.type.tensor_type.elem_type
-        info.type.tensor_type.elem_type = self.rng.choice([t for t in (BOOL, INT64, FLOAT, TensorProto.UINT8, TensorProto.INT32) if t != old])
+        info.type.tensor_type.elem_type = self.rng.choice(
+            [t for t in (BOOL, INT64, FLOAT, TensorProto.UINT8, TensorProto.INT32) if t != old]
+        )
         inner = self._name(info.name)
         cast = helper.make_node("Cast", [info.name], [inner], to=old)
         self._rewire(info.name, inner, cast)
@@ -247,10 +270,19 @@ class GraphMutator:
         r = self.rng.random()
         if r < 0.35:  # an unused input
             dims = self.rng.choice([["batch", "samples"], ["batch"], [], [1, 4]])
-            self.g.input.append(helper.make_tensor_value_info(self._name("extra"), self.rng.choice([FLOAT, BOOL, INT64]), dims))
+            self.g.input.append(
+                helper.make_tensor_value_info(self._name("extra"), self.rng.choice([FLOAT, BOOL, INT64]), dims)
+            )
         elif r < 0.75:  # an intermediate tensor as another output
-            named = [n for n, (e, d) in self.types.items() if e and d is not None and n not in {o.name for o in self.g.output}
-                     and n not in {i.name for i in self.g.input} and n not in {t.name for t in self.g.initializer}]
+            named = [
+                n
+                for n, (e, d) in self.types.items()
+                if e
+                and d is not None
+                and n not in {o.name for o in self.g.output}
+                and n not in {i.name for i in self.g.input}
+                and n not in {t.name for t in self.g.initializer}
+            ]
             if not named:
                 return False
             name = self.rng.choice(named)
@@ -291,9 +323,22 @@ class GraphMutator:
             del self.g.value_info[self.rng.randrange(len(self.g.value_info))]
         return True
 
-    MUTATIONS = ["input_dims", "input_dims", "where_wiring", "add_where_defect", "window_constants", "window_constants",
-                 "small_constant", "small_constant", "opset", "wrap_in_if", "mask_dtype", "extra_io", "rewire_input",
-                 "value_info"]
+    MUTATIONS = [
+        "input_dims",
+        "input_dims",
+        "where_wiring",
+        "add_where_defect",
+        "window_constants",
+        "window_constants",
+        "small_constant",
+        "small_constant",
+        "opset",
+        "wrap_in_if",
+        "mask_dtype",
+        "extra_io",
+        "rewire_input",
+        "value_info",
+    ]
 
     def _topo(self) -> None:
         """Nodes in an order where each input is made before it is used (checker needs it)."""
@@ -319,7 +364,11 @@ def _used(node: onnx.NodeProto) -> list[str]:
     names = list(node.input)
     for attr in node.attribute:
         for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            inner = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+            inner = (
+                {o for n in graph.node for o in n.output}
+                | {i.name for i in graph.input}
+                | {t.name for t in graph.initializer}
+            )
             names += [i for n in graph.node for i in _used(n) if i not in inner]
     return names
 

@@ -33,8 +33,9 @@ def _save(model: onnx.ModelProto, path_out: str | Path) -> None:
     onnx.save(model, str(path_out))
 
 
-def unknown_data_type(path_in: str | Path, path_out: str | Path, *, value: int = UNKNOWN_DATA_TYPE,
-                      initializer: str | None = None) -> str:
+def unknown_data_type(
+    path_in: str | Path, path_out: str | Path, *, value: int = UNKNOWN_DATA_TYPE, initializer: str | None = None
+) -> str:
     """Set an initializer's ``data_type`` to an unknown enum value; returns the tensor's name.
 
     Default: the first initializer (in hubert_base_tiny.raw.onnx a 640-byte conv weight,
@@ -52,8 +53,9 @@ def unknown_data_type(path_in: str | Path, path_out: str | Path, *, value: int =
     return tensor.name
 
 
-def absurd_reshape_constant(path_in: str | Path, path_out: str | Path, *, node: str = ABSURD_NODE,
-                            value: int = ABSURD_VALUE) -> str:
+def absurd_reshape_constant(
+    path_in: str | Path, path_out: str | Path, *, node: str = ABSURD_NODE, value: int = ABSURD_VALUE
+) -> str:
     """Set the int64 value of Constant ``node`` (4 in the fixture) to ``value``; returns the node name.
 
     In hubert_base_tiny.raw.onnx that Constant feeds ConstantOfShape_1 (the shape of a
@@ -72,8 +74,9 @@ def absurd_reshape_constant(path_in: str | Path, path_out: str | Path, *, node: 
     return target.name
 
 
-def constant_size_mismatch(path_in: str | Path, path_out: str | Path, *, node: str = "/Constant_2",
-                           data_type: int = onnx.TensorProto.INT8) -> str:
+def constant_size_mismatch(
+    path_in: str | Path, path_out: str | Path, *, node: str = "/Constant_2", data_type: int = onnx.TensorProto.INT8
+) -> str:
     """Retype a Constant's value tensor (int64, 8 raw bytes each) to ``data_type`` (INT8: 1 byte each).
 
     Default node: ``/Constant_2`` of hubert_base_tiny.raw.onnx, the starts of the Slice
@@ -93,8 +96,9 @@ def constant_size_mismatch(path_in: str | Path, path_out: str | Path, *, node: s
     return target.name
 
 
-def gather_index_overflow(path_in: str | Path, path_out: str | Path, *, node: str = "/Constant_1",
-                          value: int = 0x0000000100000001) -> str:
+def gather_index_overflow(
+    path_in: str | Path, path_out: str | Path, *, node: str = "/Constant_1", value: int = 0x0000000100000001
+) -> str:
     """Set the int64 Constant ``node`` (the index 1 of ``Gather(Shape(x), 1)``) to 2**32 + 1.
 
     Found by fuzz_load on hubert_base_tiny.issue5596.onnx (also in raw.onnx? see the
@@ -105,8 +109,9 @@ def gather_index_overflow(path_in: str | Path, path_out: str | Path, *, node: st
     return absurd_reshape_constant(path_in, path_out, node=node, value=value)
 
 
-def invalid_utf8_attribute(path_in: str | Path, path_out: str | Path, *, node: str | None = None,
-                           value: bytes = b"\xff\xfe") -> str:
+def invalid_utf8_attribute(
+    path_in: str | Path, path_out: str | Path, *, node: str | None = None, value: bytes = b"\xff\xfe"
+) -> str:
     """Set a STRING attribute (default: the first node that has one, e.g. Pad ``mode``) to bytes that are not UTF-8.
 
     Found by fuzz_load (``/encoder/Pad`` mode in hubert_base_tiny.issue5596.onnx).
@@ -115,8 +120,9 @@ def invalid_utf8_attribute(path_in: str | Path, path_out: str | Path, *, node: s
     """
     model = _load(path_in)
     string = onnx.AttributeProto.STRING
-    target = next(n for n in model.graph.node
-                  if (node is None or n.name == node) and any(a.type == string for a in n.attribute))
+    target = next(
+        n for n in model.graph.node if (node is None or n.name == node) and any(a.type == string for a in n.attribute)
+    )
     attr = next(a for a in target.attribute if a.type == string)
     attr.s = value
     _save(model, path_out)
@@ -138,5 +144,12 @@ if __name__ == "__main__":  # python fuzz/known.py OUTDIR [FIXTURES_DIR]: writes
     outdir.mkdir(parents=True, exist_ok=True)
     for name, fixture in FIXTURE.items():
         print(name, globals()[name](fixtures / fixture, outdir / f"{name}.onnx"))
-    print("undefined_data_type_stub", unknown_data_type(fixtures / FIXTURE["unknown_data_type"], outdir / "undefined_data_type_stub.onnx",
-                                                    value=0, initializer="model.feature_extractor.conv_layers.1.0.weight"))
+    print(
+        "undefined_data_type_stub",
+        unknown_data_type(
+            fixtures / FIXTURE["unknown_data_type"],
+            outdir / "undefined_data_type_stub.onnx",
+            value=0,
+            initializer="model.feature_extractor.conv_layers.1.0.weight",
+        ),
+    )

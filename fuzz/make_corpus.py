@@ -69,8 +69,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in SINGLE:
         (out / name).write_bytes((FIXTURES / name).read_bytes())
-    (out / "hubert_base_tiny.dynamo.packed").write_bytes(packed_external(FIXTURES / "hubert_base_tiny.dynamo" / "model.onnx"))
-    (out / "hubert_base_tiny.external.packed").write_bytes(packed_external(FIXTURES / "hubert_base_tiny.external" / "model.onnx"))
+    (out / "hubert_base_tiny.dynamo.packed").write_bytes(
+        packed_external(FIXTURES / "hubert_base_tiny.dynamo" / "model.onnx")
+    )
+    (out / "hubert_base_tiny.external.packed").write_bytes(
+        packed_external(FIXTURES / "hubert_base_tiny.external" / "model.onnx")
+    )
     total = 0
     for f in sorted(out.iterdir()):
         total += f.stat().st_size

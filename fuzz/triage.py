@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Say what a fuzz input changed, field by field, against the closest seed in fuzz/corpus.
 
-    .venv/bin/python fuzz/triage.py fuzz/findings/raw/*.bin
-    .venv/bin/python fuzz/triage.py --minimize IN.bin [OUT.bin]   # revert changes the finding does not need
+.venv/bin/python fuzz/triage.py fuzz/findings/raw/*.bin
+.venv/bin/python fuzz/triage.py --minimize IN.bin [OUT.bin]   # revert changes the finding does not need
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from fuzz_load import unpack  # noqa: E402
 
 def _parts(model: onnx.ModelProto) -> dict[str, bytes]:
     g = model.graph
-    parts = {f"model.{f.name}": model.SerializeToString() if False else getattr(model, f.name).__repr__().encode()
-             for f in model.DESCRIPTOR.fields if f.name not in ("graph",)}
+    parts = {
+        f"model.{f.name}": model.SerializeToString() if False else getattr(model, f.name).__repr__().encode()
+        for f in model.DESCRIPTOR.fields
+        if f.name not in ("graph",)
+    }
     for i, n in enumerate(g.node):
         parts[f"node[{i}] {n.name}"] = n.SerializeToString()
     for t in g.initializer:
@@ -49,7 +52,9 @@ def main() -> None:
             print(f"{arg}: not parseable as ModelProto (byte-level damage)")
             continue
         mine = _parts(model)
-        best = min(seeds, key=lambda s: len(set(_parts(seeds[s][0]).items()) ^ set(mine.items())) if seeds[s][0] else 1e9)
+        best = min(
+            seeds, key=lambda s: len(set(_parts(seeds[s][0]).items()) ^ set(mine.items())) if seeds[s][0] else 1e9
+        )
         ref = _parts(seeds[best][0])
         print(f"{arg}: closest seed {best}; side file {None if side is None else len(side)} bytes")
         for key in sorted(set(ref) | set(mine)):
@@ -65,8 +70,14 @@ def main() -> None:
 
 def _show(key: str, blob: bytes) -> str:
     kind = key.split("[")[0].split(" ")[0]
-    cls = {"node": onnx.NodeProto, "initializer": onnx.TensorProto, "input": onnx.ValueInfoProto, "output": onnx.ValueInfoProto,
-           "value_info": onnx.ValueInfoProto, "sparse_initializer": onnx.SparseTensorProto}.get(kind)
+    cls = {
+        "node": onnx.NodeProto,
+        "initializer": onnx.TensorProto,
+        "input": onnx.ValueInfoProto,
+        "output": onnx.ValueInfoProto,
+        "value_info": onnx.ValueInfoProto,
+        "sparse_initializer": onnx.SparseTensorProto,
+    }.get(kind)
     if cls is None:
         return blob.decode()[:300]
     msg = cls()
@@ -74,8 +85,6 @@ def _show(key: str, blob: bytes) -> str:
     if isinstance(msg, onnx.TensorProto) and len(msg.raw_data) > 32:
         msg.raw_data = msg.raw_data[:32]
     return " ".join(str(msg).split())[:400]
-
-
 
 
 # ---------------------------------------------------------------- minimizing (--minimize)
@@ -139,8 +148,14 @@ def minimize(path: str, out_path: str | None) -> None:
         import itertools
 
         for size in (1, 2):
-            found = next((set(c) for c in itertools.combinations(changed, size)
-                          if kind_of(_revert(model, seed, list(c))) == want), None)
+            found = next(
+                (
+                    set(c)
+                    for c in itertools.combinations(changed, size)
+                    if kind_of(_revert(model, seed, list(c))) == want
+                ),
+                None,
+            )
             if found:
                 keep = [k for k in changed if k not in found]
                 print("  reverted so that it shows again:", *found, sep="\n    ")

@@ -19,19 +19,26 @@ from pathlib import Path
 
 import numpy as np
 
-from hubert_fix import metadata
-from hubert_fix import runner
+from hubert_fix import metadata, runner
+from hubert_fix.analysis.interface import Interface, describe
+from hubert_fix.deploy.optimize import OptimizeReport
+from hubert_fix.deploy.optimize import optimize as run_optimize
 from hubert_fix.errors import UnusableInputError
 from hubert_fix.exporter import pytorch_reference, require
-from hubert_fix.analysis.interface import Interface, describe
 from hubert_fix.onnxio.files import (
-    ModelFile, check_model_output, check_output_path, data_path, load_model, read_files, same_file, save_model, write_bytes,
+    ModelFile,
+    check_model_output,
+    check_output_path,
+    data_path,
+    load_model,
+    read_files,
+    same_file,
+    save_model,
+    write_bytes,
 )  # fmt: skip
-from hubert_fix.deploy.optimize import OptimizeReport
-from hubert_fix.validation.junit import junit_xml as junit
-from hubert_fix.deploy.optimize import optimize as run_optimize
-from hubert_fix.validation.report import Reference, Tolerance, ValidationReport
 from hubert_fix.validation.cases import load_reference_cases
+from hubert_fix.validation.junit import junit_xml as junit
+from hubert_fix.validation.report import Reference, Tolerance, ValidationReport
 from hubert_fix.validation.run import validate as run_validation
 
 StrPath = str | PathLike[str]
@@ -138,8 +145,11 @@ def optimize(
     """
     build = None
     if checkpoint is not None:
+
         def build(loaded: ModelFile, face: Interface) -> Reference:
-            return _checkpoint_reference(Path(checkpoint), loaded, face, device=device, trust=trust_checkpoint, dict_dir=dict_dir)
+            return _checkpoint_reference(
+                Path(checkpoint), loaded, face, device=device, trust=trust_checkpoint, dict_dir=dict_dir
+            )
 
     return run_optimize(
         Path(model), Path(out), precision=precision, tolerance=tolerance, device=device, quick=quick,
@@ -260,7 +270,11 @@ def _checkpoint_reference(
     fp16 = face.audio.dtype == np.float16  # an fp16 export; an fp16-optimized model takes float32 audio
     project = final_proj if final_proj is not None else meta.get(metadata.FINAL_PROJ) == "1"
     return pytorch_reference(
-        fairseq_model, output_layer=layer, fp16=fp16, device=_torch_device(device) if fp16 else "cpu", final_proj=project
+        fairseq_model,
+        output_layer=layer,
+        fp16=fp16,
+        device=_torch_device(device) if fp16 else "cpu",
+        final_proj=project,
     )
 
 

@@ -43,7 +43,11 @@ EXITS: dict[str, dict[int, str]] = {
         EXIT_UNUSABLE: "unusable input or output",
         EXIT_UNREPAIRABLE: "MODEL needs repair first",
     },
-    "demo": {EXIT_OK: "the repaired model validates", EXIT_FOUND: "it does not", EXIT_UNUSABLE: "unusable output folder or missing extra"},
+    "demo": {
+        EXIT_OK: "the repaired model validates",
+        EXIT_FOUND: "it does not",
+        EXIT_UNUSABLE: "unusable output folder or missing extra",
+    },
     "passes": {EXIT_OK: "listed"},
 }
 EVERY_COMMAND = {

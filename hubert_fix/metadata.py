@@ -49,6 +49,7 @@ def read(model: onnx.ModelProto) -> dict[str, str]:
     """Every metadata_props entry (ours and others'), key to value."""
     return {p.key: p.value for p in model.metadata_props}
 
+
 def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
     """Set ``metadata_props`` keys, replacing older values and keeping every other key."""
     kept = [p for p in model.metadata_props if p.key not in entries]

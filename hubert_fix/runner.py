@@ -17,19 +17,17 @@ import onnx_graphsurgeon as gs
 
 from hubert_fix import metadata
 from hubert_fix._version import __version__
-from hubert_fix.analysis.shapes import INFERENCE_BUDGET
 from hubert_fix.analysis.dims import analyze
-from hubert_fix.errors import UnrepairableError, UnusableInputError
-from hubert_fix.onnxio.isolation import Crashed
+from hubert_fix.analysis.shapes import INFERENCE_BUDGET
+from hubert_fix.errors import UnrepairableError, UnusableInputError, one_line
 from hubert_fix.onnxio.files import checkable
-from hubert_fix.errors import one_line
-from hubert_fix.passes import DEFAULT_PASSES
-from hubert_fix.passes.contract import Edit, Pass, PassResult
+from hubert_fix.onnxio.isolation import Crashed
 from hubert_fix.onnxio.session import OrtCrash, load_error
 from hubert_fix.onnxio.skeleton import weightless
+from hubert_fix.passes import DEFAULT_PASSES
+from hubert_fix.passes.contract import Edit, Pass, PassResult
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -85,7 +83,9 @@ def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -
         graph = gs.import_onnx(model)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError, gs.util.exception.OnnxGraphSurgeonException) as exc:
         # load_model refuses the damage it knows; what still breaks the importer is damage too
-        raise UnusableInputError(f"{name}: damaged ONNX model: onnx-graphsurgeon cannot import it: {one_line(exc)}") from None
+        raise UnusableInputError(
+            f"{name}: damaged ONNX model: onnx-graphsurgeon cannot import it: {one_line(exc)}"
+        ) from None
     report = Report(model=name, applied=False)
     facts = None  # analysed again only after a pass edited the graph
     for rewrite in select_passes(skip):
@@ -173,7 +173,10 @@ def findings(report: Report) -> list[str]:
     """What ``check`` would repair or cannot repair, one line each (``validate`` fails on any)."""
     lines = [f"[{r.name}] {e.op} {e.node}: would be repaired: {e.before}" for r in report.results for e in r.edits]
     lines += [
-        f"[{r.name}] {d.op} {d.node}: unrepairable: {d.reason}" for r in report.results for d in r.declined if d.blocking
+        f"[{r.name}] {d.op} {d.node}: unrepairable: {d.reason}"
+        for r in report.results
+        for d in r.declined
+        if d.blocking
     ]
     return lines
 
@@ -190,7 +193,9 @@ def _verify(model: onnx.ModelProto, original: onnx.ModelProto, name: str) -> Non
     try:
         onnx.checker.check_model(checkable(model))
     except onnx.checker.ValidationError as exc:
-        raise UnrepairableError(f"{name}: repaired model fails onnx.checker: {one_line(exc)}; nothing written") from None
+        raise UnrepairableError(
+            f"{name}: repaired model fails onnx.checker: {one_line(exc)}; nothing written"
+        ) from None
     try:
         reason = load_error(weightless(model).SerializeToString(), name)
     except OrtCrash:

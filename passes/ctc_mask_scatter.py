@@ -147,7 +147,9 @@ def _examine(scatter: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan | De
     if facts.rank(m1) != r:
         return decline(f"Expand aligns mask {d(m1)} to data {d(data)} from the right, not as a bool index ({aligned})")
     if int_list(flat.inputs[1]) != [-1]:
-        return decline(f"updates are sliced from Reshape(values, {int_list(flat.inputs[1])}), not Reshape(values, [-1])")
+        return decline(
+            f"updates are sliced from Reshape(values, {int_list(flat.inputs[1])}), not Reshape(values, [-1])"
+        )
     starts, ends, axes, steps = (sliced.inputs[i] if i < len(sliced.inputs) else None for i in (1, 2, 3, 4))
     end = shape_element(facts, ends, 0)  # an absent or empty input is no shape element
     counted = isinstance(end, tuple) and end[0] is indices and end[1] == 0

@@ -23,8 +23,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
-from hubert_fix.analysis.graph import VALUE_KEEPING, const_value, int_list, producer, unwrapped
 from hubert_fix.analysis.dims import GraphFacts
+from hubert_fix.analysis.graph import VALUE_KEEPING, const_value, int_list, producer, unwrapped
 from hubert_fix.passes.contract import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
 
 from .frozen_pad import clamped_total, frozen_total
@@ -282,7 +282,9 @@ def _examine(node: gs.Node, index: int, facts: GraphFacts, taken: set[str]) -> _
     pad = None if mod is not None else _padding_amount(n, facts)
     if mod is None and pad is None and clamped_total(n, facts) is None:
         return Declined(
-            node=name, op="Slice", blocking=False,
+            node=name,
+            op="Slice",
+            blocking=False,
             reason=f"{pattern}: n is neither a remainder (Mod), nor the end padding of a Pad, nor a clamped frozen pad, "
             f"so no dropped guard is evident; an unguarded x[{'-n:' if index == 1 else ':-n'}] does "
             "the same for n == 0 in PyTorch too, left as exported",

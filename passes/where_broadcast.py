@@ -106,9 +106,7 @@ def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> 
     left = [facts.same_dim(cond, i, data, i) for i in range(rc)]
     right = [facts.is_one(cond, i) or facts.same_dim(cond, i, data, rd - rc + i) for i in range(rc)]
     cond_s, data_s = facts.describe(cond), facts.describe(data)
-    right_pairs = ", ".join(
-        f"{facts.dim_str(cond, i)}\u2194{facts.dim_str(data, rd - rc + i)}" for i in range(rc)
-    )
+    right_pairs = ", ".join(f"{facts.dim_str(cond, i)}\u2194{facts.dim_str(data, rd - rc + i)}" for i in range(rc))
     left_pairs = ", ".join(f"{facts.dim_str(cond, i)}\u2194{facts.dim_str(data, i)}" for i in range(rc))
     if all(right) and all(left):
         return Declined(

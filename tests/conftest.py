@@ -31,9 +31,7 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
     """Run the installed ``hubert-fix`` console script as a pipeline would (no TTY)."""
     assert SCRIPT.exists(), f"console script not installed next to {sys.executable}"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd, env=env
-    )
+    return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
 
 
 def run_main(*args: object) -> tuple[int, str, str]:

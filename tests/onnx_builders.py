@@ -157,11 +157,17 @@ def frozen_slice_model(
     ]
     if n_from_input or divisor_from_input:
         inputs.append(helper.make_tensor_value_info("k", TensorProto.INT64, []))
-    return model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept"])], opset, inits)
+    return model(
+        nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept"])], opset, inits
+    )
 
 
 def pad_trim_model(
-    form: str = "neg", opset: int = 17, begin: bool = False, start: bool = False, frozen: int | None = None,
+    form: str = "neg",
+    opset: int = 17,
+    begin: bool = False,
+    start: bool = False,
+    frozen: int | None = None,
     length: int | str = "T",
 ) -> onnx.ModelProto:
     """fairseq's ``pad_to_multiple(x, 2)`` then ``if pad > 0: x = x[:, :-pad]``, guard dropped.
@@ -179,12 +185,17 @@ def pad_trim_model(
         helper.make_node("Add", ["t", "one"], ["t1"], name="/Add"),
         helper.make_node("Div", ["t1", "two"], ["half"], name="/Div"),
         helper.make_node("Mul", ["half", "two"], ["computed"], name="/Mul_2"),
-        helper.make_node("Cast", ["frozen" if frozen else "computed"], ["padded"], name="/Padded", to=TensorProto.INT64),
+        helper.make_node(
+            "Cast", ["frozen" if frozen else "computed"], ["padded"], name="/Padded", to=TensorProto.INT64
+        ),
         helper.make_node("Sub", ["padded", "t"], ["pad"], name="/Sub_pad"),
         helper.make_node("Reshape", ["pad", "one_vec"], ["pad_vec"], name="/Reshape"),
         helper.make_node(
-            "Concat", ["z", "pad_vec", "z", "z", "z", "z"] if begin else ["z", "z", "z", "z", "pad_vec", "z"],
-            ["pads"], name="/Concat", axis=0,
+            "Concat",
+            ["z", "pad_vec", "z", "z", "z", "z"] if begin else ["z", "z", "z", "z", "pad_vec", "z"],
+            ["pads"],
+            name="/Concat",
+            axis=0,
         ),
         helper.make_node("Pad", ["x", "pads"], ["xp"], name="/Pad"),
         helper.make_node("Relu", ["xp"], ["enc"], name="/Relu"),
@@ -199,7 +210,9 @@ def pad_trim_model(
         const("start", [0]), const("last", [2**63 - 1]), const("axes", [1]), const("frozen", frozen or 0), *neg_inits,
     ]  # fmt: skip
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", length, 4])]
-    return model(nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept", 4])], opset, inits)
+    return model(
+        nodes, inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "kept", 4])], opset, inits
+    )
 
 
 # ------------------------------------------------------------------ running passes

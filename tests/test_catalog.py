@@ -18,9 +18,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import FIXTURES, run_main
-
 from catalog import EXPORTS, Export
+from conftest import FIXTURES, run_main
 
 IDS = [e.file for e in EXPORTS]
 STORED = [e for e in EXPORTS if e.cases_file]

@@ -116,13 +116,24 @@ def test_validate_cuda_refuses_when_cuda_does_not_run(cli, repaired: Path) -> No
 
 def test_passes_lists_the_registry_in_order(cli) -> None:
     result = cli("passes", "--json")
-    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == ["where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter", "frozen-batch"]
+    assert [p["name"] for p in json.loads(result.stdout)["passes"]] == [
+        "where-broadcast",
+        "frozen-pad",
+        "frozen-slice",
+        "ctc-mask-scatter",
+        "frozen-batch",
+    ]
     assert cli("repair", RAW, "-o", "/nonexistent/x.onnx", "--skip", "no-such-pass").returncode == 2
 
 
 def test_skip_leaves_a_pass_out(cli) -> None:
     data = json.loads(cli("check", RAW, "--json", "--skip", "frozen-slice").stdout)
-    assert [p["pass"] for p in data["passes"]] == ["where-broadcast", "frozen-pad", "ctc-mask-scatter", "frozen-batch"] and data["edits"] == 1
+    assert [p["pass"] for p in data["passes"]] == [
+        "where-broadcast",
+        "frozen-pad",
+        "ctc-mask-scatter",
+        "frozen-batch",
+    ] and data["edits"] == 1
 
 
 # ---------------------------------------------------------------- models with nothing to repair
@@ -131,7 +142,8 @@ def test_skip_leaves_a_pass_out(cli) -> None:
 def plain_model() -> onnx.ModelProto:
     node = helper.make_node("Relu", ["x"], ["y"], name="relu")
     graph = helper.make_graph(
-        [node], "plain",
+        [node],
+        "plain",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
     )

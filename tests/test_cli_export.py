@@ -10,9 +10,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import CHECKPOINT, FIXTURES, run_main
-
 from catalog import CHECKPOINTS
+from conftest import CHECKPOINT, FIXTURES, run_main
 
 pytest.importorskip("torch")
 pytest.importorskip("fairseq")
@@ -45,7 +44,9 @@ def test_export_raw_writes_the_broken_graph_and_validate_checkpoint_sees_it(cli,
     result = cli("validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--device", "cpu", "--json")
     assert result.returncode == 0, result.stdout
     assert json.loads(result.stdout)["ok"]
-    wrong_layer = cli("validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--output-layer", "2", "--device", "cpu")
+    wrong_layer = cli(
+        "validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--output-layer", "2", "--device", "cpu"
+    )
     assert wrong_layer.returncode == 2 and "2 transformer layers vs the model's 1" in wrong_layer.stderr  # it has 1
 
 
@@ -99,10 +100,11 @@ def test_contentvec_middle_layer_with_final_proj(cli, tmp_path: Path) -> None:
     result = cli("export", checkpoint, "-o", out, "--output-layer", "1", "--final-proj", "--json")
     assert result.returncode == 0, result.stderr
     validation = json.loads(result.stdout)["validation"]
-    assert validation["ok"] and {tuple(c["shape"][2:]) for c in validation["cases"] if c["shape"]} == {(16,)}  # final_dim
+    assert validation["ok"] and {tuple(c["shape"][2:]) for c in validation["cases"] if c["shape"]} == {
+        (16,)
+    }  # final_dim
     again = cli("validate", out, "--checkpoint", checkpoint, "--quick", "--device", "cpu")
     assert again.returncode == 0, again.stdout  # layer and final_proj come from the metadata
-
 
 
 def test_export_that_fails_validation_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,9 +119,9 @@ def test_export_that_fails_validation_writes_nothing(tmp_path: Path, monkeypatch
     code, stdout, _ = run_main("export", CHECKPOINT, "-o", out, "--json")
     report = json.loads(stdout)
     assert code == 1 and report["status"] == "validation failed; nothing written"
-    from hubert_fix.exporter.modules import conv_stack
-    from hubert_fix.exporter.loading import load_checkpoint
     from hubert_fix.analysis.convstack import frames
+    from hubert_fix.exporter.loading import load_checkpoint
+    from hubert_fix.exporter.modules import conv_stack
 
     stack = conv_stack(load_checkpoint(CHECKPOINT))
     cases = report["validation"]["cases"]
@@ -145,7 +147,10 @@ def test_opsets_the_encoder_cannot_use_are_one_line(cli, tmp_path: Path, opset: 
     out = tmp_path / "x.onnx"
     result = cli("export", CHECKPOINT, "-o", out, "--opset", opset)
     assert result.returncode == 2 and result.stdout == "" and not out.exists()
-    assert result.stderr.strip() == f"hubert-fix export: error: --opset {opset}: the TorchScript exporter supports opsets 11..20"
+    assert (
+        result.stderr.strip()
+        == f"hubert-fix export: error: --opset {opset}: the TorchScript exporter supports opsets 11..20"
+    )
 
 
 def test_an_exporter_failure_is_one_line_and_keeps_stdout_clean(
@@ -177,7 +182,9 @@ def test_a_checkpoint_of_another_model_is_named(cli, tmp_path: Path) -> None:
     assert cli("repair", FIXTURES / "wav2vec2_base_tiny.raw.onnx", "-o", repaired).returncode == 0
     result = cli("validate", repaired, "--checkpoint", CHECKPOINT, "--quick")  # HuBERT's, same sizes
     assert result.returncode == 2 and "a HubertModel vs the model's Wav2Vec2Model" in result.stderr
-    stored = cli("validate", repaired, "--reference", FIXTURES / "hubert_base_tiny.cases.npz", "--quick")  # HuBERT's cases
+    stored = cli(
+        "validate", repaired, "--reference", FIXTURES / "hubert_base_tiny.cases.npz", "--quick"
+    )  # HuBERT's cases
     assert stored.returncode == 1 and "is the reference file the one this model was exported from?" in stored.stdout
     larger = cli("validate", repaired, "--checkpoint", FIXTURES / "hubert_large_tiny.pt")  # other width
     assert larger.returncode == 2 and "does not match" in larger.stderr and "encoder width 48" in larger.stderr
@@ -192,7 +199,9 @@ def test_a_checkpoint_of_another_model_is_named(cli, tmp_path: Path) -> None:
         ("hubert_base_tiny.raw.onnx", "hubert_large_tiny.pt", "encoder width 48 vs the model's 32"),
     ],
 )
-def test_a_checkpoint_of_another_architecture_is_exit_2(tmp_path: Path, model: str, checkpoint: str, difference: str) -> None:
+def test_a_checkpoint_of_another_architecture_is_exit_2(
+    tmp_path: Path, model: str, checkpoint: str, difference: str
+) -> None:
     import hubert_fix
 
     repaired = tmp_path / "model.onnx"
@@ -216,4 +225,7 @@ def test_a_checkpoint_deeper_than_the_model_is_exit_2(tmp_path: Path) -> None:
     onnx.save(model, str(repaired))
     code, _, err = run_main("validate", repaired, "--checkpoint", checkpoint, "--quick", "--final-proj")
     assert code == 2 and "2 transformer layers vs the model's 1" in err
-    assert run_main("validate", repaired, "--checkpoint", checkpoint, "--quick", "--final-proj", "--output-layer", "1")[0] == 0
+    assert (
+        run_main("validate", repaired, "--checkpoint", checkpoint, "--quick", "--final-proj", "--output-layer", "1")[0]
+        == 0
+    )

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import FIXTURES, run_main
-
 from catalog import CTC_DICT_DIR, FINETUNES, Finetune
+from conftest import FIXTURES, run_main
 
 pytestmark = pytest.mark.export
 DICT_DIR = FIXTURES / CTC_DICT_DIR
@@ -34,7 +33,11 @@ def test_export_repairs_and_validates_with_identical_greedy_paths(spec: Finetune
     assert code == 0, stdout + err
     report = json.loads(stdout)
     edits = {p["pass"]: len(p["edits"]) for p in report["repair"]["passes"] if p["edits"]}
-    expected = {"where-broadcast": 1, "frozen-slice": 1} if spec.family == "hubert" else {"where-broadcast": 1, "ctc-mask-scatter": 1}
+    expected = (
+        {"where-broadcast": 1, "frozen-slice": 1}
+        if spec.family == "hubert"
+        else {"where-broadcast": 1, "ctc-mask-scatter": 1}
+    )
     assert edits == expected
     cases = [c for c in report["validation"]["cases"] if c["kind"] == "case"]
     assert len(cases) == 11 and all(c["status"] == "PASS" and c["greedy_path_identical"] for c in cases)
@@ -76,7 +79,9 @@ def test_the_dictionary_beside_the_checkpoint_is_found(spec: Finetune, tmp_path:
 def test_a_dict_dir_that_does_not_exist_is_exit_2(checkpoint: str, tmp_path: Path) -> None:
     """Also where it is not needed (an encoder; a fine-tune that carries its vocabulary)."""
     pytest.importorskip("fairseq")
-    code, _, err = run_main("export", FIXTURES / checkpoint, "-o", tmp_path / "out.onnx", "--dict-dir", tmp_path / "nowhere")
+    code, _, err = run_main(
+        "export", FIXTURES / checkpoint, "-o", tmp_path / "out.onnx", "--dict-dir", tmp_path / "nowhere"
+    )
     assert code == 2 and err.strip().endswith("--dict-dir: no such folder") and not (tmp_path / "out.onnx").exists()
 
 
@@ -111,7 +116,9 @@ def test_unknown_model_type_is_one_line(tmp_path: Path) -> None:
 
 def test_options_that_do_not_apply_to_a_recogniser(tmp_path: Path) -> None:
     pytest.importorskip("fairseq")
-    code, _, err = run_main("export", FIXTURES / "wav2vec2_base_ctc.pt", "-o", tmp_path / "a.onnx", "--output-layer", "1")
+    code, _, err = run_main(
+        "export", FIXTURES / "wav2vec2_base_ctc.pt", "-o", tmp_path / "a.onnx", "--output-layer", "1"
+    )
     assert code == 2 and "CTC recogniser" in err
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_builders as ob
 import onnxruntime as ort
 import pytest
+from conftest import FIXTURES
 from onnx import TensorProto, helper
 
 import hubert_fix
-import onnx_builders as ob
-from conftest import FIXTURES
 from hubert_fix.passes import DEFAULT_PASSES, CtcMaskScatter
 from hubert_fix.passes.contract import PassResult
 
@@ -70,7 +70,9 @@ def masked_write_model(
             helper.make_node("Slice", ["flat", "zero", "end", "zero"], ["updates"], name="/Slice_2"),
         ]
     scatter_attrs = {"reduction": reduction} if reduction else {}
-    nodes.append(helper.make_node("ScatterND", ["x", "indices", "updates"], ["y"], name="/ScatterND_1", **scatter_attrs))
+    nodes.append(
+        helper.make_node("ScatterND", ["x", "indices", "updates"], ["y"], name="/ScatterND_1", **scatter_attrs)
+    )
     inputs = [
         helper.make_tensor_value_info("mask", TensorProto.BOOL, list(mask_shape)),
         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["frames", "batch", V]),

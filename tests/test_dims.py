@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_builders as ob
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
-import onnx_builders as ob
 from hubert_fix.analysis.dims import analyze
 
 
@@ -46,7 +46,10 @@ def test_walk_proves_what_inference_loses():
 
 
 def test_unknown_op_stops_the_walk():
-    nodes = [helper.make_node("NonZero", ["x"], ["nz"], name="nz"), helper.make_node("Transpose", ["nz"], ["y"], name="tr")]
+    nodes = [
+        helper.make_node("NonZero", ["x"], ["nz"], name="nz"),
+        helper.make_node("Transpose", ["nz"], ["y"], name="tr"),
+    ]
     m = ob.model(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "frames"])],
@@ -99,7 +102,9 @@ def test_analyze_does_not_touch_the_graph_and_skips_big_weights():
     facts = analyze(graph)
     assert facts.shape(graph.tensors()["y"]) == ("batch", 100)
     assert gs.export_onnx(graph).SerializeToString() == before
-    assert not any(t.shape for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.inputs and t not in graph.outputs)
+    assert not any(
+        t.shape for t in graph.tensors().values() if isinstance(t, gs.Variable) and t.inputs and t not in graph.outputs
+    )
 
 
 def test_walk_steps_through_repeat_and_expand():
@@ -152,15 +157,23 @@ def _torch_pad_model(time_pad: str) -> onnx.ModelProto:
     pads [0, 0, 0, n] padded to 6, reshaped [-1, 2], rows reversed, transposed, flattened."""
     c = lambda name, v: helper.make_node("Constant", [], [name], value=ob.const(name + "_v", v))  # noqa: E731
     nodes = [
-        c("zeros", [0, 0, 0]), helper.make_node("Shape", ["x"], ["shape"]),
-        helper.make_node("Gather", ["shape", "one"], ["t"], axis=0), helper.make_node("Unsqueeze", ["t", "axis0"], ["tv"]),
+        c("zeros", [0, 0, 0]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["t"], axis=0),
+        helper.make_node("Unsqueeze", ["t", "axis0"], ["tv"]),
         helper.make_node("Concat", ["zeros", "tv" if time_pad == "dynamic" else "zero1"], ["four"], axis=0),
-        c("two", [0, 0]), helper.make_node("Concat", ["four", "two"], ["six"], axis=0),
-        c("pairs", [-1, 2]), helper.make_node("Reshape", ["six", "pairs"], ["grid"]),
-        c("s", [-1]), c("e", [-(2**63) + 1]), c("a", [0]), c("st", [-1]),
+        c("two", [0, 0]),
+        helper.make_node("Concat", ["four", "two"], ["six"], axis=0),
+        c("pairs", [-1, 2]),
+        helper.make_node("Reshape", ["six", "pairs"], ["grid"]),
+        c("s", [-1]),
+        c("e", [-(2**63) + 1]),
+        c("a", [0]),
+        c("st", [-1]),
         helper.make_node("Slice", ["grid", "s", "e", "a", "st"], ["rev"]),
         helper.make_node("Transpose", ["rev"], ["tr"], perm=[1, 0]),
-        c("flat", [-1]), helper.make_node("Reshape", ["tr", "flat"], ["pads"]),
+        c("flat", [-1]),
+        helper.make_node("Reshape", ["tr", "flat"], ["pads"]),
         helper.make_node("Pad", ["x", "pads"], ["y"], mode="constant"),
     ]
     inits = [ob.const("one", 1), ob.const("axis0", [0]), ob.const("zero1", [0])]

@@ -21,12 +21,10 @@ pytest.importorskip("fairseq")
 
 import onnxruntime as ort  # noqa: E402
 
-from hubert_fix.exporter import loading
-from hubert_fix.exporter import modules
-from hubert_fix.exporter import trace
+from hubert_fix.analysis.convstack import frames, min_samples, mod_zero_samples  # noqa: E402
 from hubert_fix.errors import DeviceUnavailableError, HubertFixError, UnusableInputError  # noqa: E402
+from hubert_fix.exporter import loading, modules, trace  # noqa: E402
 from hubert_fix.validation.matrix import Case, cases  # noqa: E402
-from hubert_fix.analysis.convstack import frames, min_samples, mod_zero_samples
 
 pytestmark = pytest.mark.export
 

@@ -181,7 +181,9 @@ def _over_2gb_model(folder: Path) -> Path:
         [weight, helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
     )
     path = folder / "model.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString())
+    path.write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    )
     return path
 
 

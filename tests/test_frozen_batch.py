@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import onnx_builders as ob
 import pytest
 from onnx import TensorProto, helper
 
-import onnx_builders as ob
 from hubert_fix.passes import FrozenBatch
 
 PASS = FrozenBatch()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_builders as ob
 import pytest
 
-import onnx_builders as ob
 from hubert_fix.passes import DEFAULT_PASSES, FrozenSlice
 
 PASS = FrozenSlice()
@@ -149,4 +149,10 @@ def test_constant_end_is_not_a_candidate():
 
 
 def test_default_order():
-    assert [p.name for p in DEFAULT_PASSES] == ["where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter", "frozen-batch"]
+    assert [p.name for p in DEFAULT_PASSES] == [
+        "where-broadcast",
+        "frozen-pad",
+        "frozen-slice",
+        "ctc-mask-scatter",
+        "frozen-batch",
+    ]

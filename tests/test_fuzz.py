@@ -64,11 +64,15 @@ def test_a_short_fuzz_run_finds_nothing(tmp_path: Path) -> None:
     """The seeds, then mutants (random engine, fixed seed): about a minute on 2 cores."""
     env = {**os.environ, "FUZZ_FINDINGS": str(tmp_path)}
     command = [sys.executable, str(ROOT / "fuzz" / "fuzz_load.py"), "--engine", "random", "--runs", "40", "--seed", "7"]
-    result = subprocess.run([*command, str(ROOT / "fuzz" / "corpus")], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [*command, str(ROOT / "fuzz" / "corpus")], capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "findings 0" in result.stderr and list(tmp_path.iterdir()) == []
     reached = re.search(r"reached the passes (\d+) \((\d+)%\)", result.stderr.splitlines()[-1])
-    assert reached and int(reached.group(2)) >= 50, result.stderr[-500:]  # the graph-aware mutator keeps mutants loadable
+    assert reached and int(reached.group(2)) >= 50, result.stderr[
+        -500:
+    ]  # the graph-aware mutator keeps mutants loadable
 
 
 # ---------------------------------------------------------------- the findings of issue 15's fuzz run
@@ -102,12 +106,19 @@ def _with_function_and_if(model: onnx.ModelProto) -> onnx.ModelProto:
     """A local function (unused) and an If node: what the fuzzer combined."""
     from onnx import TensorProto, helper
 
-    function = helper.make_function("custom", "Twice", ["a"], ["b"], [helper.make_node("Add", ["a", "a"], ["b"])],
-                                    [helper.make_opsetid("", 17)])
+    function = helper.make_function(
+        "custom", "Twice", ["a"], ["b"], [helper.make_node("Add", ["a", "a"], ["b"])], [helper.make_opsetid("", 17)]
+    )
     model.functions.append(function)
-    branch = helper.make_graph([helper.make_node("Constant", [], ["one"], value_float=1.0)], "branch", [],
-                               [helper.make_tensor_value_info("one", TensorProto.FLOAT, [])])
-    model.graph.node.append(helper.make_node("Constant", [], ["flag"], value=helper.make_tensor("f", TensorProto.BOOL, [], [True])))
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["one"], value_float=1.0)],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("one", TensorProto.FLOAT, [])],
+    )
+    model.graph.node.append(
+        helper.make_node("Constant", [], ["flag"], value=helper.make_tensor("f", TensorProto.BOOL, [], [True]))
+    )
     model.graph.node.append(helper.make_node("If", ["flag"], ["chosen"], then_branch=branch, else_branch=branch))
     model.graph.output.append(helper.make_tensor_value_info("chosen", TensorProto.FLOAT, []))
     model.opset_import.append(helper.make_opsetid("custom", 1))

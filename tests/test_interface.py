@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_builders as ob
 import pytest
 from conftest import FIXTURES, RAW, run_main
 from onnx import TensorProto, helper
 
-import onnx_builders as ob
 from hubert_fix.analysis.interface import ATTENTION_MASK, PADDING_MASK, describe
 
 
@@ -41,7 +41,9 @@ def test_the_role_override_is_used(tmp_path: Path) -> None:
     # Calling the int mask a padding mask inverts it: the real samples are then the masked ones.
     cases = FIXTURES / "hf_hubert.cases.npz"
     assert _validate(FIXTURES / "hf_hubert.onnx", "--reference", cases)[0] == 0
-    code, report, _ = _validate(FIXTURES / "hf_hubert.onnx", "--reference", cases, "--input", "attention_mask=padding_mask")
+    code, report, _ = _validate(
+        FIXTURES / "hf_hubert.onnx", "--reference", cases, "--input", "attention_mask=padding_mask"
+    )
     assert code == 1 and report["interface"]["mask"]["role"] == "padding_mask"
     failed = {c["name"] for c in report["cases"] if not c["ok"]}
     assert {"1 s", "batch 2, padded"} <= failed

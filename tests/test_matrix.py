@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hubert_fix.validation.matrix import cases
 from hubert_fix.analysis.convstack import frames, min_samples, mod_zero_samples
+from hubert_fix.validation.matrix import cases
 
 BASE = ((10, 5),) + ((3, 2),) * 4 + ((2, 2),) * 2  # fairseq's default conv_feature_layers
 ODD = ((7, 3), (5, 2))

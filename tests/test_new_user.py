@@ -64,7 +64,9 @@ def test_progress_says_what_happens_and_overwrites_itself(tmp_path: Path) -> Non
 
 
 def test_help_is_plain_text_and_complete() -> None:
-    texts = [run_cli("--help").stdout] + [run_cli(c, "--help").stdout for c in ("check", "repair", "validate", "export", "demo", "passes")]
+    texts = [run_cli("--help").stdout] + [
+        run_cli(c, "--help").stdout for c in ("check", "repair", "validate", "export", "demo", "passes")
+    ]
     assert all("``" not in text for text in texts)
     repair, validate = (" ".join(text.split()) for text in texts[2:4])  # unwrapped
     assert "MODEL.onnx the ONNX model" in repair and "where to write the repaired model" in repair
@@ -82,7 +84,11 @@ def test_the_refusal_report_says_planned_not_made(tmp_path: Path) -> None:
 
 
 def test_skipping_every_pass_checks_nothing_and_says_so() -> None:
-    args = [a for name in ("where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter", "frozen-batch") for a in ("--skip", name)]
+    args = [
+        a
+        for name in ("where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter", "frozen-batch")
+        for a in ("--skip", name)
+    ]
     code, out, err = run_main("check", RAW, *args)
     assert code == 2 and "no pass to run" in err and out == ""
 

@@ -73,7 +73,9 @@ def _record(path: Path) -> dict[str, object]:
 
 @pytest.mark.parametrize("name", REPAIRED_FIXTURES)
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_validates_keeps_interface_and_is_idempotent(repaired: dict[str, Path], tmp_path: Path, name: str, precision: str) -> None:
+def test_validates_keeps_interface_and_is_idempotent(
+    repaired: dict[str, Path], tmp_path: Path, name: str, precision: str
+) -> None:
     source = repaired[name]
     out, again = tmp_path / "opt.onnx", tmp_path / "again.onnx"
     report = hubert_fix.optimize(source, out, precision=precision)
@@ -117,7 +119,14 @@ def test_fp16_runs_float16_with_float32_norms(repaired: dict[str, Path], tmp_pat
 
 #: Bounds int8 meets on every CPU (measured here, AMD EPYC Zen 5 with VNNI: mean frame
 #: cosine >= 0.99992 on the real-width model); the default tolerance's margin is ISA-dependent.
-ANY_CPU_INT8 = ["--tolerance", "min_mean_frame_cosine=0.98", "--tolerance", "min_frame_cosine=0.9", "--tolerance", "min_cosine=0.98"]
+ANY_CPU_INT8 = [
+    "--tolerance",
+    "min_mean_frame_cosine=0.98",
+    "--tolerance",
+    "min_frame_cosine=0.9",
+    "--tolerance",
+    "min_cosine=0.98",
+]
 ANY_CPU_INT8_TOLERANCE = Tolerance(max_rel_diff=0.1, min_cosine=0.98, min_mean_frame_cosine=0.98, min_frame_cosine=0.9)
 
 
@@ -132,7 +141,9 @@ def test_int8_on_a_real_width_model(small: Path, tmp_path: Path) -> None:
     assert cases and all(c["mean_frame_cosine"] >= ANY_CPU_INT8_TOLERANCE.min_mean_frame_cosine for c in cases)
     model = onnx.load(out)
     assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) >= 12  # q, k, v, out, 2 FFN per layer + proj
-    assert not [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in {t.name for t in model.graph.initializer}]
+    assert not [
+        n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in {t.name for t in model.graph.initializer}
+    ]
     assert _ports(out) == _ports(small)
     assert hubert_fix.optimize(out, again, precision="int8", tolerance=ANY_CPU_INT8_TOLERANCE).ok
     assert _graph_bytes(again) == _graph_bytes(out)
@@ -143,14 +154,20 @@ def test_int8_against_the_checkpoint(small: Path, tmp_path: Path) -> None:
     report = hubert_fix.optimize(
         small, out, precision="int8", checkpoint=small.with_suffix(".pt"), quick=True, tolerance=ANY_CPU_INT8_TOLERANCE
     )
-    assert report.ok and report.checkpoint_validation is not None and report.checkpoint_validation.reference == "checkpoint"
+    assert (
+        report.ok
+        and report.checkpoint_validation is not None
+        and report.checkpoint_validation.reference == "checkpoint"
+    )
     assert all(c.ok for c in report.checkpoint_validation.cases)
 
 
 def test_int8_that_misses_its_tolerance_writes_nothing(repaired: dict[str, Path], tmp_path: Path) -> None:
     """1e-6 of absolute difference: int8 rounding of the weights alone is far more, on every CPU."""
     out = tmp_path / "int8.onnx"
-    code, stdout, err = run_main("optimize", repaired[RAW.name], "-o", out, "--int8", "--tolerance", "max_abs_diff=1e-6")
+    code, stdout, err = run_main(
+        "optimize", repaired[RAW.name], "-o", out, "--int8", "--tolerance", "max_abs_diff=1e-6"
+    )
     assert code == 1, (stdout, err)
     assert "missed its tolerance; nothing written" in stdout and "FAIL" in stdout
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -159,7 +176,15 @@ def test_int8_that_misses_its_tolerance_writes_nothing(repaired: dict[str, Path]
 @pytest.mark.parametrize("precision", ["", "--fp16"])
 def test_a_broken_tolerance_refuses_to_write(repaired: dict[str, Path], tmp_path: Path, precision: str) -> None:
     out = tmp_path / "opt.onnx"
-    args = ["optimize", repaired[RAW.name], "-o", out, "--tolerance", "min_frame_cosine=1.0001", *filter(None, [precision])]
+    args = [
+        "optimize",
+        repaired[RAW.name],
+        "-o",
+        out,
+        "--tolerance",
+        "min_frame_cosine=1.0001",
+        *filter(None, [precision]),
+    ]
     code, stdout, _ = run_main(*args)
     assert code == 1 and "min frame cosine" in stdout and "nothing written" in stdout
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -210,7 +235,6 @@ def test_fp16_on_cuda(repaired: dict[str, Path], tmp_path: Path) -> None:
     except hubert_fix.DeviceUnavailableError as exc:
         pytest.skip(str(exc))
     assert report.ok and report.validation.provider == "CUDAExecutionProvider"
-
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

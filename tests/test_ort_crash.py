@@ -20,8 +20,7 @@ import pytest
 from conftest import RAW, run_main
 from onnx import TensorProto, helper
 
-from hubert_fix.onnxio import isolation
-from hubert_fix.onnxio import session
+from hubert_fix.onnxio import isolation, session
 
 
 def fp16_transpose_matmul(path: Path) -> Path:

@@ -37,7 +37,13 @@ def _inputs(tmp_path: Path) -> dict[str, Path]:
     checkpoint.write_bytes(b"not read: the output is refused first")
     reference = tmp_path / "cases.npz"
     shutil.copyfile(CASES, reference)
-    return {"model": model, "model-data": data, "reference": reference, "checkpoint": checkpoint, "dict": tmp_path / "vocab" / "dict.ltr.txt"}
+    return {
+        "model": model,
+        "model-data": data,
+        "reference": reference,
+        "checkpoint": checkpoint,
+        "dict": tmp_path / "vocab" / "dict.ltr.txt",
+    }
 
 
 def _name(read: Path, how: str, where: Path) -> Path:
@@ -61,7 +67,10 @@ def _commands(inputs: dict[str, Path], out: Path) -> list[tuple[list[object], se
     model, ckpt, vocab = inputs["model"], inputs["checkpoint"], inputs["dict"].parent
     own = {"model", "model-data"}
     return [
-        (["validate", model, "--junit-xml", out, "--checkpoint", ckpt, "--dict-dir", vocab], own | {"checkpoint", "dict"}),
+        (
+            ["validate", model, "--junit-xml", out, "--checkpoint", ckpt, "--dict-dir", vocab],
+            own | {"checkpoint", "dict"},
+        ),
         (["validate", model, "--junit-xml", out, "--reference", inputs["reference"]], own | {"reference"}),
         (["optimize", model, "-o", out, "--checkpoint", ckpt, "--dict-dir", vocab], own | {"checkpoint", "dict"}),
         (["repair", model, "-o", out], own),
@@ -83,7 +92,10 @@ def test_no_output_is_a_file_the_command_reads(tmp_path: Path, read: str, how: s
     for argv in runs:
         code, out, err = run_main(*argv)
         assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
-        assert any(why in err for why in ("which this command reads", "is the input model", "give one of them")), (argv, err)
+        assert any(why in err for why in ("which this command reads", "is the input model", "give one of them")), (
+            argv,
+            err,
+        )
         assert _snapshot(tmp_path) == before, argv
 
 
@@ -94,7 +106,9 @@ def test_out_data_is_never_a_file_the_command_reads(tmp_path: Path, read: str, h
     inputs = _inputs(tmp_path)
     out = tmp_path / "out.onnx"
     _name(inputs[read], how, tmp_path).rename(tmp_path / "out.onnx.data")
-    runs = [argv for argv, reads in _commands(inputs, out) if read in reads and "-o" in argv and "--in-place" not in argv]
+    runs = [
+        argv for argv, reads in _commands(inputs, out) if read in reads and "-o" in argv and "--in-place" not in argv
+    ]
     assert runs
     before = _snapshot(tmp_path)
     for argv in runs:
@@ -148,7 +162,9 @@ def test_demo_out_dir_never_overwrites_the_checkpoint(tmp_path: Path, how: str) 
     out_dir = folder if how == "same" else tmp_path / "out"
     if how != "same":
         out_dir.mkdir()
-        (out_dir / checkpoint.name).symlink_to(checkpoint) if how == "symlink" else os.link(checkpoint, out_dir / checkpoint.name)
+        (out_dir / checkpoint.name).symlink_to(checkpoint) if how == "symlink" else os.link(
+            checkpoint, out_dir / checkpoint.name
+        )
     before = _snapshot(tmp_path)
     with pytest.raises(UnusableInputError, match="which this command reads"):
         run_demo(checkpoint, out_dir, console=None)  # refused before the console is used

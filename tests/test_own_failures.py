@@ -24,7 +24,6 @@ from hubert_fix import runner
 from hubert_fix.analysis.interface import Interface
 
 
-
 @pytest.fixture(scope="module")
 def repaired(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("repaired") / "hubert_base_tiny.onnx"
@@ -38,8 +37,12 @@ def _bug(*args: object, **kwargs: object) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["check", RAW], ["repair", RAW, "-o", "{tmp}/out.onnx"], ["validate", "{repaired}", "--quick"],
-     ["optimize", "{repaired}", "-o", "{tmp}/out.onnx", "--quick"]],
+    [
+        ["check", RAW],
+        ["repair", RAW, "-o", "{tmp}/out.onnx"],
+        ["validate", "{repaired}", "--quick"],
+        ["optimize", "{repaired}", "-o", "{tmp}/out.onnx", "--quick"],
+    ],
     ids=lambda a: a[0],
 )
 def test_a_bug_in_the_analysis_is_exit_4_with_a_report(tmp_path: Path, monkeypatch, repaired: Path, argv: list) -> None:
@@ -74,7 +77,9 @@ def test_the_api_lets_a_bug_propagate(monkeypatch) -> None:
 @pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0, 1.5])
 def test_ctrl_c_at_any_moment_is_130_and_one_line(delay: float) -> None:
     """From start-up (the imports take about a second) into the command itself."""
-    process = subprocess.Popen([str(SCRIPT), "check", str(RAW)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(SCRIPT), "check", str(RAW)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -94,7 +99,9 @@ def test_ctrl_c_inside_the_start_up_imports() -> None:
         "from hubert_fix.__main__ import main\n"
         "sys.exit(main(['check', 'model.onnx']))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ}
+    )
     assert result.returncode == 130 and result.stderr == "hubert-fix: interrupted; nothing written\n", result.stderr
 
 
@@ -107,4 +114,6 @@ def test_a_crash_of_onnx_shape_inference_is_exit_2(monkeypatch) -> None:
 
     monkeypatch.setattr(shapes, "_infer", lambda model: os.abort())
     code, _, err = run_main("check", RAW)
-    assert code == 2 and err.count("\n") == 1 and f"{RAW}: ONNX shape inference crashed on this model (SIGABRT" in err, err
+    assert (
+        code == 2 and err.count("\n") == 1 and f"{RAW}: ONNX shape inference crashed on this model (SIGABRT" in err
+    ), err

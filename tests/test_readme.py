@@ -77,7 +77,10 @@ def test_the_pipeline_recipe_runs_as_written(tmp_path: Path) -> None:
     assert reports["damaged.check.json"]["exit_code"] == 2 and reports["refused.check.json"]["unrepairable"] == 1
     assert reports["repairable.repair.json"]["edits"] == 2 and reports["clean.repair.json"]["edits"] == 0
     assert reports["clean.validate.json"]["ok"] and reports["repairable.validate.json"]["ok"]
-    assert sorted(p.name for p in (tmp_path / "reports").glob("*.junit.xml")) == ["clean.junit.xml", "repairable.junit.xml"]
+    assert sorted(p.name for p in (tmp_path / "reports").glob("*.junit.xml")) == [
+        "clean.junit.xml",
+        "repairable.junit.xml",
+    ]
     assert "refused.onnx: not deployable (check exit 3" in result.stderr
 
 
@@ -95,7 +98,9 @@ def _readme_command_lines() -> list[str]:
             prose.append(line)
     for span in re.findall(r"`((?:\.venv/bin/)?hubert-fix [a-z][^`]*)`", " ".join(prose)):
         words = span.split()
-        if "[" not in span and "|" not in span and len(words) > 2 and not words[2].startswith("-"):  # not a usage or a flag's name
+        if (
+            "[" not in span and "|" not in span and len(words) > 2 and not words[2].startswith("-")
+        ):  # not a usage or a flag's name
             lines.append(span.removeprefix(".venv/bin/"))
     return lines
 
@@ -106,7 +111,13 @@ def test_every_command_the_readme_shows_parses() -> None:
 
     parser = build_parser()
     lines = _readme_command_lines()
-    assert len(lines) >= 10 and {line.split()[1] for line in lines} >= {"check", "repair", "validate", "export", "optimize"}
+    assert len(lines) >= 10 and {line.split()[1] for line in lines} >= {
+        "check",
+        "repair",
+        "validate",
+        "export",
+        "optimize",
+    }
     for line in lines:
         args = shlex.split(line)[1:]
         try:

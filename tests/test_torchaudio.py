@@ -26,7 +26,9 @@ def test_an_integer_batch_vector_is_the_lengths() -> None:
 
 
 def test_the_role_can_be_given(tmp_path: Path) -> None:
-    code, out, err = run_main("validate", LENGTHS_DYNAMO, "--input", "lengths=lengths", "--input", "waveforms=audio", "--quick", "--json")
+    code, out, err = run_main(
+        "validate", LENGTHS_DYNAMO, "--input", "lengths=lengths", "--input", "waveforms=audio", "--quick", "--json"
+    )
     assert code == 0, err
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_builders as ob
 import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper
 
-import onnx_builders as ob
 from hubert_fix.analysis.dims import analyze
 from hubert_fix.passes import WhereBroadcast
 
@@ -118,7 +118,8 @@ def test_where_of_unknown_rank_is_reported_not_guessed():
         helper.make_node("Where", ["m2", "zero", "x"], ["y"], name="/encoder/Where"),
     ]
     graph = helper.make_graph(
-        nodes, "t",
+        nodes,
+        "t",
         [
             helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", "frames"]),
             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "frames", 4]),

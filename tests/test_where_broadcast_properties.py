@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_builders as ob
 import onnx_graphsurgeon as gs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import onnx_builders as ob
 from hubert_fix import metadata, runner
 from hubert_fix.analysis.dims import analyze
 from hubert_fix.passes import WhereBroadcast
@@ -30,7 +30,7 @@ def layouts(draw: st.DrawFn) -> tuple[list[object], list[int], int]:
     rank = draw(st.integers(2, 4))
     declared: list[object] = []
     sizes: list[int] = []
-    for axis in range(rank):
+    for _ in range(rank):
         if draw(st.booleans()):
             size = draw(st.integers(1, 5))
             declared.append(size)
@@ -83,6 +83,4 @@ def test_right_aligned_condition_is_left_alone(layout, data) -> None:
     original.CopyFrom(model)
     repaired, report = runner.repair(model, "model.onnx")
     assert not report.edits and repaired.graph == original.graph
-    assert {p.key for p in repaired.metadata_props} - {p.key for p in original.metadata_props} == {
-        metadata.REPAIR
-    }
+    assert {p.key for p in repaired.metadata_props} - {p.key for p in original.metadata_props} == {metadata.REPAIR}

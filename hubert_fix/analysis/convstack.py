@@ -1,10 +1,6 @@
-"""Frame counts of a conv feature extractor: (kernel, stride) per layer, input first.
-"""
+"""Frame counts of a conv feature extractor: (kernel, stride) per layer, input first."""
 
 from __future__ import annotations
-
-
-
 
 ConvStack = tuple[tuple[int, int], ...]  # (kernel, stride) per conv layer, input first
 

@@ -30,13 +30,6 @@ from hubert_fix.analysis.steps import walk_step
 from hubert_fix.analysis.vectors import scalar_element, shape_element, vector_length
 from hubert_fix.analysis.walk import Root
 
-
-
-
-
-
-
-
 # ------------------------------------------------------------------------ the facts
 
 

@@ -1,14 +1,10 @@
-"""Small read-only helpers over an onnx-graphsurgeon graph: producers, constants, attributes.
-"""
+"""Small read-only helpers over an onnx-graphsurgeon graph: producers, constants, attributes."""
 
 from __future__ import annotations
-
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-
-
 
 #: Constants up to this many elements stay inline in the inference copy, because
 #: Reshape/Slice/Unsqueeze/Reduce need their *values*; larger ones become shape-only inputs.

@@ -28,9 +28,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hubert_fix import metadata
+from hubert_fix.analysis.convstack import ConvStack, frames
 from hubert_fix.analysis.dims import GraphFacts, analyze
 from hubert_fix.errors import UnusableInputError
-from hubert_fix.analysis.convstack import ConvStack, frames
 from hubert_fix.onnxio.skeleton import weightless
 
 AUDIO = "audio"
@@ -154,7 +154,9 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
     inputs = {k: v for k, v in inputs.items() if k not in initializers}  # old IRs list weights as inputs
     unknown = sorted(set(roles) - set(inputs))
     if unknown:
-        raise UnusableInputError(f"{name}: --input names {', '.join(unknown)}, not an input of the model ({', '.join(inputs)})")
+        raise UnusableInputError(
+            f"{name}: --input names {', '.join(unknown)}, not an input of the model ({', '.join(inputs)})"
+        )
     for port in inputs.values():
         if port.name not in roles:
             guessed = _guess_role(port)
@@ -168,7 +170,9 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
             "is this a speech encoder? name it with --input NAME=audio"
         )
     if len(masks) > 1:
-        raise UnusableInputError(f"{name}: more than one mask input ({', '.join(p.name for p, _ in masks)}); choose with --input")
+        raise UnusableInputError(
+            f"{name}: more than one mask input ({', '.join(p.name for p, _ in masks)}); choose with --input"
+        )
     missing = sorted(set(inputs) - set(roles))
     if missing:
         raise UnusableInputError(
@@ -217,7 +221,9 @@ def _with_inferred_dims(port: Port, facts: GraphFacts) -> Port:
     if port.dims is None or len(port.dims) != len(shape):
         return Port(port.name, port.dtype, tuple(d if isinstance(d, int) else None for d in shape))
     return Port(
-        port.name, port.dtype, tuple(d if d is not None else (s if isinstance(s, int) else None) for d, s in zip(port.dims, shape))
+        port.name,
+        port.dtype,
+        tuple(d if d is not None else (s if isinstance(s, int) else None) for d, s in zip(port.dims, shape)),
     )
 
 

@@ -16,9 +16,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
 
-from hubert_fix.onnxio.isolation import ChildError, in_child
 from hubert_fix.analysis.graph import SMALL_CONSTANT
-
+from hubert_fix.onnxio.isolation import ChildError, in_child
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +132,9 @@ def inferred_shapes(graph: gs.Graph) -> dict[str, tuple[Dim | None, ...] | None]
 def _infer(model: onnx.ModelProto) -> bytes:
     """ONNX shape inference (C++: an assertion in it aborts, so ``in_child`` runs this)."""
     with memory_budget(INFERENCE_BUDGET):
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True).SerializeToString()
+        return onnx.shape_inference.infer_shapes(
+            model, check_type=False, strict_mode=False, data_prop=True
+        ).SerializeToString()
 
 
 def _read_shapes(g: onnx.GraphProto) -> tuple[dict[str, tuple[Dim | None, ...] | None], dict[str, int]]:

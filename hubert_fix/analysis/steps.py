@@ -7,8 +7,6 @@ keep the dim. Shape vectors are followed element by element (``vectors``).
 
 from __future__ import annotations
 
-
-
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.graph import input_at, int_list, node_axes, producer
@@ -49,7 +47,6 @@ _POOL_OPS = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPoo
 
 
 # ------------------------------------------------------------------- one walk step
-
 
 
 def walk_step(facts: Facts, tensor: gs.Tensor, axis: int) -> Step:
@@ -123,7 +120,9 @@ def walk_step(facts: Facts, tensor: gs.Tensor, axis: int) -> Step:
         return (first, axis) if pads[axis] == 0 and pads[axis + rank] == 0 else None
     if op == "Range":  # Range(0, n, 1) has n elements (torchaudio's arange(T) for its length mask)
         start, delta = int_list(input_at(node, 0)), int_list(input_at(node, 2))
-        return scalar_element(facts, node.inputs[1]) if start == [0] and delta == [1] and len(node.inputs) == 3 else None
+        return (
+            scalar_element(facts, node.inputs[1]) if start == [0] and delta == [1] and len(node.inputs) == 3 else None
+        )
     if op in _POOL_OPS:
         return (first, 0) if axis == 0 and out_index == 0 else None
     if op == "MatMul":

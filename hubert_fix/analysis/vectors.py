@@ -2,9 +2,6 @@
 vector is (``Shape``, ``Gather``, ``Concat``, ``Slice``, ``Where(v == -1, ...)``, ...), and
 the values of small integer vectors computed from constants."""
 
-
-
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -98,8 +95,10 @@ def scalar_element(facts: Facts, scalar: gs.Tensor) -> Step:
         index = int_list(input_at(node, 1))
         if index is None or len(index) != 1:
             return None
-        return shape_element(facts, node.inputs[0], index[0]) if index[0] >= 0 else _negative_shape_index(
-            facts, node.inputs[0], index[0]
+        return (
+            shape_element(facts, node.inputs[0], index[0])
+            if index[0] >= 0
+            else _negative_shape_index(facts, node.inputs[0], index[0])
         )
     return None
 
@@ -127,19 +126,32 @@ def element_array(facts: Facts, tensor: gs.Tensor | None, depth: int = ELEMENT_D
         return values.astype(object) if values.dtype.kind in "iu" else None
     node = producer(tensor)
     shape = facts.shape(tensor)
-    if node is None or shape is None or not all(isinstance(d, int) for d in shape) or int(np.prod(shape)) > SMALL_CONSTANT:
+    if (
+        node is None
+        or shape is None
+        or not all(isinstance(d, int) for d in shape)
+        or int(np.prod(shape)) > SMALL_CONSTANT
+    ):
         return None
     if node.op == "ConstantOfShape":
         fill = const_value(node.attrs.get("value"))
-        return np.full(shape, int(fill.reshape(-1)[0]) if fill is not None and fill.dtype.kind in "iu" else None, dtype=object)
-    parts = [element_array(facts, t, depth - 1) for t in (node.inputs if node.op in ("Concat", "Mul") else node.inputs[:1])]
+        return np.full(
+            shape, int(fill.reshape(-1)[0]) if fill is not None and fill.dtype.kind in "iu" else None, dtype=object
+        )
+    parts = [
+        element_array(facts, t, depth - 1) for t in (node.inputs if node.op in ("Concat", "Mul") else node.inputs[:1])
+    ]
     if node.op == "Concat":
-        return None if any(part is None for part in parts) else np.concatenate(parts, axis=int(node.attrs.get("axis", 0)))
+        return (
+            None if any(part is None for part in parts) else np.concatenate(parts, axis=int(node.attrs.get("axis", 0)))
+        )
     if node.op == "Mul":  # elementwise, broadcasting; an unknown factor makes an unknown product
         if len(parts) != 2 or any(part is None for part in parts):
             return None
         a, b = np.broadcast_arrays(*parts)
-        product = np.array([x * y if x is not None and y is not None else None for x, y in zip(a.flat, b.flat)], dtype=object)
+        product = np.array(
+            [x * y if x is not None and y is not None else None for x, y in zip(a.flat, b.flat)], dtype=object
+        )
         return product.reshape(a.shape) if a.shape == tuple(shape) else None
     first = parts[0] if parts else None
     if node.op in ("Cast", "Identity") and first is not None:

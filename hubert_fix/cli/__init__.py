@@ -4,7 +4,6 @@ Reports go to stdout (--json: one JSON object, with "error" and "exit_code" when
 logs, progress and errors go to stderr. The exit codes are ``hubert_fix.errors.EXITS``.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -23,10 +22,6 @@ from hubert_fix.cli.console import Console, emit
 from hubert_fix.cli.parser import build_parser
 from hubert_fix.cli.reports import format_report
 from hubert_fix.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SIGPIPE, HubertFixError, one_line
-
-
-
-
 
 
 def _subject(args: argparse.Namespace) -> str:
@@ -60,7 +55,8 @@ def _internal_report(args: argparse.Namespace, exc: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        level=logging.INFO if args.verbose else logging.WARNING,
         format="hubert-fix: %(levelname)s: %(message)s",
     )
     G_LOGGER.severity = G_LOGGER.WARNING if args.verbose else G_LOGGER.ERROR  # its warnings are not ours to print

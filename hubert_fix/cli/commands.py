@@ -1,6 +1,4 @@
-"""One function per command: parsed arguments in, an exit code out.
-"""
-
+"""One function per command: parsed arguments in, an exit code out."""
 
 from __future__ import annotations
 
@@ -10,17 +8,14 @@ import os
 import re
 from importlib import resources
 
-
 from hubert_fix import api
-from hubert_fix.errors import EXIT_FOUND, EXIT_OK, EXIT_UNREPAIRABLE, UnusableInputError
 from hubert_fix.analysis.interface import parse_roles
-from hubert_fix.deploy.optimize import TOLERANCES
-from hubert_fix.passes import DEFAULT_PASSES
-from hubert_fix.cli.reports import format_report, format_validation
 from hubert_fix.cli.console import Console, emit
+from hubert_fix.cli.reports import format_report, format_validation
+from hubert_fix.deploy.optimize import TOLERANCES
+from hubert_fix.errors import EXIT_FOUND, EXIT_OK, EXIT_UNREPAIRABLE, UnusableInputError
+from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.validation.report import Tolerance
-
-
 
 DEMO_CHECKPOINT = "hubert_base_tiny.pt"
 
@@ -42,7 +37,9 @@ def cmd_repair(args: argparse.Namespace, console: Console) -> int:
     if args.output is None and not args.in_place:
         raise UnusableInputError(f"{args.model}: give -o OUT.onnx, or --in-place to replace the model")
     if args.in_place and args.output is not None and os.path.abspath(args.output) != os.path.abspath(args.model):
-        raise UnusableInputError(f"{args.model}: --in-place replaces MODEL, -o {args.output} names another file: give one of them")
+        raise UnusableInputError(
+            f"{args.model}: --in-place replaces MODEL, -o {args.output} names another file: give one of them"
+        )
     out = args.output if args.output is not None else args.model
     report = api.repair(args.model, out, skip=args.skip, in_place=args.in_place)
     status = f"{len(report.edits)} edit(s), wrote {out}"
@@ -74,7 +71,11 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
         human.append(f"repair: {len(report.repair.edits)} edit(s)\n{format_report(report.repair)}".rstrip())
     if report.validation is not None:
         human.append(format_validation(report.validation))
-    status = f"wrote {args.output}{' (raw, unrepaired)' if args.raw else ''}" if report.ok else "validation failed; nothing written"
+    status = (
+        f"wrote {args.output}{' (raw, unrepaired)' if args.raw else ''}"
+        if report.ok
+        else "validation failed; nothing written"
+    )
     emit(console, {**report.to_dict(), "status": status}, "\n".join([*human, status]))
     return EXIT_OK if report.ok else EXIT_FOUND
 
@@ -90,7 +91,9 @@ def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:
                 raise ValueError
             changes[key] = float(value)
         except ValueError:
-            raise UnusableInputError(f"--tolerance {pair!r}: expected NAME=NUMBER with NAME one of {', '.join(sorted(names))}") from None
+            raise UnusableInputError(
+                f"--tolerance {pair!r}: expected NAME=NUMBER with NAME one of {', '.join(sorted(names))}"
+            ) from None
     return dataclasses.replace(default, **changes)
 
 

@@ -1,15 +1,10 @@
-"""Where the CLI's output goes: reports to stdout, progress and errors to stderr.
-"""
-
+"""Where the CLI's output goes: reports to stdout, progress and errors to stderr."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-
-
-
 
 
 class Console:

@@ -14,13 +14,11 @@ import shutil
 from pathlib import Path
 
 from hubert_fix import api
-from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError
-from hubert_fix.onnxio.files import check_output_path, write_bytes
-from hubert_fix.errors import one_line
 from hubert_fix.cli.console import Console
 from hubert_fix.cli.reports import format_report, format_validation
+from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError, one_line
+from hubert_fix.onnxio.files import check_output_path, write_bytes
 from hubert_fix.validation.report import ValidationReport
-
 
 
 def _command(*words: object) -> str:

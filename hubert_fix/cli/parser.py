@@ -1,6 +1,4 @@
-"""The command line's grammar and help texts.
-"""
-
+"""The command line's grammar and help texts."""
 
 from __future__ import annotations
 
@@ -9,11 +7,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
-
 from hubert_fix._version import __version__
-from hubert_fix.errors import EVERY_COMMAND, EXIT_INTERNAL, EXITS
 from hubert_fix.analysis.interface import ROLES
 from hubert_fix.cli.commands import cmd_check, cmd_demo, cmd_export, cmd_optimize, cmd_passes, cmd_repair, cmd_validate
+from hubert_fix.errors import EVERY_COMMAND, EXIT_INTERNAL, EXITS
 from hubert_fix.validation.report import Tolerance
 
 log = logging.getLogger("hubert_fix")
@@ -40,8 +37,10 @@ def _epilog() -> str:
     for name, codes in EXITS.items():
         lines.append(f"  {name}: " + "; ".join(f"{code} {meaning}" for code, meaning in codes.items()))
     lines.append("  every command: " + "; ".join(f"{code} {meaning}" for code, meaning in EVERY_COMMAND.items()))
-    lines.append('Reports go to stdout (--json: one JSON object, with "error" and "exit_code" when it failed); logs, '
-                 "progress and errors go to stderr.")
+    lines.append(
+        'Reports go to stdout (--json: one JSON object, with "error" and "exit_code" when it failed); logs, '
+        "progress and errors go to stderr."
+    )
     return "\n".join(lines)
 
 
@@ -62,25 +61,34 @@ def build_parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     skip = argparse.ArgumentParser(add_help=False)
-    skip.add_argument("--skip", action="append", default=[], metavar="PASS", help="leave out a pass (see: hubert-fix passes)")
+    skip.add_argument(
+        "--skip", action="append", default=[], metavar="PASS", help="leave out a pass (see: hubert-fix passes)"
+    )
     trust = argparse.ArgumentParser(add_help=False)
     trust.add_argument(
-        "--trust-checkpoint", action="store_true",
+        "--trust-checkpoint",
+        action="store_true",
         help="unpickle the checkpoint without torch's weights_only allowlist (only for files you trust)",
     )
     trust.add_argument(
-        "--dict-dir", type=Path, default=None, metavar="DIR",
+        "--dict-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="a CTC fine-tune that does not carry its vocabulary: the folder holding its dict.ltr.txt",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, summary: str, description: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    def command(
+        name: str, summary: str, description: str, parents: list[argparse.ArgumentParser]
+    ) -> argparse.ArgumentParser:
         exits = "; ".join(f"{code}: {meaning}" for code, meaning in EXITS[name].items())
         description = f"{summary}. {description} Exit {exits}; {EXIT_INTERNAL}: internal error.".replace(". . ", ". ")
         return sub.add_parser(name, parents=[common, *parents], help=summary, description=description)
 
     p = command(
-        "check", "find problems and prove their repair would load; writes nothing",
+        "check",
+        "find problems and prove their repair would load; writes nothing",
         "",
         [as_json, skip],
     )
@@ -88,41 +96,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = command(
-        "repair", "write a repaired copy of MODEL",
+        "repair",
+        "write a repaired copy of MODEL",
         "OUT is written atomically and only once the repair is verified.",
         [as_json, skip],
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help=MODEL_HELP)
-    p.add_argument("-o", "--output", type=Path, metavar="OUT.onnx", help="where to write the repaired model (not MODEL)")
-    p.add_argument("--in-place", action="store_true", help="replace MODEL itself (-o may be left out); only once verified")
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="OUT.onnx", help="where to write the repaired model (not MODEL)"
+    )
+    p.add_argument(
+        "--in-place", action="store_true", help="replace MODEL itself (-o may be left out); only once verified"
+    )
     p.set_defaults(func=cmd_repair)
 
     p = command(
-        "export", "export a fairseq checkpoint as-is, repair, validate",
+        "export",
+        "export a fairseq checkpoint as-is, repair, validate",
         "Needs the [export] extra (torch, fairseq).",
         [as_json, trust],
     )
     p.add_argument(
-        "checkpoint", type=Path, metavar="CHECKPOINT.pt",
+        "checkpoint",
+        type=Path,
+        metavar="CHECKPOINT.pt",
         help="a fairseq checkpoint (HuBERT, wav2vec 2.0, ...; or a wav2vec_ctc/hubert_ctc fine-tune: logits are exported)",
     )
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="where to write the model")
-    p.add_argument("--output-layer", type=int, default=None, metavar="N", help="1-based transformer layer (default: last)")
     p.add_argument(
-        "--opset", type=int, default=17, metavar="N",
+        "--output-layer", type=int, default=None, metavar="N", help="1-based transformer layer (default: last)"
+    )
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=17,
+        metavar="N",
         help="ONNX opset, 11 to 20 (default 17; the encoder needs dynamic Slice inputs, from 11)",
     )
     p.add_argument("--fp16", action="store_true", help="half precision (model.half(); traced on --device, CPU works)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to trace on (default cpu)")
     p.add_argument("--raw", action="store_true", help="write the unrepaired export, skip repair and validation")
     p.add_argument(
-        "--final-proj", action="store_true",
+        "--final-proj",
+        action="store_true",
         help="apply the model's final_proj after the features (ContentVec as RVC v1 / so-vits-svc 4.0 use it)",
     )
     p.set_defaults(func=cmd_export)
 
     p = command(
-        "validate", "run the model on ONNX Runtime over the cases its interface admits",
+        "validate",
+        "run the model on ONNX Runtime over the cases its interface admits",
         "Also the static check and batch consistency. Without --checkpoint or --reference a case can only show "
         "that it ran (RAN), not that its numbers are right.",
         [as_json, trust],
@@ -131,51 +154,80 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, metavar="CKPT", help="compare with fairseq's PyTorch output")
     source.add_argument("--reference", type=Path, metavar="CASES.npz", help="compare with stored inputs/outputs")
-    p.add_argument("--output-layer", type=int, default=None, metavar="N", help="with --checkpoint (default: from metadata)")
-    p.add_argument("--final-proj", action="store_true", help="with --checkpoint: the model ends in final_proj (default: from metadata)")
     p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        "--output-layer", type=int, default=None, metavar="N", help="with --checkpoint (default: from metadata)"
+    )
+    p.add_argument(
+        "--final-proj",
+        action="store_true",
+        help="with --checkpoint: the model ends in final_proj (default: from metadata)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
         help="where ONNX Runtime runs: cuda only if CUDAExecutionProvider really runs (else exit 2); auto: CUDA "
         "where it works, else CPU (default)",
     )
     p.add_argument("--quick", action="store_true", help="leave out the 10 s input")
     p.add_argument(
-        "--input", action="append", default=[], metavar="NAME=ROLE",
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=ROLE",
         help=f"say what an input is ({', '.join(ROLES)}: padding_mask True = pad, attention_mask 1 = real sample, lengths: real samples per utterance); "
         "found by dtype and rank otherwise",
     )
-    p.add_argument("--junit-xml", type=Path, default=None, metavar="FILE", help="also write a JUnit XML report (one testcase per check)")
+    p.add_argument(
+        "--junit-xml",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write a JUnit XML report (one testcase per check)",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = command(
-        "optimize", "write a faster copy of MODEL for deployment, validated before it is written",
+        "optimize",
+        "write a faster copy of MODEL for deployment, validated before it is written",
         "Always the fp32 rewrites that measured faster; --int8: int8 weights for CPU; --fp16: float16 for GPUs "
         "(inputs and outputs stay float32). The candidate is compared with MODEL's own outputs (and fairseq's "
         "with --checkpoint) over the matrix within the precision's tolerance.",
         [as_json, trust],
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help=MODEL_HELP + "; repaired (check finds nothing)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="where to write the optimized model")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="where to write the optimized model"
+    )
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--int8", action="store_true", help="int8 weights and dynamically quantized MatMuls (CPU)")
     precision.add_argument("--fp16", action="store_true", help="float16 compute, normalizations in float32 (GPU)")
     p.add_argument("--checkpoint", type=Path, metavar="CKPT", help="also compare with fairseq's PyTorch output")
     p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
         help="where the candidate is validated (int8: always cpu; default auto: CUDA where it really runs)",
     )
     p.add_argument("--quick", action="store_true", help="leave out the 10 s input")
     p.add_argument(
-        "--tolerance", action="append", default=[], metavar="NAME=VALUE",
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help=f"override one bound of the precision's tolerance ({', '.join(f.name for f in dataclasses.fields(Tolerance))})",
     )
     p.set_defaults(func=cmd_optimize)
 
     p = command(
-        "demo", "the whole job on the embedded tiny HuBERT checkpoint",
-        "Every step is printed as the command that does it. Needs the [export] extra.", [],
+        "demo",
+        "the whole job on the embedded tiny HuBERT checkpoint",
+        "Every step is printed as the command that does it. Needs the [export] extra.",
+        [],
     )
-    p.add_argument("--out-dir", type=Path, default=Path("hubert-fix-demo"), metavar="DIR", help="default ./hubert-fix-demo")
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("hubert-fix-demo"), metavar="DIR", help="default ./hubert-fix-demo"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = command("passes", "list the rewrite passes, in the order they run", "Names for --skip.", [as_json])

@@ -63,5 +63,7 @@ def format_validation(report: ValidationReport) -> str:
     tally = {status: sum(c.status == status for c in report.cases) for status in ("PASS", "RAN", "FAIL")}
     summary = ", ".join(f"{n} {word}" for word, n in (("passed", tally["PASS"]), ("ran, not compared", tally["RAN"]),
                                                      ("failed", tally["FAIL"])) if n)  # fmt: skip
-    lines.append(f"  {len(report.cases)} checks: {summary}" + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
+    lines.append(
+        f"  {len(report.cases)} checks: {summary}" + (f"; {len(report.skipped)} skipped" if report.skipped else "")
+    )
     return "\n".join(lines)

@@ -48,7 +48,9 @@ def conv_as_2d(weights: Weights, names: Names) -> list[str]:
         stem = node.name or node.output[0]
         wide, flat = names(f"{stem}/as_2d_input"), names(f"{stem}/as_2d_output")
         nodes.append(
-            helper.make_node("Unsqueeze", [node.input[0], *axis], [wide], name=names(f"{stem}/as_2d_unsqueeze"), **as_axes)
+            helper.make_node(
+                "Unsqueeze", [node.input[0], *axis], [wide], name=names(f"{stem}/as_2d_unsqueeze"), **as_axes
+            )
         )
         result = node.output[0]
         node.input[0], node.output[0] = wide, flat
@@ -58,7 +60,9 @@ def conv_as_2d(weights: Weights, names: Names) -> list[str]:
             elif attr.name == "pads":
                 attr.ints[:] = [0, attr.ints[0], 0, attr.ints[1]]
         nodes.append(node)
-        nodes.append(helper.make_node("Squeeze", [flat, *axis], [result], name=names(f"{stem}/as_2d_squeeze"), **as_axes))
+        nodes.append(
+            helper.make_node("Squeeze", [flat, *axis], [result], name=names(f"{stem}/as_2d_squeeze"), **as_axes)
+        )
         rewritten.append(node.name)
     del graph.node[:]
     graph.node.extend(nodes)

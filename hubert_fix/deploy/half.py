@@ -111,7 +111,9 @@ def _restore_float_outputs(graph: onnx.GraphProto, dtype: dict[str, int], names:
         for node in graph.node:
             node.input[:] = [inner if name == output.name else name for name in node.input]
             node.output[:] = [inner if name == output.name else name for name in node.output]
-        graph.node.append(helper.make_node("Cast", [inner], [output.name], to=FLOAT, name=names(f"{output.name}/to_fp32")))
+        graph.node.append(
+            helper.make_node("Cast", [inner], [output.name], to=FLOAT, name=names(f"{output.name}/to_fp32"))
+        )
 
 
 def _element_types(weights: Weights) -> dict[str, int]:
@@ -136,5 +138,7 @@ def _element_types(weights: Weights) -> dict[str, int]:
     )
     if unknown:
         listed = ", ".join(f"{op} x{n}" for op, n in unknown.most_common(5))
-        raise UnrepairableError(f"fp16: ONNX type inference leaves outputs untyped ({listed}); cannot tell which are float")
+        raise UnrepairableError(
+            f"fp16: ONNX type inference leaves outputs untyped ({listed}); cannot tell which are float"
+        )
     return types

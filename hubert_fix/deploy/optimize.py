@@ -30,21 +30,28 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hubert_fix import metadata
-from hubert_fix import runner
+from hubert_fix import metadata, runner
 from hubert_fix._version import __version__
-from hubert_fix.deploy.conv_rewrites import conv_as_2d
-from hubert_fix.errors import UnrepairableError, UnusableInputError
-from hubert_fix.deploy.half import to_half
 from hubert_fix.analysis.interface import Interface, describe
-from hubert_fix.onnxio.files import ModelFile, check_model_output, check_output_path, data_path, load_model, read_files, save_model
+from hubert_fix.deploy.conv_rewrites import conv_as_2d
+from hubert_fix.deploy.half import to_half
 from hubert_fix.deploy.quantize import quantize
+from hubert_fix.errors import UnrepairableError, UnusableInputError
+from hubert_fix.onnxio.files import (
+    ModelFile,
+    check_model_output,
+    check_output_path,
+    data_path,
+    load_model,
+    read_files,
+    save_model,
+)
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
+from hubert_fix.onnxio.weights import Names, Weights
+from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.report import TOLERANCES as VALIDATE_TOLERANCES
 from hubert_fix.validation.report import Reference, Stored, Tolerance, ValidationReport
-from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.run import validate
-from hubert_fix.onnxio.weights import Names, Weights
 
 PRECISIONS = ("fp32", "int8", "fp16")
 
@@ -131,7 +138,9 @@ def optimize(
     started = time.perf_counter()
     weights = Weights(loaded)
     names = Names(loaded.proto.graph)
-    report.steps.append(Step("conv-as-2d", len(conv_as_2d(weights, names)), "1-D convolutions run as 2-D (NCHWc on CPU)"))
+    report.steps.append(
+        Step("conv-as-2d", len(conv_as_2d(weights, names)), "1-D convolutions run as 2-D (NCHWc on CPU)")
+    )
     if precision == "int8":
         matmuls, convs = quantize(weights, names)
         report.steps.append(Step("int8-matmul", len(matmuls), "MatMuls on int8 weights and activations"))
@@ -183,7 +192,9 @@ def _refuse_unfit(loaded: ModelFile, name: str, precision: str) -> None:
                 f"{name}: already optimized for {done}; optimize the fp32 model it came from for {precision}"
             )
     if precision == "int8" and meta.get(metadata.PRECISION) == "fp16":
-        raise UnusableInputError(f"{name}: an fp16 export; int8 weights are made from an fp32 model (export without --fp16)")
+        raise UnusableInputError(
+            f"{name}: an fp16 export; int8 weights are made from an fp32 model (export without --fp16)"
+        )
     found = runner.check(loaded.proto, name)
     if found.edits or found.blocking:
         raise UnrepairableError(
@@ -223,7 +234,9 @@ def _release_memory() -> None:
 def _same_interface(now: Interface, before: Interface, name: str) -> None:
     """Inputs and outputs keep their names, element types and dims (a bug guard: never expected)."""
     if (now.audio, now.mask, now.outputs) != (before.audio, before.mask, before.outputs):
-        raise UnrepairableError(f"{name}: the optimized graph's inputs or outputs differ from the model's; nothing written")
+        raise UnrepairableError(
+            f"{name}: the optimized graph's inputs or outputs differ from the model's; nothing written"
+        )
 
 
 def _record(model: onnx.ModelProto, report: OptimizeReport, tol: Tolerance) -> None:
@@ -239,7 +252,9 @@ def _record(model: onnx.ModelProto, report: OptimizeReport, tol: Tolerance) -> N
             "cases": len(compared),
             "against": "checkpoint and input model" if report.checkpoint_validation else "input model",
             "worst_max_abs_diff": max((c.max_abs_diff or 0.0) for c in compared) if compared else None,
-            "worst_min_frame_cosine": min((c.min_frame_cosine for c in compared if c.min_frame_cosine is not None), default=None),
+            "worst_min_frame_cosine": min(
+                (c.min_frame_cosine for c in compared if c.min_frame_cosine is not None), default=None
+            ),
         },
     }
     metadata.set_record(model, metadata.OPTIMIZE, record)  # optimizing the output again keeps this run's record

@@ -58,7 +58,11 @@ def quantize(weights: Weights, names: Names) -> tuple[list[str], list[str]]:
         source = node.input[0]
         if source not in shared:
             quantized = tuple(names(f"{source}/int8/{part}") for part in ("value", "scale", "zero_point"))
-            nodes.append(helper.make_node("DynamicQuantizeLinear", [source], list(quantized), name=names(f"{source}/int8/quantize")))
+            nodes.append(
+                helper.make_node(
+                    "DynamicQuantizeLinear", [source], list(quantized), name=names(f"{source}/int8/quantize")
+                )
+            )
             shared[source] = quantized
         a_value, a_scale, a_zero = shared[source]
         levels, scale = _symmetric(matrix, axis=1)
@@ -69,7 +73,9 @@ def quantize(weights: Weights, names: Names) -> tuple[list[str], list[str]]:
         result = names(f"{stem}/int8/output") if bias is not None else node.output[0]
         nodes += [
             helper.make_node("Mul", [a_scale, w_scale], [both], name=names(f"{stem}/int8/scales")),
-            helper.make_node("MatMulInteger", [a_value, w_value, a_zero, w_zero], [product], name=names(f"{stem}/int8/matmul")),
+            helper.make_node(
+                "MatMulInteger", [a_value, w_value, a_zero, w_zero], [product], name=names(f"{stem}/int8/matmul")
+            ),
             helper.make_node("Cast", [product], [floats], to=onnx.TensorProto.FLOAT, name=names(f"{stem}/int8/cast")),
             helper.make_node("Mul", [floats, both], [result], name=names(f"{stem}/int8/rescale")),
         ]
@@ -100,7 +106,9 @@ def _conv_weight(node: onnx.NodeProto, weights: Weights) -> bool:
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2 or weights.opset < 13:
         return False
     tensor = weights.proto(node.input[1])
-    return tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT and np.prod(tensor.dims) >= MIN_CONV_ELEMENTS
+    return (
+        tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT and np.prod(tensor.dims) >= MIN_CONV_ELEMENTS
+    )
 
 
 def _dequantized_weight(node: onnx.NodeProto, weights: Weights, names: Names) -> onnx.NodeProto:

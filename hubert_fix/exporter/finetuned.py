@@ -162,7 +162,9 @@ def _load(
         placeholder = _pretraining_dictionaries(state)
         loaded["task_state"] = {**(loaded.get("task_state") or {}), "dictionaries": placeholder}
         applied.append("hubert_ctc: built with autoregressive=False (fairseq #4916)")
-        applied.append(f"hubert_ctc: pretraining label dictionary replaced by {len(placeholder[0] or [])} placeholder entries")
+        applied.append(
+            f"hubert_ctc: pretraining label dictionary replaced by {len(placeholder[0] or [])} placeholder entries"
+        )
     with shim:
         models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], state=loaded)
     return models[0].eval(), cfg, task, applied
@@ -178,7 +180,7 @@ def _dictionary_file(vocabulary: list[str], target: Path, path: Path) -> Path:
             f"{path}: the model's recorded vocabulary does not begin with fairseq's special symbols; "
             f"give the folder holding {target.name} with --dict-dir DIR"
         )
-    target.write_text("".join(f"{symbol} 1\n" for symbol in vocabulary[len(FAIRSEQ_SPECIALS):]), encoding="utf-8")
+    target.write_text("".join(f"{symbol} 1\n" for symbol in vocabulary[len(FAIRSEQ_SPECIALS) :]), encoding="utf-8")
     return target.parent
 
 

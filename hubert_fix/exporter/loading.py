@@ -5,7 +5,6 @@ This module imports torch and fairseq at the top; callers reach it through
 ``hubert_fix.exporter.require`` so that the repair path never needs them.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -30,9 +29,7 @@ try:  # the module (torch.nn.utils.weight_norm is the function); deprecated, may
 except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use it either
     WeightNorm = None
 
-from hubert_fix.errors import HubertFixError, UnusableInputError
-from hubert_fix.errors import one_line
-
+from hubert_fix.errors import HubertFixError, UnusableInputError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +54,7 @@ def _import_fairseq_quietly() -> None:
         import fairseq.models.wav2vec.wav2vec2_asr  # noqa: F401  (wav2vec_ctc)
         import fairseq.tasks.audio_finetuning  # noqa: F401
         from fairseq import checkpoint_utils  # noqa: F401
+
         try:  # registers model "data2vec_audio" (fairseq ships it under examples/, not models/)
             import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401
         except ImportError:  # pragma: no cover - a fairseq without examples/
@@ -74,7 +72,6 @@ from fairseq import checkpoint_utils  # noqa: E402
 
 from hubert_fix.exporter import finetuned  # noqa: E402 - imports fairseq's ASR models: after the quiet import
 from hubert_fix.exporter.modules import speech_encoder  # noqa: E402
-
 
 DEFAULT_SAMPLE_RATE = 16000
 
@@ -135,7 +132,9 @@ SAFE_GLOBALS: tuple[Any, ...] = (
 )
 
 # safe_globals (torch 2.5) with (object, name) aliases (torch 2.6).
-_SAFE_LOAD = hasattr(torch.serialization, "safe_globals") and torch.torch_version.TorchVersion(torch.__version__) >= "2.6"
+_SAFE_LOAD = (
+    hasattr(torch.serialization, "safe_globals") and torch.torch_version.TorchVersion(torch.__version__) >= "2.6"
+)
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _UNBUILDABLE = re.compile(r"Can only build .* but got <class '([\w.\[\]]+)'>")
 
@@ -263,11 +262,15 @@ def load_checkpoint(
     try:
         with _quiet_fairseq(), _checked_torch_load(path, trust=trust), warnings.catch_warnings():
             # fairseq builds pos_conv with the deprecated weight_norm: not the user's concern
-            warnings.filterwarnings("ignore", message=r".*torch\.nn\.utils\.weight_norm.* is deprecated", category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=r".*torch\.nn\.utils\.weight_norm.* is deprecated", category=FutureWarning
+            )
             # Old checkpoints (``args`` Namespace, e.g. wav2vec_small.pt): fairseq's conversion
             # to its dataclass configs makes Hydra warn about every field; nothing to act on.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"hydra(\..*)?$")
-            warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"(?s).*validated against ConfigStore schema", category=UserWarning
+            )
             state = torch.load(str(path), map_location="cpu")  # the safe load above; to see what it is
             kind = finetuned.model_type(state)
             if kind in finetuned.CTC_MODELS:
@@ -279,7 +282,9 @@ def load_checkpoint(
     except HubertFixError:
         raise
     except Exception as exc:  # fairseq raises assorted types on configs it cannot use
-        raise UnusableInputError(f"{path}: fairseq cannot build a model from this checkpoint: {one_line(exc, 200)}") from None
+        raise UnusableInputError(
+            f"{path}: fairseq cannot build a model from this checkpoint: {one_line(exc, 200)}"
+        ) from None
     if kind in finetuned.CTC_MODELS:
         model._hubert_fix_ctc = finetuned.vocabulary(task)  # kept on the module: the model alone does not know it
         for shim in shims:

@@ -3,7 +3,6 @@
 own outputs as the validation reference.
 """
 
-
 from __future__ import annotations
 
 import copy
@@ -18,9 +17,8 @@ try:  # the module (torch.nn.utils.weight_norm is the function); deprecated, may
 except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use it either
     WeightNorm = None
 
-from hubert_fix.errors import DeviceUnavailableError, HubertFixError, UnusableInputError
 from hubert_fix.analysis.convstack import ConvStack
-
+from hubert_fix.errors import DeviceUnavailableError, HubertFixError, UnusableInputError
 
 # ---------------------------------------------------------------- model facts
 
@@ -171,8 +169,6 @@ def on_device(model: torch.nn.Module, *, fp16: bool, device: str) -> torch.nn.Mo
         converted = copy_model(model).to(device)
         copies[key] = (converted.half() if fp16 else converted).eval()
     return copies[key]
-
-
 
 
 # ---------------------------------------------------------------- reference

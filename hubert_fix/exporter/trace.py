@@ -17,7 +17,6 @@ slice, so the shim returns ``(x, 0)``. The original function is restored afterwa
 also on error.
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -40,15 +39,20 @@ except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use i
     WeightNorm = None
 
 from hubert_fix import metadata
-from hubert_fix.errors import HubertFixError, UnusableInputError
 from hubert_fix.analysis.convstack import ConvStack, frames
-from hubert_fix.onnxio.files import ModelFile, load_model
-from hubert_fix.errors import one_line
+from hubert_fix.errors import HubertFixError, UnusableInputError, one_line
 from hubert_fix.exporter.loading import DEFAULT_SAMPLE_RATE, fairseq_wav2vec2  # imports fairseq quietly
 from hubert_fix.exporter.modules import (
-    check_final_proj, check_output_layer, conv_stack, copy_model, embed_dim, exported_module, is_ctc, on_device,
+    check_final_proj,
+    check_output_layer,
+    conv_stack,
+    copy_model,
+    embed_dim,
+    exported_module,
+    is_ctc,
+    on_device,
 )
-
+from hubert_fix.onnxio.files import ModelFile, load_model
 
 log = logging.getLogger(__name__)
 

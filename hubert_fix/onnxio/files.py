@@ -21,9 +21,8 @@ from pathlib import Path
 import onnx
 import onnx.numpy_helper
 
+from hubert_fix.errors import UnusableInputError, one_line
 from hubert_fix.onnxio import skeleton
-from hubert_fix.errors import UnusableInputError
-from hubert_fix.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,9 @@ def load_model(path: Path) -> ModelFile:
         raise UnusableInputError(f"{path}: cannot read: {one_line(exc.strerror or exc)}") from None
     except Exception as exc:  # protobuf raises assorted types on damaged files
         hint = "; it is a zip archive (a PyTorch checkpoint? use hubert-fix export)" if _is_zip(path) else ""
-        raise UnusableInputError(f"{path}: not a readable ONNX model (truncated or corrupt?): {one_line(exc)}{hint}") from None
+        raise UnusableInputError(
+            f"{path}: not a readable ONNX model (truncated or corrupt?): {one_line(exc)}{hint}"
+        ) from None
     loaded = ModelFile(model, path)
     try:
         onnx.checker.check_model(checkable(model))
@@ -139,7 +140,9 @@ def _first_invalid_text(model: onnx.ModelProto) -> str | None:
             named += [("node name", node.name), ("op type", node.op_type), ("domain", node.domain)]
             named += [("tensor name", name) for name in [*node.input, *node.output]]
             named += [("attribute name", a.name) for a in node.attribute]
-            for text in [a.s for a in node.attribute if a.HasField("s")] + [t for a in node.attribute for t in a.strings]:
+            for text in [a.s for a in node.attribute if a.HasField("s")] + [
+                t for a in node.attribute for t in a.strings
+            ]:
                 try:
                     text.decode("utf-8")  # string attributes are bytes in protobuf; a mode, a direction
                 except UnicodeDecodeError:
@@ -221,7 +224,9 @@ def _same_path(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def read_files(model: ModelFile | None = None, *, files: Iterable[Path | None] = (), dict_dir: Path | None = None) -> list[Path]:
+def read_files(
+    model: ModelFile | None = None, *, files: Iterable[Path | None] = (), dict_dir: Path | None = None
+) -> list[Path]:
     """Every file a command reads: MODEL and its external data files, a checkpoint or
     reference, and the vocabularies in a ``--dict-dir`` (outputs are checked against these)."""
     reads = [Path(f) for f in files if f is not None]
@@ -241,8 +246,12 @@ def check_output_path(out: Path, *, reads: Iterable[Path] = (), replaces: Path |
     if str(out) == STREAM:
         raise UnusableInputError(f"-: {STREAM_REFUSED}")
     for read in reads:
-        if same_file(out, read) and not (replaces is not None and _same_path(out, replaces) and same_file(read, replaces)):
-            raise UnusableInputError(f"{out}: output is the same file as {read}, which this command reads; choose another path")
+        if same_file(out, read) and not (
+            replaces is not None and _same_path(out, replaces) and same_file(read, replaces)
+        ):
+            raise UnusableInputError(
+                f"{out}: output is the same file as {read}, which this command reads; choose another path"
+            )
     if out.is_dir():
         raise UnusableInputError(f"{out}: output path is a directory")
     parent = out.parent if str(out.parent) else Path(".")

@@ -19,10 +19,9 @@ import re
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state
 
+from hubert_fix.errors import DeviceUnavailableError, UnusableInputError, one_line
 from hubert_fix.onnxio import isolation
-from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
 from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
-from hubert_fix.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,7 @@ def _probe(model: bytes | str, name: str, weights_folder: str | None = None) -> 
     Raises OrtCrash when the child dies of a signal or stops answering; a bug in the
     child comes back as RuntimeError (exit 4).
     """
+
     def answer() -> bytes:
         reason = _cpu_load_error(model, weights_folder)
         return b"ok" if reason is None else b"no" + reason.encode()
@@ -56,7 +56,9 @@ def _probe(model: bytes | str, name: str, weights_folder: str | None = None) -> 
         reply = in_child(answer)
     except Crashed as crash:
         if crash.signal is None:
-            raise OrtCrash(f"{name}: ONNX Runtime did not finish loading {name} in {isolation.TIMEOUT_S} s (stopped)") from None
+            raise OrtCrash(
+                f"{name}: ONNX Runtime did not finish loading {name} in {isolation.TIMEOUT_S} s (stopped)"
+            ) from None
         raise OrtCrash(
             f"{name}: ONNX Runtime crashed while loading {name} ({crash.signal} in session creation, onnxruntime "
             f"{ort.__version__}; isolated): this model cannot be deployed with it"
@@ -82,7 +84,9 @@ def _cpu_load_error(model: bytes | str, weights_folder: str | None) -> str | Non
     return None
 
 
-def create_session(model: bytes | str, name: str, *, device: str, weights_folder: str | None = None) -> ort.InferenceSession:
+def create_session(
+    model: bytes | str, name: str, *, device: str, weights_folder: str | None = None
+) -> ort.InferenceSession:
     """An ORT session on ``device`` (cpu, cuda or auto), checked against what really runs.
 
     onnxruntime-gpu lists CUDAExecutionProvider even without a GPU and silently falls

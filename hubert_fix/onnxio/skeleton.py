@@ -195,7 +195,9 @@ def span(tensor: onnx.TensorProto, directory: Path, model_name: str) -> Span:
     where = f"{model_name}: tensor {tensor.name!r}"
     location = info.get("location", "")
     if not location or Path(location).is_absolute() or ".." in Path(location).parts:
-        raise UnusableInputError(f"{where}: external data location {location!r} is not a path inside the model's folder")
+        raise UnusableInputError(
+            f"{where}: external data location {location!r} is not a path inside the model's folder"
+        )
     file = directory / location
     try:
         size = os.stat(file).st_size
@@ -267,7 +269,9 @@ def spans(model: onnx.ModelProto, directory: Path, model_name: str) -> dict[str,
     return {t.name: span(t, directory, model_name) for t in stubs(model)}
 
 
-def write(model: onnx.ModelProto, outside: dict[str, Span], handle: int, *, data: tuple[int, str] | None = None) -> None:
+def write(
+    model: onnx.ModelProto, outside: dict[str, Span], handle: int, *, data: tuple[int, str] | None = None
+) -> None:
     """Write ``model`` to the open file descriptor ``handle``, copying each stub's bytes.
 
     ``outside`` says where the stubs' bytes are (``spans``). Without ``data`` they are
@@ -303,7 +307,11 @@ def write(model: onnx.ModelProto, outside: dict[str, Span], handle: int, *, data
         head = tensor.SerializeToString() + _len_field(_TENSOR_RAW_DATA, length)
         heads.append(_len_field(_GRAPH_INITIALIZER, len(head) + length) + head)
     graph_bytes = graph.SerializeToString()
-    graph_size = len(graph_bytes) + sum(len(h) for h in heads) + sum(outside[t.name].length for t in entries if t.name in outside)
+    graph_size = (
+        len(graph_bytes)
+        + sum(len(h) for h in heads)
+        + sum(outside[t.name].length for t in entries if t.name in outside)
+    )
     shell.ClearField("graph")
     _write_all(handle, shell.SerializeToString() + _len_field(_MODEL_GRAPH, graph_size) + graph_bytes)
     pending = bytearray()
@@ -319,7 +327,7 @@ def write(model: onnx.ModelProto, outside: dict[str, Span], handle: int, *, data
 def _write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _copy(source: Span, dst: int, dst_offset: int | None) -> None:

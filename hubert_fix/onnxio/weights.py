@@ -28,7 +28,9 @@ class Weights:
         self._spans = model.spans()
         self._initializers = {t.name: t for t in self.graph.initializer}
         self._constants = {
-            n.output[0]: n for n in self.graph.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+            n.output[0]: n
+            for n in self.graph.node
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
         }
 
     @property

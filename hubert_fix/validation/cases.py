@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hubert_fix.errors import UnusableInputError
 from hubert_fix.analysis.interface import Interface
+from hubert_fix.errors import UnusableInputError, one_line
 from hubert_fix.validation.matrix import SAMPLE_RATE, Case, cases, static_cases, unpadded_batches
 from hubert_fix.validation.report import Stored
-from hubert_fix.errors import one_line
 
 
 def load_reference_cases(path: Path) -> list[tuple[Case, np.ndarray, np.ndarray, np.ndarray]]:

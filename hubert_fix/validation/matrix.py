@@ -18,12 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from hubert_fix.analysis.convstack import ConvStack, frames, min_samples, mod_zero_samples
 
-
 SAMPLE_RATE = 16000
-
-
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,4 @@
-"""What a validation found: tolerances, one result per case or check, the report.
-"""
+"""What a validation found: tolerances, one result per case or check, the report."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hubert_fix.validation.matrix import Case
-
-
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,11 @@ class Tolerance:
         twice the tightest diff bound that ``diff_failure`` applies (0 without one)."""
         if self.greedy_margin is not None:
             return self.greedy_margin
-        bounds = [b for b in (self.max_abs_diff, None if self.max_rel_diff is None else self.max_rel_diff * scale) if b is not None]
+        bounds = [
+            b
+            for b in (self.max_abs_diff, None if self.max_rel_diff is None else self.max_rel_diff * scale)
+            if b is not None
+        ]
         return 2 * min(bounds, default=0.0)
 
     def diff_failure(self, diff: float, scale: float) -> str | None:

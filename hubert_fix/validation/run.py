@@ -29,17 +29,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
-from hubert_fix.analysis.interface import Interface, describe
-from hubert_fix.validation.matrix import SAMPLE_RATE, Case
 from hubert_fix.analysis.convstack import frames
+from hubert_fix.analysis.interface import Interface, describe
+from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.validation.cases import plan_cases
+from hubert_fix.validation.matrix import SAMPLE_RATE, Case
 from hubert_fix.validation.report import (
-    NEEDS_REFERENCE, TOLERANCES, CaseResult, Reference, Stored, Tolerance, ValidationReport,
+    NEEDS_REFERENCE,
+    TOLERANCES,
+    CaseResult,
+    Reference,
+    Stored,
+    Tolerance,
+    ValidationReport,
 )
-
-
 
 
 def validate(
@@ -117,9 +121,13 @@ def validate(
         )
     if len(face.outputs) > 1:
         others = ", ".join(port.name for port in face.outputs[1:])
-        report.not_checked.append(f"outputs {others}: checked to be finite only (shape and parity cover the first output)")
+        report.not_checked.append(
+            f"outputs {others}: checked to be finite only (shape and parity cover the first output)"
+        )
     if face.expected_shape(1, face.samples or SAMPLE_RATE) is None:
-        report.not_checked.append(f"output {face.outputs[0].name}: neither [B, frames, C] nor [B, K]; its shape is not checked")
+        report.not_checked.append(
+            f"output {face.outputs[0].name}: neither [B, frames, C] nor [B, K]; its shape is not checked"
+        )
     return report
 
 
@@ -152,9 +160,12 @@ def _run_case(
     output = outputs[0]
     result.shape = list(output.shape)
     result.expected_shape = face.expected_shape(case.batch, case.samples)
-    if result.expected_shape is not None and not all(
-        e is None or e == d for e, d in zip(result.expected_shape, result.shape)
-    ) or result.expected_shape is not None and len(result.expected_shape) != len(result.shape):
+    if (
+        result.expected_shape is not None
+        and not all(e is None or e == d for e, d in zip(result.expected_shape, result.shape))
+        or result.expected_shape is not None
+        and len(result.expected_shape) != len(result.shape)
+    ):
         result.failures.append(f"output shape {result.shape}, expected {result.expected_shape}")
     for index, (port, value) in enumerate(zip(face.outputs, outputs)):
         if value.dtype.kind != "f":
@@ -259,7 +270,10 @@ def _frame_cosines(result: CaseResult, output: np.ndarray, expected: np.ndarray,
     """Per-frame cosines of a [B, frames, C] output, over the frames the reference does not zero."""
     if output.ndim != 3 or not output.size:
         return
-    a, b = output.astype(np.float64).reshape(-1, output.shape[-1]), expected.astype(np.float64).reshape(-1, output.shape[-1])
+    a, b = (
+        output.astype(np.float64).reshape(-1, output.shape[-1]),
+        expected.astype(np.float64).reshape(-1, output.shape[-1]),
+    )
     real = np.linalg.norm(b, axis=1) > 0  # padded frames are zero in the reference: no direction to compare
     if not real.any():
         return
@@ -268,7 +282,9 @@ def _frame_cosines(result: CaseResult, output: np.ndarray, expected: np.ndarray,
     cosines = (a * b).sum(axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
     result.mean_frame_cosine, result.min_frame_cosine = float(cosines.mean()), float(cosines.min())
     if tol.min_mean_frame_cosine is not None and not result.mean_frame_cosine >= tol.min_mean_frame_cosine:
-        result.failures.append(f"mean frame cosine {result.mean_frame_cosine:.6f} < {tol.min_mean_frame_cosine} vs reference")
+        result.failures.append(
+            f"mean frame cosine {result.mean_frame_cosine:.6f} < {tol.min_mean_frame_cosine} vs reference"
+        )
     if tol.min_frame_cosine is not None and not result.min_frame_cosine >= tol.min_frame_cosine:
         result.failures.append(f"min frame cosine {result.min_frame_cosine:.6f} < {tol.min_frame_cosine} vs reference")
 
@@ -292,7 +308,9 @@ def _batch_consistency(session: ort.InferenceSession, face: Interface, tol: Tole
         if alone is None:
             return result
         if alone[0].shape[1:] != together[0].shape[1:]:
-            result.failures.append(f"utterance {row}: alone {list(alone[0].shape)}, in the batch {list(together[0].shape)}")
+            result.failures.append(
+                f"utterance {row}: alone {list(alone[0].shape)}, in the batch {list(together[0].shape)}"
+            )
             continue
         diff = float(np.abs(alone[0][0].astype(np.float64) - together[0][row].astype(np.float64)).max(initial=0.0))
         result.max_abs_diff = max(result.max_abs_diff or 0.0, diff)
