@@ -25,7 +25,7 @@ from hubert_fix.onnxio.isolation import Crashed
 from hubert_fix.onnxio.session import OrtCrash, load_error
 from hubert_fix.onnxio.skeleton import weightless
 from hubert_fix.passes import DEFAULT_PASSES
-from hubert_fix.passes.contract import Edit, Pass, PassResult
+from hubert_fix.passes.contract import Edit, PassResult, RewritePass
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Report:
         }
 
 
-def select_passes(skip: Sequence[str] = ()) -> tuple[Pass, ...]:
+def select_passes(skip: Sequence[str] = ()) -> tuple[RewritePass, ...]:
     """The default passes in registry order, less those named in ``skip``."""
     known = {p.name for p in DEFAULT_PASSES}
     unknown = sorted(set(skip) - known)

@@ -10,7 +10,7 @@ frozen-batch only reports (a batch the trace fixed cannot be repaired), last.
 
 from __future__ import annotations
 
-from hubert_fix.passes.contract import Pass
+from hubert_fix.passes.contract import RewritePass
 
 from .ctc_mask_scatter import CtcMaskScatter
 from .frozen_batch import FrozenBatch
@@ -18,7 +18,13 @@ from .frozen_pad import FrozenPad
 from .frozen_slice import FrozenSlice
 from .where_broadcast import WhereBroadcast
 
-DEFAULT_PASSES: tuple[Pass, ...] = (WhereBroadcast(), FrozenPad(), FrozenSlice(), CtcMaskScatter(), FrozenBatch())
+DEFAULT_PASSES: tuple[RewritePass, ...] = (
+    WhereBroadcast(),
+    FrozenPad(),
+    FrozenSlice(),
+    CtcMaskScatter(),
+    FrozenBatch(),
+)
 
 
 __all__ = ["DEFAULT_PASSES", "CtcMaskScatter", "FrozenBatch", "FrozenPad", "FrozenSlice", "WhereBroadcast"]

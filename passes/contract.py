@@ -1,18 +1,20 @@
 """What a rewrite pass is and what it reports.
 
-A pass finds one kind of defect in an onnx-graphsurgeon graph and, when asked,
-repairs it in place. Finding and fixing share one code path (``apply=False`` finds and
-plans, ``apply=True`` also edits); ``check`` and ``repair`` both run the passes with
-``apply=True`` on their own copy of the graph, so ``check`` reports exactly what
-``repair`` does.
-Every candidate the pass looked at and did not repair is reported with the reason.
+A pass (a ``RewritePass``) finds one kind of defect in an onnx-graphsurgeon graph and,
+when asked, repairs it in place. Finding and fixing share one code path: ``find`` matches,
+proves and plans each candidate without editing, ``rewrite`` carries out a plan; ``check``
+and ``repair`` both run the passes with ``apply=True`` on their own copy of the graph, so
+``check`` reports exactly what ``repair`` does. Every candidate the pass looked at and did
+not repair is reported with the reason. ``RewritePass.run`` checks each pass's pre- and
+postconditions.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 import onnx_graphsurgeon as gs
 
@@ -70,20 +72,6 @@ class PassResult:
         }
 
 
-class Pass(Protocol):
-    """A rewrite pass. ``name`` is its CLI name (``--skip NAME``); the docstring is its help."""
-
-    name: str
-
-    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
-        """Find the pattern in ``graph``; with ``apply`` also repair it in place.
-
-        Declined candidates are reported, never repaired; those with ``blocking`` set
-        make ``repair`` refuse to write (exit 3).
-        """
-        ...
-
-
 class Plan(Protocol):
     """One repair decided before any edit: what it will do (``edit``), ready to apply."""
 
@@ -114,6 +102,90 @@ def settle(
             apply_plan(plan)
         result.modified = bool(plans)
     return result
+
+
+class PassContractError(AssertionError):
+    """A pass broke its contract (a bug in hubert-fix, never a verdict on the model: exit 4)."""
+
+
+def _fingerprint(graph: gs.Graph) -> tuple[object, ...]:
+    """What a pass may change, cheaply: every node's op, name, wiring and attribute identities,
+    and the graph's inputs and outputs. Equal fingerprints: the pass edited nothing."""
+    nodes = tuple(
+        (
+            node.op,
+            node.name,
+            tuple(t.name for t in node.inputs),
+            tuple(t.name for t in node.outputs),
+            tuple((key, id(value)) for key, value in sorted(node.attrs.items())),
+        )
+        for node in graph.nodes
+    )
+    return nodes, tuple(t.name for t in graph.inputs), tuple(t.name for t in graph.outputs)
+
+
+def _dangling(graph: gs.Graph) -> list[str]:
+    """Tensors a node reads that nothing provides: not a graph input, a constant, or a node's output."""
+    provided = {t.name for t in graph.inputs} | {t.name for node in graph.nodes for t in node.outputs}
+    return sorted(
+        {
+            t.name
+            for node in graph.nodes
+            for t in node.inputs
+            if t.name and not isinstance(t, gs.Constant) and t.name not in provided
+        }
+    )
+
+
+class RewritePass(abc.ABC):
+    """The contract of every pass (after onnx-ir's ``PassBase``: its ``requires`` and ``ensures``).
+
+    A pass finds candidates and, for each, matches, proves and plans (``find``: no edits),
+    then carries out the plans (``rewrite``) when asked. ``run`` checks before the pass
+    that the graph is well formed (``requires``) and after it (``ensures``) that it still
+    is, that finding edited nothing, and that ``modified`` says whether the graph changed.
+    A broken contract raises PassContractError: a bug in the pass, reported as one.
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def find(self, graph: gs.Graph, facts: GraphFacts) -> Iterable[Plan | Declined | None]:
+        """Per candidate: a plan to repair it, a Declined (with why), or None (not a candidate)."""
+
+    def rewrite(self, plan: Plan, graph: gs.Graph) -> None:
+        """Carry out one plan (a pass that only reports has none)."""
+        raise PassContractError(f"{self.name}: planned an edit it cannot make")
+
+    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+        """Find the pattern in ``graph``; with ``apply`` also repair it in place.
+
+        Declined candidates are reported, never repaired; those with ``blocking`` set
+        make ``repair`` refuse to write (exit 3).
+        """
+        self.requires(graph)
+        before = _fingerprint(graph)
+        result = settle(self.name, self.find(graph, facts), lambda plan: self.rewrite(plan, graph), apply=apply)
+        self.ensures(graph, result, changed=_fingerprint(graph) != before, apply=apply)
+        return result
+
+    def requires(self, graph: gs.Graph) -> None:
+        """Precondition: every tensor a node reads is provided (the previous pass left a whole graph)."""
+        dangling = _dangling(graph)
+        if dangling:
+            raise PassContractError(f"{self.name}: the graph reads tensors nothing provides: {', '.join(dangling[:5])}")
+
+    def ensures(self, graph: gs.Graph, result: PassResult, *, changed: bool, apply: bool) -> None:
+        """Postconditions: finding edits nothing; ``modified`` is true exactly when the graph
+        changed, and then with edits to show for it; the graph is still whole."""
+        if changed != result.modified:
+            what = "edited the graph without saying so" if changed else "says it edited the graph, which is unchanged"
+            raise PassContractError(f"{self.name}: {what} (apply={apply})")
+        if result.modified and not result.edits:
+            raise PassContractError(f"{self.name}: modified the graph with no edit to report")
+        dangling = _dangling(graph)
+        if dangling:
+            raise PassContractError(f"{self.name}: left tensors that nothing provides: {', '.join(dangling[:5])}")
 
 
 def node_label(node: gs.Node) -> str:

@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import int_list, node_axes, producer
 from hubert_fix.analysis.vectors import shape_element
-from hubert_fix.passes.contract import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names, unique_name
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class _Plan:
     edit: Edit
 
 
-class CtcMaskScatter:
+class CtcMaskScatter(RewritePass):
     """Replace the exporter's masked_scatter of a broadcast value (CTC blank forcing) by a Where.
 
     Candidate: ``ScatterND(D, indices, updates)`` with ``indices = Transpose(NonZero(E))``
@@ -83,10 +83,13 @@ class CtcMaskScatter:
 
     name = "ctc-mask-scatter"
 
-    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
         outcomes = [_examine(node, facts, taken) for node in graph.nodes if node.op == "ScatterND"]
-        return settle(self.name, outcomes, lambda plan: _apply(plan, graph), apply=apply)
+        return outcomes
+
+    def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
+        _apply(plan, graph)
 
 
 def _made_by(tensor: gs.Tensor, op: str) -> gs.Node | None:

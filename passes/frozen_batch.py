@@ -12,10 +12,10 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.passes.contract import Declined, PassResult, settle
+from hubert_fix.passes.contract import Declined, RewritePass
 
 
-class FrozenBatch:
+class FrozenBatch(RewritePass):
     """Refuse a graph whose output batch is a static 1 while an input's batch is dynamic.
 
     Candidate: a graph output of rank >= 2 whose axis 0 is proven to be 1 (declared, or
@@ -37,11 +37,11 @@ class FrozenBatch:
 
     name = "frozen-batch"
 
-    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[Declined | None]:
         batched = [t for t in graph.inputs if (facts.rank(t) or 0) >= 2]
         dynamic = all(not isinstance(facts.shape(t)[0], int) for t in batched)
         outcomes = [_examine(out, batched[0], facts) for out in graph.outputs] if batched and dynamic else []
-        return settle(self.name, outcomes, lambda plan: None, apply=apply)
+        return outcomes
 
 
 def _examine(output: gs.Tensor, batched: gs.Tensor, facts: GraphFacts) -> Declined | None:

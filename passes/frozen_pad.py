@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import const_value, int_list, producer, unwrapped
-from hubert_fix.passes.contract import Edit, PassResult, node_label, settle, taken_names, unique_name
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names, unique_name
 
 # How many nodes back from a Pad's ``pads`` input the pad amount is looked for (the
 # TorchScript exporter builds ``pads`` through Concat/Reshape/Slice/Transpose/Cast, about 8).
@@ -56,7 +56,7 @@ def clamped_total(tensor: gs.Tensor, facts: GraphFacts) -> int | None:
     return frozen_total(producer(first), facts)
 
 
-class FrozenPad:
+class FrozenPad(RewritePass):
     """Clamp ``pad = K - T`` (K a constant, T a dynamic frame count) at 0: ``Max(K - T, 0)``.
 
     Candidate: a ``Sub(K, T)`` with K an integer constant and T proven to be a dynamic
@@ -87,7 +87,7 @@ class FrozenPad:
 
     name = "frozen-pad"
 
-    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         totals = {total for pad in graph.nodes if pad.op == "Pad" for total in _totals_into(pad, facts)}
         taken = taken_names(graph)
         outcomes = [
@@ -95,7 +95,10 @@ class FrozenPad:
             for node in graph.nodes
             if node.op == "Sub" and frozen_total(node, facts) in totals and not _clamped(node)
         ]
-        return settle(self.name, outcomes, lambda plan: _apply(plan, graph), apply=apply)
+        return outcomes
+
+    def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
+        _apply(plan, graph)
 
 
 def _totals_into(pad: gs.Node, facts: GraphFacts) -> set[int]:

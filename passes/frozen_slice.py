@@ -25,7 +25,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import VALUE_KEEPING, const_value, int_list, producer, unwrapped
-from hubert_fix.passes.contract import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names, unique_name
 
 from .frozen_pad import clamped_total, frozen_total
 
@@ -51,7 +51,7 @@ class _Plan:
     edit: Edit
 
 
-class FrozenSlice:
+class FrozenSlice(RewritePass):
     """Rewrite a Slice start or end -n to dim - n where n's guard ``if n > 0`` was traced away.
 
     Candidate: a ``Slice`` (opset >= 10 input form) whose ``starts`` or ``ends`` is a
@@ -104,11 +104,14 @@ class FrozenSlice:
 
     name = "frozen-slice"
 
-    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
         candidates = [(node, index) for node in graph.nodes if node.op == "Slice" for index in _BOUNDS]
         outcomes = [_examine(node, index, facts, taken) for node, index in candidates]
-        return settle(self.name, outcomes, lambda plan: _apply(plan, graph), apply=apply)
+        return outcomes
+
+    def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
+        _apply(plan, graph)
 
 
 def _is_const(tensor: gs.Tensor, value: int) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.passes.contract import Declined, Edit, PassResult, node_label, settle, taken_names, unique_name
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names, unique_name
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class _Plan:
     edit: Edit
 
 
-class WhereBroadcast:
+class WhereBroadcast(RewritePass):
     """Unsqueeze a Where condition whose rank is lower than its data, when it is left-aligned.
 
     Candidate: a ``Where(cond, X, Y)`` whose condition has rank rc lower than the rank rd
@@ -77,11 +77,14 @@ class WhereBroadcast:
 
     name = "where-broadcast"
 
-    def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
+    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
         candidates = [where for where in graph.nodes if where.op == "Where"]
         outcomes = [_examine(where, facts, graph.opset, taken) for where in candidates]
-        return settle(self.name, outcomes, lambda plan: _apply(plan, graph), apply=apply)
+        return outcomes
+
+    def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
+        _apply(plan, graph)
 
 
 def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> _Plan | Declined | None:

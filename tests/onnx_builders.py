@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from hubert_fix.analysis.dims import analyze
-from hubert_fix.passes.contract import Pass, PassResult
+from hubert_fix.passes.contract import PassResult, RewritePass
 
 Shape = Sequence[int | str]
 
@@ -218,7 +218,7 @@ def pad_trim_model(
 # ------------------------------------------------------------------ running passes
 
 
-def run_pass(p: Pass, m: onnx.ModelProto, *, apply: bool = True) -> tuple[onnx.ModelProto, PassResult]:
+def run_pass(p: RewritePass, m: onnx.ModelProto, *, apply: bool = True) -> tuple[onnx.ModelProto, PassResult]:
     """Run one pass as the runner does (analyze, run, cleanup/toposort when modified)."""
     graph = gs.import_onnx(m)
     result = p.run(graph, analyze(graph), apply=apply)
