@@ -38,7 +38,7 @@ from hubert_fix.onnxio.files import (
 )  # fmt: skip
 from hubert_fix.validation.cases import load_reference_cases
 from hubert_fix.validation.junit import junit_xml as junit
-from hubert_fix.validation.report import Reference, Tolerance, ValidationReport
+from hubert_fix.validation.report import NOTHING, Expected, Reference, Tolerance, ValidationReport
 from hubert_fix.validation.run import validate as run_validation
 
 StrPath = str | PathLike[str]
@@ -107,16 +107,17 @@ def validate(
         check_output_path(report_path, reads=read_files(loaded, files=given, dict_dir=_path(dict_dir)))
     findings = runner.findings(runner.check(loaded.proto, str(path)))  # also: ORT cannot load it at all
     face = describe(loaded.proto, str(path), dict(roles or {}))
-    stored = load_reference_cases(Path(reference)) if reference is not None else None
-    torch_reference = None
+    expected = Expected.stored(load_reference_cases(Path(reference))) if reference is not None else NOTHING
     if checkpoint is not None:
-        torch_reference = _checkpoint_reference(
-            Path(checkpoint), loaded, face, device=device, output_layer=output_layer, final_proj=final_proj,
-            trust=trust_checkpoint, dict_dir=dict_dir,
+        expected = Expected.pytorch(
+            _checkpoint_reference(
+                Path(checkpoint), loaded, face, device=device, output_layer=output_layer, final_proj=final_proj,
+                trust=trust_checkpoint, dict_dir=dict_dir,
+            )
         )  # fmt: skip
     report = run_validation(
-        loaded.proto, str(path), device=device, reference=torch_reference, stored=stored, quick=quick,
-        progress=progress, path=path, findings=findings, face=face,
+        loaded, str(path), expected=expected, saved=path, face=face, findings=findings, device=device, quick=quick,
+        progress=progress,
     )  # fmt: skip
     if report_path is not None:
         write_bytes(report_path, junit(report))
@@ -139,7 +140,7 @@ def optimize(
     """Write a faster ``model`` to ``out``: fp32 rewrites, or ``precision`` "int8" (CPU) or "fp16" (GPU).
 
     Validated before it is written, against ``model``'s own outputs (and fairseq's with
-    ``checkpoint``) within ``tolerance`` (default: ``hubert_fix.deploy.optimize.TOLERANCES``).
+    ``checkpoint``) within ``tolerance`` (default: ``hubert_fix.validation.report.OPTIMIZED_TOLERANCES``).
     ``report.ok`` False: missed, nothing written. Raises UnrepairableError for a model
     ``check`` would change (repair it first).
     """
@@ -234,8 +235,8 @@ def export(
                 model, output_layer=output_layer, fp16=fp16, device=device, final_proj=final_proj
             )
             report.validation = run_validation(
-                exported.proto, str(target), device="cuda" if device == "cuda" else "auto", reference=reference,
-                progress=progress, path=staged,
+                exported, str(target), expected=Expected.pytorch(reference), saved=staged,
+                device="cuda" if device == "cuda" else "auto", progress=progress,
             )  # fmt: skip
         if report.ok:
             save_model(exported, target)

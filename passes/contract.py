@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 import onnx_graphsurgeon as gs
 
+from hubert_fix.analysis.graph import unique_name  # noqa: F401 - the passes name what they add with it
+
 if TYPE_CHECKING:
     from hubert_fix.analysis.dims import GraphFacts
 
@@ -198,13 +200,3 @@ def taken_names(graph: gs.Graph) -> set[str]:
     names = {n.name for n in graph.nodes}
     names.update(graph.tensors().keys())
     return names
-
-
-def unique_name(base: str, taken: set[str]) -> str:
-    """``base`` or ``base_1``, ``base_2``...: deterministic and unused; reserves it in ``taken``."""
-    name, k = base, 0
-    while name in taken:
-        k += 1
-        name = f"{base}_{k}"
-    taken.add(name)
-    return name

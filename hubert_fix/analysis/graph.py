@@ -79,3 +79,13 @@ def node_axes(node: gs.Node, input_index: int, attr: str = "axes") -> list[int] 
         value = node.attrs[attr]
         return [int(v) for v in np.asarray(value).reshape(-1)]
     return int_list(input_at(node, input_index))
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base`` or ``base_1``, ``base_2``...: deterministic and unused; reserves it in ``taken``."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name

@@ -12,10 +12,9 @@ from hubert_fix import api
 from hubert_fix.analysis.interface import parse_roles
 from hubert_fix.cli.console import Console, emit
 from hubert_fix.cli.reports import format_report, format_validation
-from hubert_fix.deploy.optimize import TOLERANCES
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, EXIT_UNREPAIRABLE, UnusableInputError
 from hubert_fix.passes import DEFAULT_PASSES
-from hubert_fix.validation.report import Tolerance
+from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Tolerance
 
 DEMO_CHECKPOINT = "hubert_base_tiny.pt"
 
@@ -99,7 +98,7 @@ def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:
 
 def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
-    tolerance = parse_tolerance(args.tolerance, TOLERANCES[precision]) if args.tolerance else None
+    tolerance = parse_tolerance(args.tolerance, OPTIMIZED_TOLERANCES[precision]) if args.tolerance else None
     if args.checkpoint:
         console.progress("importing torch and fairseq (a few seconds)")
     report = api.optimize(

@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from hubert_fix.onnxio.weights import Names, Weights, attribute, consumers
+from hubert_fix.deploy.names import Names
+from hubert_fix.onnxio.weights import Weights, attribute, consumers
 
 
 def _conv_1d(node: onnx.NodeProto, weights: Weights, readers: dict[str, int]) -> onnx.TensorProto | None:

@@ -26,9 +26,10 @@ import onnx
 from onnx import helper
 
 from hubert_fix.analysis.shapes import INFERENCE_BUDGET, memory_budget
+from hubert_fix.deploy.names import Names
 from hubert_fix.errors import UnrepairableError
 from hubert_fix.onnxio.files import checkable
-from hubert_fix.onnxio.weights import Names, Weights
+from hubert_fix.onnxio.weights import Weights
 
 FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 #: Ops that keep float32 (norms, and what a norm exported before opset 17 is made of).

@@ -9,7 +9,7 @@ file stays standard ONNX and portable between ORT versions and execution provide
 
 Nothing is written before the candidate passes validation: the input model's outputs
 on CPU over the matrix its interface admits are the reference (and fairseq's, with a
-checkpoint), compared with the precision's tolerance (``TOLERANCES``), plus the static
+checkpoint), compared with the precision's tolerance (``validation.report.OPTIMIZED_TOLERANCES``), plus the static
 check and batch consistency. Inputs, outputs, their element types and dims are kept
 (proven before validation). What was done is recorded in the metadata
 (``hubert_fix.optimize``).
@@ -35,6 +35,7 @@ from hubert_fix._version import __version__
 from hubert_fix.analysis.interface import Interface, describe
 from hubert_fix.deploy.conv_rewrites import conv_as_2d
 from hubert_fix.deploy.half import to_half
+from hubert_fix.deploy.names import Names
 from hubert_fix.deploy.quantize import quantize
 from hubert_fix.errors import UnrepairableError, UnusableInputError
 from hubert_fix.onnxio.files import (
@@ -47,22 +48,12 @@ from hubert_fix.onnxio.files import (
     save_model,
 )
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
-from hubert_fix.onnxio.weights import Names, Weights
+from hubert_fix.onnxio.weights import Weights
 from hubert_fix.validation.cases import plan_cases
-from hubert_fix.validation.report import TOLERANCES as VALIDATE_TOLERANCES
-from hubert_fix.validation.report import Reference, Stored, Tolerance, ValidationReport
+from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Expected, Reference, Stored, Tolerance, ValidationReport
 from hubert_fix.validation.run import validate
 
 PRECISIONS = ("fp32", "int8", "fp16")
-
-#: Parity of the optimized model with the model it came from (and with PyTorch), per precision.
-TOLERANCES = {
-    # the same arithmetic in another layout: differences are float rounding only
-    "fp32": Tolerance(max_abs_diff=1e-3, min_cosine=0.9999, min_mean_frame_cosine=0.9999, min_frame_cosine=0.999),
-    "int8": VALIDATE_TOLERANCES["int8"],
-    # a 10-bit mantissa: errors of about 0.1% of the output's range
-    "fp16": Tolerance(max_rel_diff=0.02, min_cosine=0.9999, min_mean_frame_cosine=0.9999, min_frame_cosine=0.999),
-}
 
 
 @dataclass
@@ -127,7 +118,7 @@ def optimize(
     _refuse_unfit(loaded, name, precision)
     face = describe(loaded.proto, name)
     report = OptimizeReport(name, str(out), precision, input_bytes=_size(loaded))
-    tol = tolerance or TOLERANCES[precision]
+    tol = tolerance or OPTIMIZED_TOLERANCES[precision]
 
     say("running the input model over the matrix (the reference)")
     started = time.perf_counter()
@@ -155,18 +146,16 @@ def optimize(
     say("validating the candidate")
     started = time.perf_counter()
     findings = runner.findings(runner.check(candidate.proto, name))
-    folder = loaded.source.parent if loaded.source else None
     on = "cpu" if precision == "int8" else device  # int8 weights are for CPU
     report.validation = validate(
-        candidate.proto, str(out), device=on, stored=stored, progress=progress, findings=findings,
-        tolerance=tol, against="model", weights_folder=folder,
+        candidate, str(out), expected=Expected.stored(stored, kind="model"), tolerance=tol,
+        findings=findings, device=on, progress=progress,
     )  # fmt: skip
     report.validation.precision = precision
     if checkpoint_reference is not None and report.validation.ok:
         say("validating against the checkpoint")
         report.checkpoint_validation = validate(
-            candidate.proto, str(out), device=on, reference=checkpoint_reference(candidate, face), quick=quick, progress=progress,
-            tolerance=tol, weights_folder=folder,
+            candidate, str(out), expected=Expected.pytorch(checkpoint_reference(candidate, face)), tolerance=tol, device=on, quick=quick, progress=progress,
         )  # fmt: skip
         report.checkpoint_validation.precision = precision
     report.validate_seconds = round(time.perf_counter() - started + reference_seconds, 3)

@@ -27,7 +27,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from hubert_fix.onnxio.weights import Names, Weights, attribute
+from hubert_fix.deploy.names import Names
+from hubert_fix.onnxio.weights import Weights, attribute
 
 #: Smaller weights are left in float (the quantize/dequantize steps would cost more than they save).
 MIN_ELEMENTS = 1024

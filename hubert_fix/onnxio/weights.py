@@ -106,19 +106,3 @@ def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object
         if attr.name == name:
             return onnx.helper.get_attribute_value(attr)
     return default
-
-
-class Names:
-    """Fresh tensor and node names that collide with nothing in the graph."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
-        self.taken.update(t.name for t in graph.initializer)
-        self.taken.update(v.name for v in (*graph.input, *graph.output))
-
-    def __call__(self, base: str) -> str:
-        name, index = base, 1
-        while name in self.taken:
-            name, index = f"{base}_{index}", index + 1
-        self.taken.add(name)
-        return name

@@ -73,16 +73,52 @@ class Tolerance:
         return None
 
 
-# Parity with PyTorch (or stored outputs), per precision the model computes in.
+# Every tolerance, in one table. Parity with PyTorch (or stored outputs), per precision
+# the model computes in:
 TOLERANCES = {
     "fp32": Tolerance(max_abs_diff=1e-3, min_cosine=0.9999),
     "fp16": Tolerance(max_abs_diff=5e-2, min_cosine=0.999),
     # 8-bit weights and activations: errors of about 1% of the output's range per value
     "int8": Tolerance(max_rel_diff=0.1, min_cosine=0.999, min_mean_frame_cosine=0.999, min_frame_cosine=0.99),
 }
+# and parity of an optimized model with the model it came from (and with PyTorch), per
+# precision (``hubert-fix optimize``):
+OPTIMIZED_TOLERANCES = {
+    # the same arithmetic in another layout: differences are float rounding only
+    "fp32": Tolerance(max_abs_diff=1e-3, min_cosine=0.9999, min_mean_frame_cosine=0.9999, min_frame_cosine=0.999),
+    "int8": TOLERANCES["int8"],
+    # a 10-bit mantissa: errors of about 0.1% of the output's range
+    "fp16": Tolerance(max_rel_diff=0.02, min_cosine=0.9999, min_mean_frame_cosine=0.9999, min_frame_cosine=0.999),
+}
 
 Reference = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (source, padding_mask) -> features
 Stored = list[tuple[Case, np.ndarray, np.ndarray, np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a validation compares the model's outputs with, and how its report names that.
+
+    ``Expected()``: nothing (a case can only show that it ran); ``Expected.pytorch(f)``:
+    ``f(source, padding_mask)`` gives fairseq's outputs for each case (a checkpoint);
+    ``Expected.stored(cases)``: the inputs and outputs of a reference file, or with
+    ``kind="model"`` another ONNX model's outputs (``optimize`` compares with its input).
+    """
+
+    kind: str = "none"
+    compute: Reference | None = None
+    cases: Stored | None = None
+
+    @classmethod
+    def pytorch(cls, compute: Reference) -> Expected:
+        return cls("checkpoint", compute=compute)
+
+    @classmethod
+    def stored(cls, cases: Stored, *, kind: str = "stored") -> Expected:
+        return cls(kind, cases=cases)
+
+
+NOTHING = Expected()  # no reference: the cases run, nothing is compared
 
 NEEDS_REFERENCE = (
     "parity with PyTorch needs a reference (--checkpoint CKPT or --reference CASES.npz); without one a "

@@ -26,58 +26,49 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from hubert_fix.analysis.convstack import frames
 from hubert_fix.analysis.interface import Interface, describe
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
+from hubert_fix.onnxio.files import ModelFile
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.matrix import SAMPLE_RATE, Case
 from hubert_fix.validation.report import (
     NEEDS_REFERENCE,
+    NOTHING,
     TOLERANCES,
     CaseResult,
-    Reference,
-    Stored,
+    Expected,
     Tolerance,
     ValidationReport,
 )
 
 
 def validate(
-    model: onnx.ModelProto,
+    model: ModelFile,
     name: str,
     *,
-    device: str = "auto",
-    reference: Reference | None = None,
-    stored: Stored | None = None,
-    quick: bool = False,
-    progress: Callable[[str], None] | None = None,
-    path: Path | None = None,
-    findings: list[str] | None = None,
-    roles: dict[str, str] | None = None,
+    expected: Expected = NOTHING,
+    saved: Path | None = None,
     face: Interface | None = None,
     tolerance: Tolerance | None = None,
-    against: str | None = None,
-    weights_folder: Path | None = None,
+    findings: list[str] | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> ValidationReport:
-    """Run the cases the model admits (the matrix, or the stored cases) and check every output.
+    """Run the cases the model admits (the matrix, or ``expected``'s stored cases) and check every output.
 
-    ``reference`` computes PyTorch features for the same inputs (``--checkpoint``);
-    ``stored`` brings inputs with reference outputs (``--reference``). ``path``, the
-    file ``model`` was loaded from, is what ONNX Runtime loads (with its weights);
-    without it ``model`` must be complete and is serialized. ``findings`` are what the
-    static ``check`` would repair (each fails the validation); ``roles`` override the
-    input roles (``--input NAME=ROLE``); ``face``, the interface when the caller has
-    found it already (``interface.describe``); ``tolerance``, parity bounds other than
-    the precision's default; ``against``, the reference kind to report for ``stored``
-    outputs that another ONNX model gave ("model"); ``weights_folder``, where the
-    weights of a ``model`` with stubs are (it is then serialized without them).
+    ONNX Runtime loads ``saved``, a file that holds ``model`` as it is now (with its
+    weights), or else ``model`` serialized, its weights read from beside ``model.source``.
+    ``face``: the interface when the caller has found it already (``interface.describe``);
+    ``tolerance``: bounds other than the precision's default; ``findings``: what the
+    static ``check`` would repair (each fails the validation).
     """
-    face = face or describe(model, name, roles)
-    kind = "checkpoint" if reference else (against or "stored") if stored else "none"
+    face = face or describe(model.proto, name)
+    kind = expected.kind
     tol = tolerance or TOLERANCES.get(face.precision, TOLERANCES["fp32"])
     report = ValidationReport(
         name, "none", face.precision, kind, asdict(tol) if kind != "none" else None, interface=face.to_dict()
@@ -88,9 +79,10 @@ def validate(
         )
         report.cases.append(check)
     try:
+        folder = model.source.parent if model.source is not None and saved is None else None
         session = create_session(
-            str(path) if path else model.SerializeToString(), name, device=device,
-            weights_folder=str(weights_folder) if weights_folder and not path else None,
+            str(saved) if saved else model.proto.SerializeToString(), name, device=device,
+            weights_folder=str(folder) if folder else None,
         )  # fmt: skip
     except (DeviceUnavailableError, UnusableInputError):
         raise
@@ -99,16 +91,16 @@ def validate(
         report.cases.append(CaseResult("session creation", 0, 0, False, [failure], kind="session"))
         return report
     report.provider = session.get_providers()[0]
-    entries, report.skipped = plan_cases(face, quick=quick, stored=stored)
+    entries, report.skipped = plan_cases(face, quick=quick, stored=expected.cases)
     if not entries:
         failure = "no stored case fits the model's interface; validate with --checkpoint, or without a reference"
         report.cases.append(CaseResult("fitting cases", 0, 0, False, [failure]))
-    for index, (case, source, mask, expected) in enumerate(entries, 1):
+    for index, (case, source, mask, outputs) in enumerate(entries, 1):
         if progress:
             progress(f"[{index}/{len(entries)}] {case.name}: batch {case.batch}, {case.samples} samples")
-        if expected is None and reference is not None:
-            expected = reference(source, mask)
-        report.cases.append(_run_case(session, face, case, source, mask, expected, tol if kind != "none" else None))
+        if outputs is None and expected.compute is not None:
+            outputs = expected.compute(source, mask)
+        report.cases.append(_run_case(session, face, case, source, mask, outputs, tol if kind != "none" else None))
     if face.batch is None:
         report.cases.append(_batch_consistency(session, face, tol))
     if kind == "none":
