@@ -23,7 +23,7 @@ from hubert_fix import metadata, runner
 from hubert_fix.analysis.interface import Interface, describe
 from hubert_fix.deploy.optimize import OptimizeReport
 from hubert_fix.deploy.optimize import optimize as run_optimize
-from hubert_fix.errors import UnusableInputError
+from hubert_fix.errors import UnusableInputError, argument
 from hubert_fix.exporter import pytorch_reference, require
 from hubert_fix.onnxio.files import (
     ModelFile,
@@ -61,7 +61,9 @@ def repair(model: StrPath, out: StrPath, *, skip: Sequence[str] = (), in_place: 
     """
     path, target = Path(model), Path(out)
     if not in_place and same_file(target, path):
-        raise UnusableInputError(f"{target}: output is the input model; choose another -o path, or pass --in-place")
+        raise UnusableInputError(
+            f"{target}: output is the input model; choose another {argument('out')}, or {argument('in_place', True)}"
+        )
     check_output_path(target, reads=[path], replaces=path if in_place else None)  # before any work
     loaded = load_model(path)
     check_model_output(loaded, target, read_files(loaded), in_place=in_place)

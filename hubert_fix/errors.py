@@ -8,6 +8,9 @@ writes the traceback to a report file; the API lets it propagate unchanged.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 EXIT_OK = 0
 EXIT_FOUND = 1  # check: repairable problems found; validate: a check failed
 EXIT_UNUSABLE = 2  # unusable input (file, checkpoint, device)
@@ -58,6 +61,23 @@ EVERY_COMMAND = {
 }
 
 
+_MARK = "\x1f"  # brackets an argument's name (and value) in a message; never in a path we print
+_UNSET = object()
+_QUOTES = ("'", '"')
+_ARGUMENT = re.compile(f"{_MARK}([a-z_]+){_MARK}(.*?){_MARK}", re.S)
+
+
+def argument(name: str, value: object = _UNSET) -> str:
+    """An API argument named in a message: ``name`` or ``name=value`` through the API; the
+    CLI shows the flag it has for it instead (``HubertFixError.text``)."""
+    return f"{_MARK}{name}{_MARK}{'' if value is _UNSET else repr(value)}{_MARK}"
+
+
+def _as_argument(match: re.Match[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    return f"{name}={value}" if value else name
+
+
 class HubertFixError(Exception):
     """A failure the user can act on. The message names the file and the next step."""
 
@@ -65,7 +85,26 @@ class HubertFixError(Exception):
 
     def __init__(self, message: str, *, report: object = None) -> None:
         super().__init__(message)
+        self.raw = message
         self.report = report  # what was found before failing, for the CLI to print
+
+    def __str__(self) -> str:
+        """The message in the API's terms (arguments by their Python names)."""
+        return _ARGUMENT.sub(_as_argument, self.raw)
+
+    def text(self, flags: Mapping[str, str]) -> str:
+        """The message with each argument shown as ``flags`` names it (the CLI's own options)."""
+
+        def flag(match: re.Match[str]) -> str:
+            name, value = match.group(1), match.group(2)
+            if name not in flags:
+                return _as_argument(match)
+            if value in ("", "True"):
+                return flags[name]
+            shown = value[1:-1] if value[:1] in _QUOTES else value  # a string's repr: its text
+            return f"{flags[name]} {shown}"
+
+        return _ARGUMENT.sub(flag, self.raw)
 
 
 class UnusableInputError(HubertFixError):

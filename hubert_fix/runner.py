@@ -19,7 +19,7 @@ from hubert_fix import metadata
 from hubert_fix._version import __version__
 from hubert_fix.analysis.dims import analyze
 from hubert_fix.analysis.shapes import INFERENCE_BUDGET
-from hubert_fix.errors import UnrepairableError, UnusableInputError, one_line
+from hubert_fix.errors import UnrepairableError, UnusableInputError, argument, one_line
 from hubert_fix.onnxio.files import checkable
 from hubert_fix.onnxio.isolation import Crashed
 from hubert_fix.onnxio.session import OrtCrash, load_error
@@ -62,10 +62,12 @@ def select_passes(skip: Sequence[str] = ()) -> tuple[RewritePass, ...]:
     known = {p.name for p in DEFAULT_PASSES}
     unknown = sorted(set(skip) - known)
     if unknown:
-        raise UnusableInputError(f"unknown pass {', '.join(unknown)} for --skip; known: {', '.join(sorted(known))}")
+        raise UnusableInputError(
+            f"{argument('skip')}: unknown pass {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     selected = tuple(p for p in DEFAULT_PASSES if p.name not in skip)
     if not selected:
-        raise UnusableInputError("--skip leaves no pass to run: nothing would be checked")
+        raise UnusableInputError(f"{argument('skip')} leaves no pass to run: nothing would be checked")
     return selected
 
 

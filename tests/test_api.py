@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CASES, FIXTURES, RAW
+from conftest import CASES, FIXTURES, RAW, run_main
 
 import hubert_fix
 
@@ -61,3 +61,36 @@ def test_the_api_imports_neither_torch_nor_fairseq() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_library_errors_speak_the_api_and_the_cli_adds_its_flags(tmp_path) -> None:
+    """An API error names the argument (``in_place=True``); the CLI shows its flag (``--in-place``)."""
+    from hubert_fix.errors import UnusableInputError
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(RAW.read_bytes())
+    with pytest.raises(UnusableInputError) as caught:
+        hubert_fix.repair(model, model)
+    assert "or in_place=True" in str(caught.value) and "--" not in str(caught.value)
+    code, _, err = run_main("repair", model, "-o", model.parent / "." / model.name)
+    assert code == 2 and "choose another -o, or --in-place" in err, err
+
+
+def test_no_library_error_names_a_cli_flag() -> None:
+    """Messages raised below the CLI (hubert_fix/cli/) name API arguments (errors.argument), never flags."""
+    import ast
+    import re
+
+    root = Path(hubert_fix.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "cli" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                for text in (
+                    n.value for n in ast.walk(node.exc) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                ):
+                    if re.search(r"(^|[\s(])--[a-z]", text):
+                        offenders.append(f"{path.relative_to(root)}:{node.lineno}: {text}")
+    assert not offenders, offenders

@@ -137,7 +137,7 @@ def test_validate_reads_the_vocabulary_the_model_recorded(tmp_path: Path) -> Non
     bare.metadata_props.extend(kept)
     onnx.save(bare, str(model))
     code, _, err = run_main("validate", model, "--checkpoint", FIXTURES / "wav2vec2_base_ctc_args.pt", "--quick")
-    assert code == 2 and "--dict-dir DIR" in err
+    assert code == 2 and "the folder that holds it as --dict-dir" in err
 
 
 def test_a_ctc_export_without_our_metadata_is_recognised_by_its_masked_frames(tmp_path: Path) -> None:

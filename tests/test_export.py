@@ -28,7 +28,7 @@ from hubert_fix.validation.matrix import Case, cases  # noqa: E402
 
 pytestmark = pytest.mark.export
 
-from conftest import CASES, CHECKPOINT, FIXTURES, RAW_BY_OPSET  # noqa: E402
+from conftest import CASES, CHECKPOINT, FIXTURES, RAW_BY_OPSET, run_main  # noqa: E402
 from conftest import RAW as RAW_ONNX  # noqa: E402
 
 
@@ -112,14 +112,17 @@ def test_load_bare_tensor_file(tmp_path: Path) -> None:
 
 
 def test_unlisted_global_needs_trust(tmp_path: Path) -> None:
-    """A global outside the allowlist: refused safely, with the flag that allows it named."""
+    """A global outside the allowlist: refused safely, with the argument that allows it named (the
+    API's name through the API, the CLI's flag on the command line)."""
     state = torch.load(CHECKPOINT, weights_only=False)
     state["extra_state"]["saved_on"] = datetime.date(2024, 1, 1)
     path = tmp_path / "with_date.pt"
     torch.save(state, path)
-    with pytest.raises(UnusableInputError, match="datetime.date.*--trust-checkpoint") as info:
+    with pytest.raises(UnusableInputError, match="datetime.date.*trust_checkpoint=True") as info:
         loading.load_checkpoint(path)
-    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert str(path) in str(info.value) and "\n" not in str(info.value) and "--" not in str(info.value)
+    code, _, err = run_main("validate", RAW_ONNX, "--checkpoint", path, "--quick")
+    assert code == 2 and "datetime.date" in err and "re-run with --trust-checkpoint only" in err, err
     assert type(loading.load_checkpoint(path, trust=True)).__name__ == "HubertModel"
 
 

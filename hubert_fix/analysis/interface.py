@@ -30,7 +30,7 @@ import onnx_graphsurgeon as gs
 from hubert_fix import metadata
 from hubert_fix.analysis.convstack import ConvStack, frames
 from hubert_fix.analysis.dims import GraphFacts, analyze
-from hubert_fix.errors import UnusableInputError
+from hubert_fix.errors import UnusableInputError, argument
 from hubert_fix.onnxio.skeleton import weightless
 
 AUDIO = "audio"
@@ -135,27 +135,19 @@ def _port(info: onnx.ValueInfoProto) -> Port:
     return Port(info.name, dtype, dims)
 
 
-def parse_roles(pairs: list[str]) -> dict[str, str]:
-    """``--input NAME=ROLE`` values as {name: role}; UnusableInputError on a bad one."""
-    roles: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, role = pair.rpartition("=")
-        if not sep or not name or role not in ROLES:
-            raise UnusableInputError(f"--input {pair}: expected NAME=ROLE with ROLE one of {', '.join(ROLES)}")
-        roles[name] = role
-    return roles
-
-
 def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = None) -> Interface:
     """Find the model's interface: from the graph, with ``roles`` overriding per input name."""
     roles = dict(roles or {})
     inputs = {info.name: _port(info) for info in model.graph.input}
     initializers = {t.name for t in model.graph.initializer}
     inputs = {k: v for k, v in inputs.items() if k not in initializers}  # old IRs list weights as inputs
+    bad = sorted(f"{k}={v}" for k, v in roles.items() if v not in ROLES)
+    if bad:
+        raise UnusableInputError(f"{argument('roles')}: {', '.join(bad)}: a role is one of {', '.join(ROLES)}")
     unknown = sorted(set(roles) - set(inputs))
     if unknown:
         raise UnusableInputError(
-            f"{name}: --input names {', '.join(unknown)}, not an input of the model ({', '.join(inputs)})"
+            f"{name}: {argument('roles')} names {', '.join(unknown)}, not an input of the model ({', '.join(inputs)})"
         )
     for port in inputs.values():
         if port.name not in roles:
@@ -167,16 +159,16 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
     if not audio:
         raise UnusableInputError(
             f"{name}: no float [batch, samples] waveform input found among {', '.join(inputs)}; "
-            "is this a speech encoder? name it with --input NAME=audio"
+            f"is this a speech encoder? say which input is the audio with {argument('roles')}"
         )
     if len(masks) > 1:
         raise UnusableInputError(
-            f"{name}: more than one mask input ({', '.join(p.name for p, _ in masks)}); choose with --input"
+            f"{name}: more than one mask input ({', '.join(p.name for p, _ in masks)}); choose one with {argument('roles')}"
         )
     missing = sorted(set(inputs) - set(roles))
     if missing:
         raise UnusableInputError(
-            f"{name}: cannot tell what input {', '.join(missing)} is; say it with --input NAME=ROLE ({', '.join(ROLES)})"
+            f"{name}: cannot tell what input {', '.join(missing)} is; say it with {argument('roles')} ({', '.join(ROLES)})"
         )
     mask, mask_role = masks[0] if masks else (None, None)
     meta = metadata.read(model)

@@ -19,7 +19,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from hubert_fix import runner
 from hubert_fix._version import __version__
 from hubert_fix.cli.console import Console, emit
-from hubert_fix.cli.parser import build_parser
+from hubert_fix.cli.parser import FLAGS, build_parser
 from hubert_fix.cli.reports import format_report
 from hubert_fix.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SIGPIPE, HubertFixError, one_line
 
@@ -66,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args, console)
     except HubertFixError as exc:
         if isinstance(exc.report, runner.Report):  # what was found before giving up
-            payload = {**exc.report.to_dict(), "error": str(exc), "exit_code": exc.exit_code}
+            payload = {**exc.report.to_dict(), "error": exc.text(FLAGS), "exit_code": exc.exit_code}
             emit(console, payload, f"not repaired:\n{format_report(exc.report)}")
         elif console.json:  # a pipeline that keeps the JSON gets the reason there too
-            console.out(json.dumps({"error": str(exc), "exit_code": exc.exit_code}, indent=2, sort_keys=True))
+            console.out(json.dumps({"error": exc.text(FLAGS), "exit_code": exc.exit_code}, indent=2, sort_keys=True))
         console.done()
-        print(f"hubert-fix {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hubert-fix {args.command}: error: {exc.text(FLAGS)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         console.done()

@@ -9,7 +9,7 @@ import re
 from importlib import resources
 
 from hubert_fix import api
-from hubert_fix.analysis.interface import parse_roles
+from hubert_fix.analysis.interface import ROLES
 from hubert_fix.cli.console import Console, emit
 from hubert_fix.cli.reports import format_report, format_validation
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, EXIT_UNREPAIRABLE, UnusableInputError
@@ -77,6 +77,17 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     )
     emit(console, {**report.to_dict(), "status": status}, "\n".join([*human, status]))
     return EXIT_OK if report.ok else EXIT_FOUND
+
+
+def parse_roles(pairs: list[str]) -> dict[str, str]:
+    """``--input NAME=ROLE`` values as {name: role}; UnusableInputError on a malformed one."""
+    roles: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, role = pair.rpartition("=")
+        if not sep or not name or role not in ROLES:
+            raise UnusableInputError(f"--input {pair}: expected NAME=ROLE with ROLE one of {', '.join(ROLES)}")
+        roles[name] = role
+    return roles
 
 
 def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:

@@ -31,6 +31,15 @@ def _options(*, top: bool) -> argparse.ArgumentParser:
     return options
 
 
+#: The flag for each API argument that library errors name (``HubertFixError.text``).
+FLAGS = {
+    "out": "-o", "in_place": "--in-place", "skip": "--skip", "checkpoint": "--checkpoint", "reference": "--reference",
+    "trust_checkpoint": "--trust-checkpoint", "dict_dir": "--dict-dir", "output_layer": "--output-layer",
+    "final_proj": "--final-proj", "opset": "--opset", "fp16": "--fp16", "device": "--device", "roles": "--input",
+    "precision": "--int8/--fp16",
+}  # fmt: skip
+
+
 def _epilog() -> str:
     """Every command's exit codes, from ``errors.EXITS``."""
     lines = ["Exit codes (stable; pipelines depend on them):"]

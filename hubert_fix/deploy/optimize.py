@@ -37,7 +37,7 @@ from hubert_fix.deploy.conv_rewrites import conv_as_2d
 from hubert_fix.deploy.half import to_half
 from hubert_fix.deploy.names import Names
 from hubert_fix.deploy.quantize import quantize
-from hubert_fix.errors import UnrepairableError, UnusableInputError
+from hubert_fix.errors import UnrepairableError, UnusableInputError, argument
 from hubert_fix.onnxio.files import (
     ModelFile,
     check_model_output,
@@ -109,7 +109,9 @@ def optimize(
     that misses its tolerance is not written and the report says why (``ok`` False).
     """
     if precision not in PRECISIONS:
-        raise UnusableInputError(f"{path}: unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
+        raise UnusableInputError(
+            f"{argument('precision', precision)}: unknown precision (one of {', '.join(PRECISIONS)})"
+        )
     say = progress or (lambda message: None)
     check_output_path(out, reads=[path, *reads])  # before any work
     loaded = load_model(path)
@@ -182,7 +184,7 @@ def _refuse_unfit(loaded: ModelFile, name: str, precision: str) -> None:
             )
     if precision == "int8" and meta.get(metadata.PRECISION) == "fp16":
         raise UnusableInputError(
-            f"{name}: an fp16 export; int8 weights are made from an fp32 model (export without --fp16)"
+            f"{name}: an fp16 export; int8 weights are made from an fp32 model (export without {argument('fp16', True)})"
         )
     found = runner.check(loaded.proto, name)
     if found.edits or found.blocking:

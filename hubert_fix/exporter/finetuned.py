@@ -52,7 +52,7 @@ from fairseq.models import MODEL_DATACLASS_REGISTRY
 from fairseq.models.hubert.hubert_asr import HubertCtcConfig
 from omegaconf import open_dict
 
-from hubert_fix.errors import UnusableInputError
+from hubert_fix.errors import UnusableInputError, argument
 
 CTC_MODELS = ("wav2vec_ctc", "hubert_ctc")
 LABEL_EMBS = "w2v_encoder.w2v_model.label_embs_concat"
@@ -135,12 +135,12 @@ def _load(
         if dict_dir is None:
             raise UnusableInputError(
                 f"{path}: the CTC vocabulary is not in this checkpoint (fairseq reads it from {wanted}) and there is no "
-                f"{wanted} beside it; give the folder that holds it with --dict-dir DIR"
+                f"{wanted} beside it; give the folder that holds it as {argument('dict_dir')}"
             )
         if not (Path(dict_dir) / wanted).is_file():
             raise UnusableInputError(
                 f"{path}: the CTC vocabulary is not in this checkpoint (fairseq reads it from {wanted}), and "
-                f"--dict-dir {dict_dir} has no {wanted}; give the folder that holds it"
+                f"{argument('dict_dir', str(dict_dir))} has no {wanted}; give the folder that holds it"
             )
         overrides["data"] = str(dict_dir)
         if _get(task_cfg, "label_dir") is not None:
@@ -178,7 +178,7 @@ def _dictionary_file(vocabulary: list[str], target: Path, path: Path) -> Path:
     if vocabulary[: len(FAIRSEQ_SPECIALS)] != FAIRSEQ_SPECIALS:
         raise UnusableInputError(
             f"{path}: the model's recorded vocabulary does not begin with fairseq's special symbols; "
-            f"give the folder holding {target.name} with --dict-dir DIR"
+            f"give the folder holding {target.name} as {argument('dict_dir')}"
         )
     target.write_text("".join(f"{symbol} 1\n" for symbol in vocabulary[len(FAIRSEQ_SPECIALS) :]), encoding="utf-8")
     return target.parent

@@ -29,7 +29,7 @@ try:  # the module (torch.nn.utils.weight_norm is the function); deprecated, may
 except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use it either
     WeightNorm = None
 
-from hubert_fix.errors import HubertFixError, UnusableInputError, one_line
+from hubert_fix.errors import HubertFixError, UnusableInputError, argument, one_line
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _checked_torch_load(path: Path, *, trust: bool) -> Iterator[None]:
         if not trust and not _SAFE_LOAD:
             raise UnusableInputError(
                 f"{path}: safe checkpoint loading needs torch >= 2.6 (this is {torch.__version__}); "
-                "upgrade torch, or re-run with --trust-checkpoint only if you trust this file"
+                f"upgrade torch, or re-run with {argument('trust_checkpoint', True)} only if you trust this file"
             )
         try:
             if trust:
@@ -227,12 +227,12 @@ def _load_error(path: Path, exc: BaseException) -> UnusableInputError:
     if unsupported:
         return UnusableInputError(
             f"{path}: the checkpoint pickles {unsupported.group(1)}, which the safe loader does not allow; "
-            "re-run with --trust-checkpoint only if you trust this file (unpickling can run code)"
+            f"re-run with {argument('trust_checkpoint', True)} only if you trust this file (unpickling can run code)"
         )
     if "Weights only load failed" in text:
         return UnusableInputError(
             f"{path}: the safe loader rejects this checkpoint ({one_line(text.split('Please file')[0], 160)}); "
-            "re-run with --trust-checkpoint only if you trust this file (unpickling can run code)"
+            f"re-run with {argument('trust_checkpoint', True)} only if you trust this file (unpickling can run code)"
         )
     return UnusableInputError(f"{path}: not a PyTorch checkpoint: {one_line(exc, 160)}")
 
@@ -257,7 +257,7 @@ def load_checkpoint(
     if path.is_dir():
         raise UnusableInputError(f"{path}: is a directory, not a checkpoint")
     if dict_dir is not None and not Path(dict_dir).is_dir():  # also where the checkpoint carries its vocabulary
-        raise UnusableInputError(f"{dict_dir}: --dict-dir: no such folder")
+        raise UnusableInputError(f"{dict_dir}: {argument('dict_dir')}: no such folder")
     _check_magic(path)
     try:
         with _quiet_fairseq(), _checked_torch_load(path, trust=trust), warnings.catch_warnings():

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use i
     WeightNorm = None
 
 from hubert_fix.analysis.convstack import ConvStack
-from hubert_fix.errors import DeviceUnavailableError, HubertFixError, UnusableInputError
+from hubert_fix.errors import DeviceUnavailableError, HubertFixError, UnusableInputError, argument
 
 # ---------------------------------------------------------------- model facts
 
@@ -51,11 +51,13 @@ def num_layers(model: torch.nn.Module) -> int:
 
 def check_output_layer(model: torch.nn.Module, output_layer: int | None) -> None:
     if output_layer is not None and is_ctc(model):
-        raise UnusableInputError(f"--output-layer: {type(model).__name__} is a CTC recogniser; it exports its logits")
+        raise UnusableInputError(
+            f"{argument('output_layer')}: {type(model).__name__} is a CTC recogniser; it exports its logits"
+        )
     layers = num_layers(model)
     if output_layer is not None and not 1 <= output_layer <= layers:
         raise UnusableInputError(
-            f"--output-layer {output_layer}: {type(model).__name__} has transformer layers 1..{layers}"
+            f"{argument('output_layer', output_layer)}: {type(model).__name__} has transformer layers 1..{layers}"
         )
 
 
@@ -84,7 +86,7 @@ def _extract(
 
 def check_final_proj(model: torch.nn.Module, final_proj: bool) -> None:
     if final_proj and (is_ctc(model) or not isinstance(getattr(model, "final_proj", None), torch.nn.Linear)):
-        raise HubertFixError(f"--final-proj: {type(model).__name__} has no final_proj layer")
+        raise HubertFixError(f"{argument('final_proj', True)}: {type(model).__name__} has no final_proj layer")
 
 
 class _Emissions(torch.nn.Module):
@@ -132,7 +134,8 @@ def _check_device(fp16: bool, device: str) -> None:
         raise DeviceUnavailableError(f"device {device!r}: use 'cpu' or 'cuda'")
     if device == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(
-            f"--device cuda needs a CUDA GPU, and PyTorch sees none (torch {torch.__version__}); use --device cpu"
+            f"{argument('device', 'cuda')} needs a CUDA GPU, and PyTorch sees none (torch {torch.__version__}); "
+            f"use {argument('device', 'cpu')}"
         )
 
 

@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use i
 
 from hubert_fix import metadata
 from hubert_fix.analysis.convstack import ConvStack, frames
-from hubert_fix.errors import HubertFixError, UnusableInputError, one_line
+from hubert_fix.errors import HubertFixError, UnusableInputError, argument, one_line
 from hubert_fix.exporter.loading import DEFAULT_SAMPLE_RATE, fairseq_wav2vec2  # imports fairseq quietly
 from hubert_fix.exporter.modules import (
     check_final_proj,
@@ -160,7 +160,9 @@ def export_model(
     with external data beside ``path``, and its weights are never loaded here.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise HubertFixError(f"--opset {opset}: the TorchScript exporter supports opsets {MIN_OPSET}..{MAX_OPSET}")
+        raise HubertFixError(
+            f"{argument('opset', opset)}: the TorchScript exporter supports opsets {MIN_OPSET}..{MAX_OPSET}"
+        )
     check_output_layer(model, output_layer)
     check_final_proj(model, final_proj)
     stack, channels = conv_stack(model), embed_dim(model)

@@ -19,7 +19,7 @@ import re
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state
 
-from hubert_fix.errors import DeviceUnavailableError, UnusableInputError, one_line
+from hubert_fix.errors import DeviceUnavailableError, UnusableInputError, argument, one_line
 from hubert_fix.onnxio import isolation
 from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 
@@ -99,7 +99,9 @@ def create_session(
     if device == "cpu":
         return ort.InferenceSession(model, options, providers=[CPU])
     if device == "cuda" and CUDA not in ort.get_available_providers():
-        raise DeviceUnavailableError(f"{name}: --device cuda: this onnxruntime has no CUDAExecutionProvider")
+        raise DeviceUnavailableError(
+            f"{name}: {argument('device', 'cuda')}: this onnxruntime has no CUDAExecutionProvider"
+        )
     ort.set_default_logger_severity(4)  # a CUDA EP that fails to load logs errors; we report it once
     try:
         session = ort.InferenceSession(model, options, providers=[CUDA, CPU])
@@ -109,8 +111,8 @@ def create_session(
         return session
     if device == "cuda":
         raise DeviceUnavailableError(
-            f"{name}: --device cuda: CUDAExecutionProvider did not start (no usable GPU/CUDA libraries); "
-            "use --device cpu or auto"
+            f"{name}: {argument('device', 'cuda')}: CUDAExecutionProvider did not start (no usable GPU/CUDA libraries); "
+            f"use {argument('device', 'cpu')} or auto"
         )
     log.info("CUDA is not usable here; validating on CPU")
     return ort.InferenceSession(model, options, providers=[CPU])

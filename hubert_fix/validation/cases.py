@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hubert_fix.analysis.interface import Interface
-from hubert_fix.errors import UnusableInputError, one_line
+from hubert_fix.errors import UnusableInputError, argument, one_line
 from hubert_fix.validation.matrix import SAMPLE_RATE, Case, cases, static_cases, unpadded_batches
 from hubert_fix.validation.report import Stored
 
@@ -34,7 +34,7 @@ def load_reference_cases(path: Path) -> list[tuple[Case, np.ndarray, np.ndarray,
     except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
         raise UnusableInputError(
             f"{path}: not a reference file written by hubert-fix (an .npz of case0.source, case0.padding_mask, "
-            "case0.features, ...); write one with hubert_fix.validation.cases.save_reference_cases, or give --checkpoint"
+            f"case0.features, ...); write one with hubert_fix.validation.cases.save_reference_cases, or give {argument('checkpoint')}"
         ) from None
     if not stored:
         raise UnusableInputError(f"{path}: no cases (expected case0.source, case0.padding_mask, case0.features)")

@@ -93,7 +93,7 @@ def validate(
     report.provider = session.get_providers()[0]
     entries, report.skipped = plan_cases(face, quick=quick, stored=expected.cases)
     if not entries:
-        failure = "no stored case fits the model's interface; validate with --checkpoint, or without a reference"
+        failure = "no stored case fits the model's interface; validate with a checkpoint, or without a reference"
         report.cases.append(CaseResult("fitting cases", 0, 0, False, [failure]))
     for index, (case, source, mask, outputs) in enumerate(entries, 1):
         if progress:
