@@ -15,7 +15,7 @@ import signal
 import stat
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -37,6 +37,11 @@ class ModelFile:
 
     proto: onnx.ModelProto
     source: Path | None = None
+    # each stub's span, checked once (keyed by its external_data entries: a rewrite that
+    # replaces or drops stubs changes what ``spans`` returns, never a stale span)
+    _checked: dict[tuple[str, tuple[tuple[str, str], ...]], skeleton.Span] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def external_data(self) -> bool:
@@ -47,9 +52,16 @@ class ModelFile:
         )
 
     def spans(self) -> dict[str, skeleton.Span]:
+        """Where each stub's bytes are (checked against the files when first asked)."""
         if self.source is None:
             return {}
-        return skeleton.spans(self.proto, self.source.parent, str(self.source))
+        found = {}
+        for tensor in skeleton.stubs(self.proto):
+            key = (tensor.name, tuple((e.key, e.value) for e in tensor.external_data))
+            if key not in self._checked:
+                self._checked[key] = skeleton.span(tensor, self.source.parent, str(self.source))
+            found[tensor.name] = self._checked[key]
+        return found
 
 
 STREAM = "-"

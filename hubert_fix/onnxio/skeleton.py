@@ -264,17 +264,12 @@ def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
 # ------------------------------------------------------------------ writing
 
 
-def spans(model: onnx.ModelProto, directory: Path, model_name: str) -> dict[str, Span]:
-    """Every stub's checked span, by tensor name."""
-    return {t.name: span(t, directory, model_name) for t in stubs(model)}
-
-
 def write(
     model: onnx.ModelProto, outside: dict[str, Span], handle: int, *, data: tuple[int, str] | None = None
 ) -> None:
     """Write ``model`` to the open file descriptor ``handle``, copying each stub's bytes.
 
-    ``outside`` says where the stubs' bytes are (``spans``). Without ``data`` they are
+    ``outside`` says where the stubs' bytes are (``ModelFile.spans``). Without ``data`` they are
     written inline (a single-file model); with ``data = (fd, location)`` they go into
     that open data file, aligned, and the written model points at it. ``model`` is not
     changed.
