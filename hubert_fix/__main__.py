@@ -13,7 +13,7 @@ from hubert_fix.errors import EXIT_INTERRUPTED
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        from hubert_fix.cli.__init__ import main as run
+        from hubert_fix.cli import main as run
 
         return run(argv)
     except KeyboardInterrupt:  # cli.main handles it once a command runs; this is start-up

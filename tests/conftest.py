@@ -36,7 +36,7 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
 
 def run_main(*args: object) -> tuple[int, str, str]:
     """``hubert-fix ARGS`` in this process (faster than the console script): code, stdout, stderr."""
-    from hubert_fix.cli.__init__ import main
+    from hubert_fix.cli import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -58,3 +58,35 @@ def cuda_runs() -> bool:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def assert_one_clear_line(result, path: Path, code: int = 2) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and "Traceback" not in result.stderr
+
+
+def stderr_on_a_terminal(*args: object) -> tuple[bytes, str]:
+    """Run the script with stderr on a pseudo-terminal: (stdout, what the terminal got)."""
+    import os
+    import pty
+    import subprocess
+
+    from conftest import SCRIPT
+
+    primary, secondary = pty.openpty()
+    with subprocess.Popen([str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE, stderr=secondary) as proc:
+        os.close(secondary)
+        stdout, _ = proc.communicate(timeout=300)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO once the terminal's other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    return stdout, b"".join(chunks).decode()

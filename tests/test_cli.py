@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import CASES, RAW, cuda_runs
+from conftest import CASES, RAW, assert_one_clear_line, cuda_runs, stderr_on_a_terminal
 from onnx import TensorProto, helper
 
 
@@ -201,13 +201,6 @@ def bad_inputs(tmp: Path) -> dict[str, Path]:
     return files
 
 
-def assert_one_clear_line(result, path: Path, code: int = 2) -> None:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert str(path) in lines[0] and "Traceback" not in result.stderr
-
-
 @pytest.mark.parametrize("kind", ["missing", "directory", "empty", "random bytes", "truncated", "text"])
 @pytest.mark.parametrize("command", ["check", "repair", "validate"])
 def test_unusable_input_gets_one_line_and_exit_2(cli, tmp_path: Path, kind: str, command: str) -> None:
@@ -265,31 +258,6 @@ def test_fixing_only_the_where_leaves_the_frozen_slice_lengths_broken(cli, tmp_p
         if samples % frames == 0:
             mod_zero.add(str(stored[f"case{index}.name"]))
     assert len(mod_zero) >= 3 and failed == mod_zero
-
-
-def stderr_on_a_terminal(*args: object) -> tuple[bytes, str]:
-    """Run the script with stderr on a pseudo-terminal: (stdout, what the terminal got)."""
-    import os
-    import pty
-    import subprocess
-
-    from conftest import SCRIPT
-
-    primary, secondary = pty.openpty()
-    with subprocess.Popen([str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE, stderr=secondary) as proc:
-        os.close(secondary)
-        stdout, _ = proc.communicate(timeout=300)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:  # EIO once the terminal's other side is closed and drained
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(primary)
-    return stdout, b"".join(chunks).decode()
 
 
 def test_progress_on_a_terminal_only(cli, repaired: Path) -> None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import io
 import random
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import RAW
+from conftest import FIXTURES, RAW, assert_one_clear_line, run_cli
 
-from hubert_fix.cli.__init__ import main
+from hubert_fix.cli import main
+
+sys.path.insert(0, str(FIXTURES.parent))
+from fuzz.known import absurd_reshape_constant, unknown_data_type  # noqa: E402
 
 RAW_BYTES = RAW.read_bytes()
 RNG = random.Random(0)
@@ -50,3 +54,22 @@ def test_damaged_model_is_repaired_or_refused_cleanly(tmp_path: Path, name: str,
         assert not out.exists()
     assert model.read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["damaged.onnx"] + (["out.onnx"] if code == 0 else []))
+
+
+@pytest.mark.parametrize("damage", [unknown_data_type, absurd_reshape_constant])
+@pytest.mark.parametrize("command", ["check", "repair"])
+def test_damage_the_loader_let_through_is_exit_2(tmp_path: Path, damage, command: str) -> None:
+    path, out = tmp_path / "damaged.onnx", tmp_path / "out.onnx"
+    damage(RAW, path)
+    result = run_cli(command, path, *(["-o", out] if command == "repair" else []))
+    assert_one_clear_line(result, path)
+    assert "damaged ONNX model" in result.stderr and not out.exists()
+
+
+def test_an_absurd_shape_the_loader_cannot_see_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    # 2**35 is below the loader's bound, so shape inference meets it: it must stop at its budget.
+    path = tmp_path / "huge.onnx"
+    absurd_reshape_constant(RAW, path, value=1 << 35)
+    result = run_cli("check", path)
+    assert_one_clear_line(result, path)
+    assert "shape inference needs more than" in result.stderr

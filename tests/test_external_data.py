@@ -208,7 +208,7 @@ def test_model_over_2gb_is_repaired_without_loading_its_weights(tmp_path: Path) 
 
 
 def test_failed_write_leaves_the_previous_out_and_its_data(tmp_path: Path, monkeypatch) -> None:
-    from hubert_fix.onnxio import files as model_io
+    from hubert_fix.onnxio import files
 
     out = tmp_path / "out" / "repaired.onnx"
     out.parent.mkdir()
@@ -219,9 +219,9 @@ def test_failed_write_leaves_the_previous_out_and_its_data(tmp_path: Path, monke
     def fail(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(model_io.os, "fsync", fail)
-    with pytest.raises(model_io.UnusableInputError, match="No space left"):
-        model_io.save_model(model, out)
+    monkeypatch.setattr(files.os, "fsync", fail)
+    with pytest.raises(files.UnusableInputError, match="No space left"):
+        files.save_model(model, out)
     assert out.read_bytes() == b"previous model"
     assert out.with_name("repaired.onnx.data").read_bytes() == b"previous weights"
     assert sorted(p.name for p in out.parent.iterdir()) == ["repaired.onnx", "repaired.onnx.data"]

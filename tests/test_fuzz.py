@@ -11,8 +11,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import FIXTURES, RAW, run_cli
-from test_cli import assert_one_clear_line
+from conftest import FIXTURES, RAW, assert_one_clear_line, run_cli
 
 ROOT = FIXTURES.parent
 sys.path.insert(0, str(ROOT))

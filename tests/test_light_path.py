@@ -10,7 +10,7 @@ import onnx
 import pytest
 from conftest import RAW
 
-from hubert_fix.onnxio import files as model_io
+from hubert_fix.onnxio import files
 
 
 def test_check_repair_validate_never_import_torch_or_fairseq(tmp_path: Path) -> None:
@@ -36,22 +36,39 @@ class Boom(KeyboardInterrupt):
 def test_interrupted_write_leaves_the_previous_output(tmp_path: Path, monkeypatch, failure) -> None:
     out = tmp_path / "out.onnx"
     out.write_bytes(b"previous")
-    model = model_io.load_model(RAW)
-    real_fsync = model_io.os.fsync
+    model = files.load_model(RAW)
+    real_fsync = files.os.fsync
 
     def fail(fd: int) -> None:
         real_fsync(fd)
         raise failure("interrupted mid-write")
 
-    monkeypatch.setattr(model_io.os, "fsync", fail)
-    with pytest.raises((Boom, model_io.UnusableInputError)):
-        model_io.save_model(model, out)
+    monkeypatch.setattr(files.os, "fsync", fail)
+    with pytest.raises((Boom, files.UnusableInputError)):
+        files.save_model(model, out)
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
 
 
 def test_write_is_complete_and_keeps_permissions_sane(tmp_path: Path) -> None:
     out = tmp_path / "out.onnx"
-    model_io.save_model(model_io.load_model(RAW), out)
+    files.save_model(files.load_model(RAW), out)
     assert onnx.load(str(out)) == onnx.load(str(RAW))
     assert out.stat().st_mode & 0o644 == 0o644
+
+
+def test_missing_extra_names_torch_and_a_command_that_pins_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubert_fix import exporter
+    from hubert_fix.errors import MissingExtraError
+
+    for name in ("trace", "loading", "modules", "finetuned"):  # as if never imported
+        monkeypatch.delitem(sys.modules, f"hubert_fix.exporter.{name}", raising=False)
+        monkeypatch.delattr(exporter, name, raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(MissingExtraError) as caught:
+        exporter.require()
+    message = str(caught.value)
+    assert "torch is not installed" in message and "pip install torch==2.13.0 'hubert-fix[export]'" in message
+    monkeypatch.setitem(sys.modules, "fairseq", None)  # a light install: neither is there
+    with pytest.raises(MissingExtraError, match="torch and fairseq are not installed"):
+        exporter.require()
