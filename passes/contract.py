@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 import onnx_graphsurgeon as gs
 
-from hubert_fix.analysis.graph import unique_name  # noqa: F401 - the passes name what they add with it
-
 if TYPE_CHECKING:
     from hubert_fix.analysis.dims import GraphFacts
 
@@ -196,7 +194,7 @@ def node_label(node: gs.Node) -> str:
 
 
 def taken_names(graph: gs.Graph) -> set[str]:
-    """Every node and tensor name in use, for ``unique_name``."""
+    """Every node and tensor name in use, for ``analysis.graph.unique_name``."""
     names = {n.name for n in graph.nodes}
     names.update(graph.tensors().keys())
     return names

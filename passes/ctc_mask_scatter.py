@@ -18,9 +18,36 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.analysis.graph import int_list, node_axes, producer
+from hubert_fix.analysis.graph import input_at, int_list, node_axes, producer, unique_name
 from hubert_fix.analysis.vectors import shape_element
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names, unique_name
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A ScatterND in the exporter's masked_scatter form: the nodes the proof follows."""
+
+    scatter: gs.Node
+    data: gs.Tensor
+    indices: gs.Tensor
+    transpose: gs.Node  # indices = Transpose(NonZero(E))
+    nonzero: gs.Node
+    sliced: gs.Node  # updates = Slice(Reshape(values, s), ...)
+    flat: gs.Node
+
+    @property
+    def name(self) -> str:
+        return node_label(self.scatter)
+
+
+@dataclass(frozen=True)
+class _Proof:
+    """What the proof found: the mask at data's rank, the mask PyTorch indexed with, the broadcast values."""
+
+    m1: gs.Tensor  # the Where condition
+    mask: gs.Tensor | None
+    values: gs.Tensor
+    aligned: str  # how the mask was aligned, for reports
 
 
 @dataclass(frozen=True)
@@ -85,7 +112,11 @@ class CtcMaskScatter(RewritePass):
 
     def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
-        outcomes = [_examine(node, facts, taken) for node in graph.nodes if node.op == "ScatterND"]
+        candidates = [_match(node) for node in graph.nodes if node.op == "ScatterND"]
+        outcomes: list[_Plan | Declined | None] = []
+        for candidate in (c for c in candidates if c is not None):
+            proof = _prove(candidate, facts)
+            outcomes.append(proof if isinstance(proof, Declined) else _plan(candidate, proof, facts, taken))
         return outcomes
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
@@ -115,57 +146,99 @@ def _index_mask(m1: gs.Tensor, facts: GraphFacts) -> tuple[gs.Tensor | None, str
     return m1, f"Unsqueeze axes {axes}, not the trailing axes {list(range(inner, outer))}"
 
 
-def _examine(scatter: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan | Declined | None:
-    """Decide about one ScatterND: a plan, a Declined, or None (not a candidate)."""
+def _match(scatter: gs.Node) -> _Candidate | None:
+    """The exporter's masked_scatter: indices ``Transpose(NonZero(.))``, updates ``Slice(Reshape(.))``."""
     data, indices, updates = scatter.inputs  # three, as onnx.checker proved at load
     transpose, sliced = _made_by(indices, "Transpose"), _made_by(updates, "Slice")
     nonzero = _made_by(transpose.inputs[0], "NonZero") if transpose is not None else None
     flat = _made_by(sliced.inputs[0], "Reshape") if sliced is not None else None
     if nonzero is None or flat is None:
         return None
-    name, d = node_label(scatter), facts.describe
+    return _Candidate(scatter, data, indices, transpose, nonzero, sliced, flat)
 
-    def decline(step: str, blocking: bool = True) -> Declined:
-        short = "its values may be short (ONNX Runtime fails when more than one row is selected)"
-        why = f"not proven a broadcast write: {step}; {short} and nothing proves the graph right"
-        return Declined(name, "ScatterND", why if blocking else f"{step}, correct as exported", blocking)
 
-    reduction = scatter.attrs.get("reduction", "none")
-    if reduction != "none":
-        return decline(f"reduction {reduction!r}, not 'none'")
-    perm = list(transpose.attrs.get("perm", [1, 0]))  # no perm reverses: [1, 0] for NonZero's rank 2
-    if perm != [1, 0]:
-        return decline(f"indices are Transpose(NonZero) with perm {perm}, not [1, 0]")
-    expand = _made_by(nonzero.inputs[0], "Expand")
-    if expand is None:
-        return decline("the NonZero's input is not an Expand of a mask")
-    shape = _made_by(expand.inputs[1], "Shape")
-    if shape is None or shape.inputs[0] is not data or shape.attrs.get("start", 0) or "end" in shape.attrs:
-        return decline(f"the mask is expanded to a shape other than Shape(data) of this ScatterND (data {d(data)})")
-    m1, values = expand.inputs[0], flat.inputs[0]
+def _declined(c: _Candidate, step: str, blocking: bool = True) -> Declined:
+    """A failed step: blocking (the values may be short), or not (a genuine masked_scatter, correct)."""
+    short = "its values may be short (ONNX Runtime fails when more than one row is selected)"
+    why = f"not proven a broadcast write: {step}; {short} and nothing proves the graph right"
+    return Declined(c.name, "ScatterND", why if blocking else f"{step}, correct as exported", blocking)
+
+
+def _prove(c: _Candidate, facts: GraphFacts) -> Declined | _Proof:
+    """Each step on the graph, none on names: the write is PyTorch's broadcast of values over the masked rows."""
+    expand = _mask_expand(c, facts)
+    if isinstance(expand, str):
+        return _declined(c, expand)
+    m1 = expand.inputs[0]
     mask, aligned = _index_mask(m1, facts)
-    r, k, rv = facts.rank(data), None if mask is None else facts.rank(mask), facts.rank(values)
+    proof = _Proof(m1, mask, c.flat.inputs[0], aligned)
+    step = _rank_step(c, proof, facts) or _updates_step(c, facts) or _dtype_step(proof, facts)
+    if step:
+        return _declined(c, step)
+    unlike = _values_step(c, proof, facts)
+    return proof if unlike is None else unlike
+
+
+def _mask_expand(c: _Candidate, facts: GraphFacts) -> gs.Node | str:
+    """The plain scatter's ``Expand(M1, Shape(data))`` the indices select from, or the step that fails."""
+    reduction = c.scatter.attrs.get("reduction", "none")
+    if reduction != "none":
+        return f"reduction {reduction!r}, not 'none'"
+    perm = list(c.transpose.attrs.get("perm", [1, 0]))  # no perm reverses: [1, 0] for NonZero's rank 2
+    if perm != [1, 0]:
+        return f"indices are Transpose(NonZero) with perm {perm}, not [1, 0]"
+    expand = _made_by(c.nonzero.inputs[0], "Expand")
+    if expand is None:
+        return "the NonZero's input is not an Expand of a mask"
+    shape = _made_by(expand.inputs[1], "Shape")
+    if shape is None or shape.inputs[0] is not c.data or shape.attrs.get("start", 0) or "end" in shape.attrs:
+        shown = facts.describe(c.data)
+        return f"the mask is expanded to a shape other than Shape(data) of this ScatterND (data {shown})"
+    return expand
+
+
+def _rank_step(c: _Candidate, p: _Proof, facts: GraphFacts) -> str:
+    """Why the mask is not a bool index of data's leading axes, by rank ("" when it is)."""
+    d = facts.describe
+    r, k, rv = facts.rank(c.data), None if p.mask is None else facts.rank(p.mask), facts.rank(p.values)
     if r is None or k is None or rv is None:
-        return decline(f"ranks unknown: data {d(data)}, mask {d(m1)} ({aligned}), values {d(values)}")
-    if facts.rank(m1) != r:
-        return decline(f"Expand aligns mask {d(m1)} to data {d(data)} from the right, not as a bool index ({aligned})")
-    if int_list(flat.inputs[1]) != [-1]:
-        return decline(
-            f"updates are sliced from Reshape(values, {int_list(flat.inputs[1])}), not Reshape(values, [-1])"
-        )
-    starts, ends, axes, steps = (sliced.inputs[i] if i < len(sliced.inputs) else None for i in (1, 2, 3, 4))
-    end = shape_element(facts, ends, 0)  # an absent or empty input is no shape element
-    counted = isinstance(end, tuple) and end[0] is indices and end[1] == 0
+        return f"ranks unknown: data {d(c.data)}, mask {d(p.m1)} ({p.aligned}), values {d(p.values)}"
+    if facts.rank(p.m1) != r:
+        return f"Expand aligns mask {d(p.m1)} to data {d(c.data)} from the right, not as a bool index ({p.aligned})"
+    return ""
+
+
+def _updates_step(c: _Candidate, facts: GraphFacts) -> str:
+    """Why the updates are not the first K flattened values, K = Shape(indices)[0] ("" when they are)."""
+    shape = int_list(c.flat.inputs[1])
+    if shape != [-1]:
+        return f"updates are sliced from Reshape(values, {shape}), not Reshape(values, [-1])"
+    starts, ends, axes, steps = (input_at(c.sliced, i) for i in (1, 2, 3, 4))
+    end = shape_element(facts, ends, 0)
+    counted = isinstance(end, tuple) and end[0] is c.indices and end[1] == 0
     starts, axes, steps = int_list(starts), int_list(axes), int_list(steps)
     if starts != [0] or axes not in (None, [0]) or steps not in (None, [1]) or not counted:
-        return decline("updates are not Slice(flattened values)[0 : Shape(indices)[0]] on axis 0")
-    dtype = facts.dtype(m1)
+        return "updates are not Slice(flattened values)[0 : Shape(indices)[0]] on axis 0"
+    return ""
+
+
+def _dtype_step(p: _Proof, facts: GraphFacts) -> str:
+    """Why the mask is not a bool mask ("" when it is, or its type is unknown)."""
+    dtype = facts.dtype(p.m1)
     if dtype is not None and dtype != np.bool_:  # unknown: both exporter routes here need a bool mask
-        return decline(f"mask dtype {dtype}, not bool")
+        return f"mask dtype {dtype}, not bool"
+    return ""
+
+
+def _values_step(c: _Candidate, p: _Proof, facts: GraphFacts) -> Declined | None:
+    """Whether values have no axis for the selected rows and broadcast to data's trailing dims (None: proven)."""
+    d, data, values = facts.describe, c.data, p.values
+    r, k, rv = facts.rank(data), facts.rank(p.mask), facts.rank(values)
     lead = rv - (r - k)  # a values axis left of data's trailing ones pairs with the selected rows
     if lead > 1 or (lead == 1 and not (facts.is_one(values, 0) and rv <= r)):
-        return decline(
-            f"values {d(values)} of rank {rv} > {r - k} (data {d(data)} rank {r} - mask {d(mask)} rank {k}) "
+        return _declined(
+            c,
+            f"values {d(values)} of rank {rv} > {r - k} (data {d(data)} rank {r} - mask {d(p.mask)} rank {k}) "
             "hold one value per selected element (a genuine masked_scatter)",
             blocking=False,
         )
@@ -174,26 +247,35 @@ def _examine(scatter: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan | De
     unproven = [i for i in tail if not (facts.is_one(values, i) or facts.same_dim(values, i, data, r - rv + i))]
     v_dims, d_dims = facts.shape(values) or (), facts.shape(data) or ()
     if any(isinstance(v_dims[i], int) and isinstance(d_dims[r - rv + i], int) for i in unproven):  # both static
-        return decline(
+        return _declined(
+            c,
             f"values {d(values)} do not broadcast to data {d(data)} ({pairs}): a masked_scatter source "
             "(consumed element by element)",
             blocking=False,
         )
     if unproven:
-        return decline(f"values {d(values)} not proven to broadcast to data {d(data)}'s trailing dims ({pairs})")
-    node_name = unique_name(f"{name}/mask_where", taken)
+        return _declined(c, f"values {d(values)} not proven to broadcast to data {d(data)}'s trailing dims ({pairs})")
+    return None
+
+
+def _plan(c: _Candidate, p: _Proof, facts: GraphFacts, taken: set[str]) -> _Plan:
+    """Name the Where that takes the ScatterND's place, and report it."""
+    d, data, values = facts.describe, c.data, p.values
+    node_name = unique_name(f"{c.name}/mask_where", taken)
     edit = Edit(
-        node=name,
+        node=c.name,
         op="ScatterND",
         before=(
-            f"values {d(values)} for every row of data {d(data)} selected by mask {d(mask)}, recorded as a "
+            f"values {d(values)} for every row of data {d(data)} selected by mask {d(p.mask)}, recorded as a "
             "masked_scatter of the first K flattened values (K = selected elements): too few when more than "
             "one row is selected"
         ),
-        after=f"Where(mask {d(m1)}, values {d(values)}, data {d(data)}) -> {d(data)}: values in every selected row",
-        action=f"replaced by Where '{node_name}' on the mask at data's rank ({aligned}); NonZero/Expand/Slice left dead",
+        after=f"Where(mask {d(p.m1)}, values {d(values)}, data {d(data)}) -> {d(data)}: values in every selected row",
+        action=(
+            f"replaced by Where '{node_name}' on the mask at data's rank ({p.aligned}); NonZero/Expand/Slice left dead"
+        ),
     )
-    return _Plan(scatter, m1, values, data, node_name, edit)
+    return _Plan(c.scatter, p.m1, values, data, node_name, edit)
 
 
 def _apply(plan: _Plan, graph: gs.Graph) -> None:

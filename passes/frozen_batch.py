@@ -45,6 +45,7 @@ class FrozenBatch(RewritePass):
 
 
 def _examine(output: gs.Tensor, batched: gs.Tensor, facts: GraphFacts) -> Declined | None:
+    """An output whose batch is a proven 1 cannot follow the input's dynamic batch: refused."""
     shape = facts.shape(output)
     if shape is None or len(shape) < 2 or shape[0] != 1:
         return None

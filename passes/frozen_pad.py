@@ -17,8 +17,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.analysis.graph import const_value, int_list, producer, unwrapped
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names, unique_name
+from hubert_fix.analysis.graph import const_value, int_list, producer, unique_name, unwrapped
+from hubert_fix.analysis.shapes import Dim
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
 
 # How many nodes back from a Pad's ``pads`` input the pad amount is looked for (the
 # TorchScript exporter builds ``pads`` through Concat/Reshape/Slice/Transpose/Cast, about 8).
@@ -26,7 +27,18 @@ _PADS_DEPTH = 16
 
 
 @dataclass(frozen=True)
+class _Candidate:
+    """A ``Sub(K, T)`` that froze a padded length some Pad uses: the Sub, K and T's dim."""
+
+    sub: gs.Node
+    total: int
+    dim: Dim  # T's dim: a symbol (frozen_total proved it dynamic)
+
+
+@dataclass(frozen=True)
 class _Plan:
+    """One planned clamp, decided before any edit."""
+
     sub: gs.Node
     names: tuple[str, str, str]  # Max node, its output, the zero constant
     edit: Edit
@@ -90,12 +102,8 @@ class FrozenPad(RewritePass):
     def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         totals = {total for pad in graph.nodes if pad.op == "Pad" for total in _totals_into(pad, facts)}
         taken = taken_names(graph)
-        outcomes = [
-            _plan(node, facts, taken)
-            for node in graph.nodes
-            if node.op == "Sub" and frozen_total(node, facts) in totals and not _clamped(node)
-        ]
-        return outcomes
+        candidates = [_match(node, facts, totals) for node in graph.nodes if node.op == "Sub"]
+        return [_plan(candidate, taken) for candidate in candidates if candidate is not None]
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)
@@ -125,12 +133,19 @@ def _clamped(sub: gs.Node) -> bool:
     return bool(consumers) and all(c.op == "Max" and c.inputs[0] is sub.outputs[0] for c in consumers)
 
 
-def _plan(sub: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan:
+def _match(sub: gs.Node, facts: GraphFacts, totals: set[int]) -> _Candidate | None:
+    """A Sub whose frozen K reaches a Pad is a candidate, unless every consumer already clamps it."""
     total = frozen_total(sub, facts)
-    name = node_label(sub)
+    if total not in totals or _clamped(sub):
+        return None
+    return _Candidate(sub, total, facts.scalar_dim(sub.inputs[1]))
+
+
+def _plan(c: _Candidate, taken: set[str]) -> _Plan:
+    """Name the Max that clamps the pad at 0, and report it."""
+    total, dim, name = c.total, c.dim, node_label(c.sub)
     node_name = unique_name(f"{name}/clamp", taken)
     names = (node_name, unique_name(f"{node_name}_output_0", taken), unique_name(f"{node_name}_zero", taken))
-    dim = facts.scalar_dim(sub.inputs[1])
     edit = Edit(
         node=name,
         op="Sub",
@@ -139,9 +154,9 @@ def _plan(sub: gs.Node, facts: GraphFacts, taken: set[str]) -> _Plan:
             f"float multiple); negative for inputs over {total} frames, which Pad then crops"
         ),
         after=f"pad = max({total} - {dim}, 0): padded to {total} as exported up to {total} frames, unpadded beyond",
-        action=f"inserted Max '{node_name}' between the Sub and its {len(sub.outputs[0].outputs)} consumer(s)",
+        action=f"inserted Max '{node_name}' between the Sub and its {len(c.sub.outputs[0].outputs)} consumer(s)",
     )
-    return _Plan(sub, names, edit)
+    return _Plan(c.sub, names, edit)
 
 
 def _apply(plan: _Plan, graph: gs.Graph) -> None:

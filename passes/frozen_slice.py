@@ -16,7 +16,6 @@ None: padding_mask[:, -pad_length:] = True``; traced (dynamo), pad 0 makes the s
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,12 +23,10 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
 from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.analysis.graph import VALUE_KEEPING, const_value, int_list, producer, unwrapped
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names, unique_name
+from hubert_fix.analysis.graph import VALUE_KEEPING, const_value, input_at, int_list, producer, unique_name, unwrapped
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
 
 from .frozen_pad import clamped_total, frozen_total
-
-logger = logging.getLogger(__name__)
 
 # Ops that pass a one-element value through unchanged (value-wise) on its way to a Slice bound.
 _WRAPPERS = frozenset({"Unsqueeze", "Reshape", "Squeeze", "Cast", "Identity", "Concat"})
@@ -42,7 +39,34 @@ _BOUNDS = {1: "starts", 2: "ends"}  # Slice input index -> name
 
 
 @dataclass(frozen=True)
+class _Candidate:
+    """A Slice bound that is a negation ``-n``: the parts the decision and the report read."""
+
+    slice_node: gs.Node
+    index: int  # the Slice input: 1 (starts) or 2 (ends)
+    data: gs.Tensor  # the sliced tensor
+    bound: gs.Tensor
+    neg: gs.Node  # the negating node
+    n: gs.Tensor
+
+    @property
+    def name(self) -> str:
+        return node_label(self.slice_node)
+
+    @property
+    def which(self) -> str:
+        return _BOUNDS[self.index]
+
+    @property
+    def pattern(self) -> str:
+        """The bound as reports show it, e.g. ``ends = -(Mod(...)) via Neg '/Neg'``."""
+        return f"{self.which} = -({_describe_value(self.n)}) via {self.neg.op} '{node_label(self.neg)}'"
+
+
+@dataclass(frozen=True)
 class _Plan:
+    """One planned fix, decided before any edit."""
+
     slice_node: gs.Node
     index: int  # the Slice input rewritten: 1 (starts) or 2 (ends)
     axis: int
@@ -106,8 +130,11 @@ class FrozenSlice(RewritePass):
 
     def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
-        candidates = [(node, index) for node in graph.nodes if node.op == "Slice" for index in _BOUNDS]
-        outcomes = [_examine(node, index, facts, taken) for node, index in candidates]
+        candidates = [_match(node, index) for node in graph.nodes if node.op == "Slice" for index in _BOUNDS]
+        outcomes: list[_Plan | Declined | None] = []
+        for candidate in (c for c in candidates if c is not None):
+            proof = _prove(candidate, facts)
+            outcomes.append(proof if isinstance(proof, Declined) else _plan(candidate, proof, facts, taken))
         return outcomes
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
@@ -191,7 +218,7 @@ def _pad_of(concat: gs.Node, part: gs.Tensor, facts: GraphFacts) -> gs.Node | No
         if pad.op != "Pad" or len(pad.inputs) < 2 or pad.inputs[1] is not concat.outputs[0]:
             continue
         rank = facts.rank(pad.outputs[0])
-        if rank is None or len(pad.inputs) > 3 and pad.inputs[3].name:
+        if rank is None or input_at(pad, 3) is not None:
             continue  # unknown rank, or pads restricted to some axes (opset 18 ``axes``)
         if rank <= position < 2 * rank:  # pads = [begin per axis..., end per axis...]
             return pad
@@ -245,76 +272,96 @@ def proven_nonnegative(tensor: gs.Tensor, depth: int = 0) -> bool:
     return False
 
 
-def _examine(node: gs.Node, index: int, facts: GraphFacts, taken: set[str]) -> _Plan | Declined | None:
-    """Decide about one Slice bound: a plan, a Declined, or None (not a negated bound)."""
-    if len(node.inputs) <= index or node.inputs[index].name == "":
+def _match(node: gs.Node, index: int) -> _Candidate | None:
+    """A Slice whose start or end (input form, opset >= 10) is a negation -n is a candidate."""
+    bound = input_at(node, index)
+    if bound is None:
         return None  # opset < 10 attribute form: bounds are constants, nothing frozen
-    data, bound = node.inputs[0], node.inputs[index]
     found = negated_operand(bound)
     if found is None:
         return None
-    neg, n = found
-    name = node_label(node)
-    n_desc = _describe_value(n)
-    which = _BOUNDS[index]
-    pattern = f"{which} = -({n_desc}) via {neg.op} '{node_label(neg)}'"
+    return _Candidate(node, index, node.inputs[0], bound, *found)
 
-    def decline(why: str) -> Declined:
-        return Declined(node=name, op="Slice", reason=f"{pattern}: {why}", blocking=True)
 
-    axes_t = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3].name != "" else None
-    steps_t = node.inputs[4] if len(node.inputs) > 4 and node.inputs[4].name != "" else None
+def _blocked(c: _Candidate, why: str) -> Declined:
+    """A candidate that may be the defect but cannot be repaired safely: declined, blocking."""
+    return Declined(node=c.name, op="Slice", reason=f"{c.pattern}: {why}", blocking=True)
+
+
+def _prove(c: _Candidate, facts: GraphFacts) -> Declined | int:
+    """Repair only one constant axis and an n that a dropped ``if n > 0`` guarded: the sliced axis."""
+    axis = _sliced_axis(c, facts)
+    if isinstance(axis, str):
+        return _blocked(c, axis)
+    frozen = _frozen_length(c.n, facts)
+    if frozen:
+        return _blocked(c, frozen)
+    unguarded = _unguarded(c, facts, axis)
+    return axis if unguarded is None else unguarded
+
+
+def _sliced_axis(c: _Candidate, facts: GraphFacts) -> int | str:
+    """The one constant axis the Slice cuts with positive steps (dim - n needs it), or why there is none."""
+    axes_t, steps_t = input_at(c.slice_node, 3), input_at(c.slice_node, 4)
     if axes_t is None:
-        bound_shape = facts.shape(bound)
+        bound_shape = facts.shape(c.bound)
         if bound_shape != (1,):
-            return decline(f"no axes and {which} has shape {facts.describe(bound)}, not one element")
+            return f"no axes and {c.which} has shape {facts.describe(c.bound)}, not one element"
         axis = 0
     else:
         axes = int_list(axes_t)
         if axes is None or len(axes) != 1:
-            return decline("axes is not a single constant axis")
+            return "axes is not a single constant axis"
         axis = axes[0]
     if steps_t is not None:
         steps = int_list(steps_t)
         if steps is None or any(s <= 0 for s in steps):
-            return decline("steps are not constant and positive")
-    frozen = _frozen_length(n, facts)
-    if frozen:
-        return decline(frozen)
-    mod = _remainder(n)
-    pad = None if mod is not None else _padding_amount(n, facts)
-    if mod is None and pad is None and clamped_total(n, facts) is None:
+            return "steps are not constant and positive"
+    return axis
+
+
+def _unguarded(c: _Candidate, facts: GraphFacts, axis: int) -> Declined | None:
+    """Why n shows no dropped guard, or why dim - n may differ from -n (None: the repair is safe)."""
+    mod = _remainder(c.n)
+    pad = None if mod is not None else _padding_amount(c.n, facts)
+    if mod is None and pad is None and clamped_total(c.n, facts) is None:
         return Declined(
-            node=name,
+            node=c.name,
             op="Slice",
             blocking=False,
-            reason=f"{pattern}: n is neither a remainder (Mod), nor the end padding of a Pad, nor a clamped frozen pad, "
-            f"so no dropped guard is evident; an unguarded x[{'-n:' if index == 1 else ':-n'}] does "
+            reason=f"{c.pattern}: n is neither a remainder (Mod), nor the end padding of a Pad, nor a clamped "
+            f"frozen pad, so no dropped guard is evident; an unguarded x[{'-n:' if c.index == 1 else ':-n'}] does "
             "the same for n == 0 in PyTorch too, left as exported",
         )
-    if mod is not None and not (facts.value_is_dim(mod.inputs[0], data, axis) or proven_nonnegative(n)):
-        return decline(
-            f"n = {n_desc}: its dividend is not proven to be the sliced dim {facts.dim_str(data, axis)}, "
-            "nor n proven >= 0, so dim - n may differ from -n; cannot repair safely"
+    if mod is not None and not (facts.value_is_dim(mod.inputs[0], c.data, axis) or proven_nonnegative(c.n)):
+        return _blocked(
+            c,
+            f"n = {_describe_value(c.n)}: its dividend is not proven to be the sliced dim "
+            f"{facts.dim_str(c.data, axis)}, nor n proven >= 0, so dim - n may differ from -n; cannot repair safely",
         )
-    dtype = facts.dtype(bound) or np.dtype(np.int64)
-    base = f"{name}/{'start' if index == 1 else 'end'}_fix"
+    return None
+
+
+def _plan(c: _Candidate, axis: int, facts: GraphFacts, taken: set[str]) -> _Plan:
+    """Name the Shape/Gather/(Cast)/Add that compute dim + bound, and report it."""
+    dtype = facts.dtype(c.bound) or np.dtype(np.int64)
+    base = f"{c.name}/{'start' if c.index == 1 else 'end'}_fix"
     names = {
         key: unique_name(f"{base}/{key}", taken)
         for key in ("Shape", "Shape_output_0", "Gather", "Gather_output_0", "indices", "Cast",
                     "Cast_output_0", "Add", "Add_output_0")
     }  # fmt: skip
-    dim = facts.dim_str(data, axis)
-    at_zero = "empty" if index == 2 else "the whole axis (the guard selected nothing)"
-    kept = f"== {dim}, everything" if index == 2 else f"== {dim}, nothing"
+    dim = facts.dim_str(c.data, axis)
+    at_zero = "empty" if c.index == 2 else "the whole axis (the guard selected nothing)"
+    kept = f"== {dim}, everything" if c.index == 2 else f"== {dim}, nothing"
     edit = Edit(
-        node=name,
+        node=c.name,
         op="Slice",
-        before=f"Slice of {facts.describe(data)} on axis {axis} with {pattern}: {at_zero} when n == 0",
-        after=f"{which} = {dim} - n ({kept} when n == 0)",
-        action=f"inserted Shape/Gather/Add '{names['Add']}' computing dim + {which}",
+        before=f"Slice of {facts.describe(c.data)} on axis {axis} with {c.pattern}: {at_zero} when n == 0",
+        after=f"{c.which} = {dim} - n ({kept} when n == 0)",
+        action=f"inserted Shape/Gather/Add '{names['Add']}' computing dim + {c.which}",
     )
-    return _Plan(node, index, axis, dtype, names, edit)
+    return _Plan(c.slice_node, c.index, axis, dtype, names, edit)
 
 
 def _apply(plan: _Plan, graph: gs.Graph) -> None:

@@ -15,7 +15,23 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names, unique_name
+from hubert_fix.analysis.graph import unique_name
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A Where whose condition has a lower rank than its data operand: what the decision reads."""
+
+    where: gs.Node
+    cond: gs.Tensor
+    data: gs.Tensor  # the higher-rank of X and Y
+    rc: int
+    rd: int
+
+    @property
+    def name(self) -> str:
+        return node_label(self.where)
 
 
 @dataclass(frozen=True)
@@ -35,7 +51,7 @@ class WhereBroadcast(RewritePass):
 
     Candidate: a ``Where(cond, X, Y)`` whose condition has rank rc lower than the rank rd
     of its data operand (the higher-rank of X and Y). Each condition axis i is compared,
-    on proven facts only (see ``hubert_fix.dims``), with:
+    on proven facts only (see ``hubert_fix.analysis.dims``), with:
 
     * data axis i (*left-aligned*, PyTorch's boolean-mask indexing), and
     * data axis rd-rc+i (*right-aligned*, ONNX broadcasting; a condition dim proven to
@@ -79,16 +95,23 @@ class WhereBroadcast(RewritePass):
 
     def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
-        candidates = [where for where in graph.nodes if where.op == "Where"]
-        outcomes = [_examine(where, facts, graph.opset, taken) for where in candidates]
+        outcomes: list[_Plan | Declined | None] = []
+        for where in (node for node in graph.nodes if node.op == "Where"):
+            found = _match(where, facts)
+            if isinstance(found, Declined):
+                outcomes.append(found)  # an operand of unknown rank
+            elif found is not None:
+                proof = _prove(found, facts)
+                outcome = proof if isinstance(proof, Declined) else _plan(found, proof, facts, graph.opset, taken)
+                outcomes.append(outcome)
         return outcomes
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)
 
 
-def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> _Plan | Declined | None:
-    """Decide about one Where: a plan to fix it, a Declined, or None (not a candidate)."""
+def _match(where: gs.Node, facts: GraphFacts) -> _Candidate | Declined | None:
+    """A Where whose condition has a lower rank than its data is a candidate; with a rank unknown, it is declined."""
     cond, x, y = where.inputs[0], where.inputs[1], where.inputs[2]
     rc, rx, ry = facts.rank(cond), facts.rank(x), facts.rank(y)
     if rc is None or rx is None or ry is None:
@@ -103,17 +126,24 @@ def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> 
             blocking=True,
         )
     data, rd = (x, rx) if rx >= ry else (y, ry)
-    if rc >= rd:
-        return None
-    name = node_label(where)
+    return _Candidate(where, cond, data, rc, rd) if rc < rd else None
+
+
+def _pairs(facts: GraphFacts, c: _Candidate, offset: int) -> str:
+    """Condition axis i paired with data axis offset + i, for reports (0: left-aligned, rd - rc: right)."""
+    return ", ".join(f"{facts.dim_str(c.cond, i)}\u2194{facts.dim_str(c.data, offset + i)}" for i in range(c.rc))
+
+
+def _prove(c: _Candidate, facts: GraphFacts) -> Declined | str:
+    """Only a left alignment proven (or safely assumed) is repaired: the assumption it rests on ("" if none)."""
+    cond, data, rc, rd = c.cond, c.data, c.rc, c.rd
     left = [facts.same_dim(cond, i, data, i) for i in range(rc)]
     right = [facts.is_one(cond, i) or facts.same_dim(cond, i, data, rd - rc + i) for i in range(rc)]
     cond_s, data_s = facts.describe(cond), facts.describe(data)
-    right_pairs = ", ".join(f"{facts.dim_str(cond, i)}\u2194{facts.dim_str(data, rd - rc + i)}" for i in range(rc))
-    left_pairs = ", ".join(f"{facts.dim_str(cond, i)}\u2194{facts.dim_str(data, i)}" for i in range(rc))
+    right_pairs, left_pairs = _pairs(facts, c, rd - rc), _pairs(facts, c, 0)
     if all(right) and all(left):
         return Declined(
-            node=name,
+            node=c.name,
             op="Where",
             reason=(
                 f"ambiguous: condition {cond_s} vs data {data_s} matches both left-aligned "
@@ -124,54 +154,58 @@ def _examine(where: gs.Node, facts: GraphFacts, opset: int, taken: set[str]) -> 
         )
     if all(right):
         return Declined(
-            node=name,
+            node=c.name,
             op="Where",
             reason=f"already broadcasts correctly: condition {cond_s} vs data {data_s} ({right_pairs})",
             blocking=False,
         )
-    assumption = ""
-    if not all(left):
-        axes_unproven = [i for i in range(rc) if not left[i]]
-        unproven = ", ".join(f"axis {i}: {facts.dim_str(cond, i)} vs {facts.dim_str(data, i)}" for i in axes_unproven)
-        unnamed = _unnamed_input_dims(facts, [(t, i) for i in axes_unproven for t in (cond, data)])
-        refuted = _right_refuted(facts, cond, data, rc, rd)
-        if not (unnamed and refuted):
-            hint = (
-                "; these dims are unnamed dims of different graph inputs, which nothing proves equal: give "
-                "them one name (e.g. 'batch', with onnx.tools.update_model_dims) and run again"
-                if unnamed
-                else ""
-            )
-            return Declined(
-                node=name,
-                op="Where",
-                reason=(
-                    f"condition {cond_s} vs data {data_s}: neither alignment proven; left-aligned "
-                    f"dims not proven equal on {unproven}{hint}"
-                ),
-                blocking=True,
-            )
-        assumption = (
+    return "" if all(left) else _assume_left(c, facts, [i for i in range(rc) if not left[i]])
+
+
+def _assume_left(c: _Candidate, facts: GraphFacts, axes_unproven: list[int]) -> Declined | str:
+    """Left alignment unproven: assumed only for unnamed input dims when the right reading is refuted."""
+    cond, data = c.cond, c.data
+    unproven = ", ".join(f"axis {i}: {facts.dim_str(cond, i)} vs {facts.dim_str(data, i)}" for i in axes_unproven)
+    unnamed = _unnamed_input_dims(facts, [(t, i) for i in axes_unproven for t in (cond, data)])
+    refuted = _right_refuted(facts, cond, data, c.rc, c.rd)
+    if unnamed and refuted:
+        return (
             f"left-aligned although {unproven} are unnamed dims of different graph inputs, which nothing "
             f"proves equal: PyTorch's boolean-mask indexing is left-aligned by definition, and the "
             f"right-aligned reading would need {refuted} on every input; give the dims one name "
             "(onnx.tools.update_model_dims) to make this a proof"
         )
-    axes = list(range(rc, rd))
-    node_name = unique_name(f"{name}/cond_unsqueeze", taken)
+    hint = (
+        "; these dims are unnamed dims of different graph inputs, which nothing proves equal: give "
+        "them one name (e.g. 'batch', with onnx.tools.update_model_dims) and run again"
+        if unnamed
+        else ""
+    )
+    reason = (
+        f"condition {facts.describe(cond)} vs data {facts.describe(data)}: neither alignment proven; left-aligned "
+        f"dims not proven equal on {unproven}{hint}"
+    )
+    return Declined(node=c.name, op="Where", reason=reason, blocking=True)
+
+
+def _plan(c: _Candidate, assumption: str, facts: GraphFacts, opset: int, taken: set[str]) -> _Plan:
+    """Name the Unsqueeze that appends the data's trailing axes to the condition, and report it."""
+    axes = list(range(c.rc, c.rd))
+    node_name = unique_name(f"{c.name}/cond_unsqueeze", taken)
     output_name = unique_name(f"{node_name}_output_0", taken)
     axes_name = unique_name(f"{node_name}_axes", taken)
-    after_dims = [facts.dim_str(cond, i) for i in range(rc)] + ["1"] * (rd - rc)
+    cond_s, data_s = facts.describe(c.cond), facts.describe(c.data)
+    after_dims = [facts.dim_str(c.cond, i) for i in range(c.rc)] + ["1"] * (c.rd - c.rc)
     form = "attribute" if opset < 13 else "input"
     edit = Edit(
-        node=name,
+        node=c.name,
         op="Where",
-        before=f"condition {cond_s} vs data {data_s} (right-aligned: {right_pairs})",
+        before=f"condition {cond_s} vs data {data_s} (right-aligned: {_pairs(facts, c, c.rd - c.rc)})",
         after=f"condition [{', '.join(after_dims)}] broadcasts to {data_s}",
         action=f"inserted Unsqueeze '{node_name}' (axes={axes} as {form}) on the condition",
         assumption=assumption,
     )
-    return _Plan(where, axes, node_name, output_name, axes_name, edit)
+    return _Plan(c.where, axes, node_name, output_name, axes_name, edit)
 
 
 def _unnamed_input_dims(facts: GraphFacts, dims: list[tuple[gs.Tensor, int]]) -> bool:

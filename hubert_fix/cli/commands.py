@@ -141,5 +141,5 @@ def cmd_passes(args: argparse.Namespace, console: Console) -> int:
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from hubert_fix.cli.demo import run_demo
 
-    with resources.as_file(resources.files("hubert_fix.fixtures") / DEMO_CHECKPOINT) as checkpoint:
+    with resources.as_file(resources.files("hubert_fix.cli") / DEMO_CHECKPOINT) as checkpoint:
         return run_demo(checkpoint, args.out_dir, console)
