@@ -13,7 +13,8 @@ from pathlib import Path
 
 import onnx
 import onnx_builders
-from conftest import FIXTURES, RAW, run_main
+import pytest
+from conftest import CASES, CHECKPOINT, FIXTURES, RAW, run_main
 
 ROOT = FIXTURES.parent
 README = (ROOT / "README.md").read_text()
@@ -124,3 +125,18 @@ def test_every_command_the_readme_shows_parses() -> None:
             parser.parse_args(args)
         except SystemExit:
             raise AssertionError(f"README: {line!r} is not accepted by hubert-fix") from None
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_the_python_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int) -> None:
+    """Each ```python block of the README, in a folder with the files it names (the fixtures)."""
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert len(blocks) == 2
+    if index == 1:
+        pytest.importorskip("torch")
+        pytest.importorskip("fairseq")
+    shutil.copyfile(RAW, tmp_path / "model.onnx")
+    shutil.copyfile(CASES, tmp_path / "cases.npz")
+    shutil.copyfile(CHECKPOINT, tmp_path / "hubert_base_tiny.pt")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[index], f"README.md python block {index + 1}", "exec"), {})
