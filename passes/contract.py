@@ -104,6 +104,27 @@ def settle(
     return result
 
 
+C = TypeVar("C")  # a matched candidate
+Proof = TypeVar("Proof")  # what its repair may rest on
+
+
+def examine(
+    candidates: Iterable[C | Declined | None],
+    prove: Callable[[C], Declined | Proof],
+    plan: Callable[[C, Proof], P],
+) -> list[P | Declined]:
+    """Per matched candidate: prove it, then plan the repair the proof allows (pattern, check,
+    rewrite); a candidate declined while matching, or while proving, is reported as such."""
+    outcomes: list[P | Declined] = []
+    for candidate in candidates:
+        if isinstance(candidate, Declined):
+            outcomes.append(candidate)
+        elif candidate is not None:
+            proof = prove(candidate)
+            outcomes.append(proof if isinstance(proof, Declined) else plan(candidate, proof))
+    return outcomes
+
+
 class PassContractError(AssertionError):
     """A pass broke its contract (a bug in hubert-fix, never a verdict on the model: exit 4)."""
 

@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import input_at, int_list, node_axes, producer, unique_name
 from hubert_fix.analysis.vectors import shape_element
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, examine, node_label, taken_names
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,7 @@ class CtcMaskScatter(RewritePass):
     def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
         candidates = [_match(node) for node in graph.nodes if node.op == "ScatterND"]
-        outcomes: list[_Plan | Declined | None] = []
-        for candidate in (c for c in candidates if c is not None):
-            proof = _prove(candidate, facts)
-            outcomes.append(proof if isinstance(proof, Declined) else _plan(candidate, proof, facts, taken))
-        return outcomes
+        return examine(candidates, lambda c: _prove(c, facts), lambda c, proof: _plan(c, proof, facts, taken))
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)

@@ -24,7 +24,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import VALUE_KEEPING, const_value, input_at, int_list, producer, unique_name, unwrapped
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, examine, node_label, taken_names
 
 from .frozen_pad import clamped_total, frozen_total
 
@@ -131,11 +131,7 @@ class FrozenSlice(RewritePass):
     def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
         candidates = [_match(node, index) for node in graph.nodes if node.op == "Slice" for index in _BOUNDS]
-        outcomes: list[_Plan | Declined | None] = []
-        for candidate in (c for c in candidates if c is not None):
-            proof = _prove(candidate, facts)
-            outcomes.append(proof if isinstance(proof, Declined) else _plan(candidate, proof, facts, taken))
-        return outcomes
+        return examine(candidates, lambda c: _prove(c, facts), lambda c, proof: _plan(c, proof, facts, taken))
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)

@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import unique_name
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, examine, node_label, taken_names
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,11 @@ class WhereBroadcast(RewritePass):
 
     def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
         taken = taken_names(graph)
-        outcomes: list[_Plan | Declined | None] = []
-        for where in (node for node in graph.nodes if node.op == "Where"):
-            found = _match(where, facts)
-            if isinstance(found, Declined):
-                outcomes.append(found)  # an operand of unknown rank
-            elif found is not None:
-                proof = _prove(found, facts)
-                outcome = proof if isinstance(proof, Declined) else _plan(found, proof, facts, graph.opset, taken)
-                outcomes.append(outcome)
-        return outcomes
+        return examine(
+            (_match(where, facts) for where in graph.nodes if where.op == "Where"),  # or Declined: a rank unknown
+            lambda candidate: _prove(candidate, facts),
+            lambda candidate, assumption: _plan(candidate, assumption, facts, graph.opset, taken),
+        )
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)
