@@ -86,6 +86,7 @@ def validate(
     dict_dir: StrPath | None = None,
     junit_xml: StrPath | None = None,
     progress: Callable[[str], None] | None = None,
+    runtime: str = "onnxruntime",
 ) -> ValidationReport:
     """Run ``model`` on ONNX Runtime over the cases its interface admits (see the README).
 
@@ -94,8 +95,9 @@ def validate(
     "padding_mask" or "attention_mask"}) overrides what the inputs are taken to be;
     ``output_layer`` and ``final_proj`` default to what the export recorded; ``dict_dir``,
     the folder of a CTC fine-tune's ``dict.ltr.txt`` when the checkpoint lacks it;
-    ``junit_xml``, a file to write a JUnit XML report to (never one of the files read).
-    ``report.ok`` is the verdict.
+    ``junit_xml``, a file to write a JUnit XML report to (never one of the files read);
+    ``runtime``, "onnxruntime" or "openvino" (the [openvino] extra: OpenVINO's CPU plugin,
+    in the precision it chooses on this CPU). ``report.ok`` is the verdict.
     """
     if checkpoint is not None and reference is not None:
         raise UnusableInputError("validate: give a checkpoint or a reference file, not both")
@@ -119,7 +121,7 @@ def validate(
         )  # fmt: skip
     report = run_validation(
         loaded, str(path), expected=expected, saved=path, face=face, findings=findings, device=device, quick=quick,
-        progress=progress,
+        progress=progress, runtime=runtime,
     )  # fmt: skip
     if report_path is not None:
         write_bytes(report_path, junit(report))

@@ -199,3 +199,27 @@ def test_the_written_graph_length_counts_every_weight_it_copies(tmp_path: Path) 
     save_model(loaded, tmp_path / "out.onnx")
     written = onnx.load(str(tmp_path / "out.onnx"))  # was: DecodeError (wire format corrupt)
     assert [t.name for t in written.graph.initializer].count(stub.name) == 2
+
+
+def test_a_model_whose_outputs_no_node_computes_is_unusable(tmp_path: Path) -> None:
+    """Fuzz finding (seed 1796411414): outputs that are weights, every node dead. repair's cleanup
+    removed all nodes and wrote an empty graph, which load_model then refused: refused at load now."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["unused"])],
+        "dead",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 2])],
+        [weight],
+    )
+    model = tmp_path / "dead.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    onnx.checker.check_model(str(model))  # a valid ONNX model: our loader refuses it, not onnx
+    for args in (("check", model), ("repair", model, "-o", tmp_path / "out.onnx")):
+        result = run_cli(*args)
+        assert_one_clear_line(result, model)
+        assert "computes nothing" in result.stderr
+    assert not (tmp_path / "out.onnx").exists()

@@ -53,7 +53,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     report = api.validate(
         args.model, checkpoint=args.checkpoint, reference=args.reference, device=args.device, quick=args.quick,
         roles=parse_roles(args.input), output_layer=args.output_layer, final_proj=args.final_proj or None,
-        trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, junit_xml=args.junit_xml, progress=console.progress,
+        trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, junit_xml=args.junit_xml, progress=console.progress, runtime=args.runtime,
     )  # fmt: skip
     emit(console, report.to_dict(), format_validation(report))
     return EXIT_OK if report.ok else EXIT_FOUND

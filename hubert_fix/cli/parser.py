@@ -36,7 +36,7 @@ FLAGS = {
     "out": "-o", "in_place": "--in-place", "skip": "--skip", "checkpoint": "--checkpoint", "reference": "--reference",
     "trust_checkpoint": "--trust-checkpoint", "dict_dir": "--dict-dir", "output_layer": "--output-layer",
     "final_proj": "--final-proj", "opset": "--opset", "fp16": "--fp16", "device": "--device", "roles": "--input",
-    "precision": "--int8/--fp16",
+    "precision": "--int8/--fp16", "runtime": "--runtime",
 }  # fmt: skip
 
 
@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="also write a JUnit XML report (one testcase per check)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["onnxruntime", "openvino"],
+        default="onnxruntime",
+        help="what runs the model: onnxruntime (default), or openvino (the [openvino] extra: its CPU plugin, in the "
+        "precision it chooses on this CPU, bf16 where the CPU has it, with that precision's tolerance)",
     )
     p.set_defaults(func=cmd_validate)
 

@@ -102,6 +102,9 @@ def load_model(path: Path) -> ModelFile:
         raise UnusableInputError(f"{path}: not a valid ONNX model: {one_line(exc)}") from None
     if not model.graph.node:
         raise UnusableInputError(f"{path}: ONNX model has an empty graph")
+    produced = {name for node in model.graph.node for name in node.output}
+    if not any(output.name in produced for output in model.graph.output):  # its nodes are all dead code
+        raise UnusableInputError(f"{path}: ONNX model computes nothing: every output is a graph input or a weight")
     broken = _first_invalid_text(model)
     if broken:
         raise UnusableInputError(f"{path}: damaged ONNX model: {broken} is not valid UTF-8")

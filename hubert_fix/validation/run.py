@@ -30,8 +30,9 @@ import onnxruntime as ort
 
 from hubert_fix.analysis.convstack import frames
 from hubert_fix.analysis.interface import Interface, describe
-from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
+from hubert_fix.errors import DeviceUnavailableError, UnusableInputError, argument
 from hubert_fix.onnxio.files import ModelFile
+from hubert_fix.onnxio.openvino import OpenVinoError, OpenVinoSession, create_openvino_session
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.matrix import SAMPLE_RATE, Case
@@ -58,11 +59,14 @@ def validate(
     device: str = "auto",
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
+    runtime: str = "onnxruntime",
 ) -> ValidationReport:
     """Run the cases the model admits (the matrix, or ``expected``'s stored cases) and check every output.
 
-    ONNX Runtime loads ``saved``, a file that holds ``model`` as it is now (with its
-    weights), or else ``model`` serialized, its weights read from beside ``model.source``.
+    ``runtime`` ("onnxruntime" or "openvino") loads ``saved``, a file that holds ``model``
+    as it is now (with its weights), or else (ONNX Runtime only) ``model`` serialized, its
+    weights read from beside ``model.source``. OpenVINO runs in the precision it chooses
+    on this CPU, with that precision's tolerance.
     ``face``: the interface when the caller has found it already (``interface.describe``);
     ``tolerance``: bounds other than the precision's default; ``findings``: what the
     static ``check`` would repair (each fails the validation).
@@ -79,17 +83,17 @@ def validate(
         )
         report.cases.append(check)
     try:
-        folder = model.source.parent if model.source is not None and saved is None else None
-        session = create_session(
-            str(saved) if saved else model.proto.SerializeToString(), name, device=device,
-            weights_folder=str(folder) if folder else None,
-        )  # fmt: skip
+        session = _session(model, name, saved=saved, device=device, runtime=runtime)
     except (DeviceUnavailableError, UnusableInputError):
         raise
-    except ORT_ERRORS as exc:
-        failure = f"ONNX Runtime rejects the model: {ort_message(exc)}"
+    except RUNTIME_ERRORS as exc:
+        failure = f"{RUNTIMES[runtime]} rejects the model: {_message(exc)}"
         report.cases.append(CaseResult("session creation", 0, 0, False, [failure], kind="session"))
         return report
+    computes = getattr(session, "inference_precision", face.precision)
+    if computes != face.precision and face.precision == "fp32":  # OpenVINO chose a lower precision
+        report.precision, tol = computes, tolerance or TOLERANCES[computes]
+        report.tolerance = asdict(tol) if kind != "none" else None
     report.provider = session.get_providers()[0]
     entries, report.skipped = plan_cases(face, quick=quick, stored=expected.cases)
     if not entries:
@@ -123,21 +127,48 @@ def validate(
     return report
 
 
-def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray], result: CaseResult) -> list[np.ndarray] | None:
+Session = ort.InferenceSession | OpenVinoSession  # what validation calls: run, get_providers
+RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+RUNTIME_ERRORS = (*ORT_ERRORS, OpenVinoError)  # the runtimes' own errors: failed checks, not our bugs
+
+
+def _session(model: ModelFile, name: str, *, saved: Path | None, device: str, runtime: str) -> Session:
+    """An ONNX Runtime session (on ``device``) or an OpenVINO CPU model for ``model``."""
+    if runtime == "openvino":
+        if device == "cuda":
+            raise DeviceUnavailableError(f"{name}: {argument('runtime', 'openvino')} runs on the CPU here, not CUDA")
+        if saved is None:
+            raise ValueError("OpenVINO validates a model file: give saved")
+        return create_openvino_session(str(saved), name)
+    if runtime != "onnxruntime":
+        raise UnusableInputError(f"{argument('runtime', runtime)}: one of {', '.join(RUNTIMES)}")
+    folder = model.source.parent if model.source is not None and saved is None else None
+    return create_session(
+        str(saved) if saved else model.proto.SerializeToString(), name, device=device,
+        weights_folder=str(folder) if folder else None,
+    )  # fmt: skip
+
+
+def _message(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, OpenVinoError) else ort_message(exc)
+
+
+def _run(session: Session, feeds: dict[str, np.ndarray], result: CaseResult) -> list[np.ndarray] | None:
     """All outputs, or None with the failure recorded in ``result``."""
     start = time.perf_counter()
     try:
         return session.run(None, feeds)
-    except ORT_ERRORS as exc:  # the check that it runs
+    except RUNTIME_ERRORS as exc:  # the check that it runs
         result.ok = False
-        result.failures.append(f"ONNX Runtime failed: {ort_message(exc)}")
+        runtime = "OpenVINO" if isinstance(exc, OpenVinoError) else "ONNX Runtime"
+        result.failures.append(f"{runtime} failed: {_message(exc)}")
         return None
     finally:
         result.seconds = round(result.seconds + time.perf_counter() - start, 4)
 
 
 def _run_case(
-    session: ort.InferenceSession,
+    session: Session,
     face: Interface,
     case: Case,
     source: np.ndarray,
@@ -174,7 +205,11 @@ def _run_case(
             output, expected = _ctc_compared(result, face, case, output, expected, tol)
         with np.errstate(all="ignore"):  # inf or NaN in either side: the figures say so, no warning
             diff = np.abs(output.astype(np.float64) - expected.astype(np.float64))
-            result.max_abs_diff = float(np.nanmax(diff)) if diff.size else 0.0
+            result.max_abs_diff = (
+                float(np.nanmax(diff))
+                if diff.size and not np.isnan(diff).all()
+                else (float("nan") if diff.size else 0.0)
+            )  # all NaN: nanmax would warn
             a, b = output.ravel().astype(np.float64), expected.ravel().astype(np.float64)
             denom = float(np.linalg.norm(a) * np.linalg.norm(b))
             result.cosine = float(a @ b / denom) if denom else (1.0 if not a.any() and not b.any() else 0.0)
@@ -281,7 +316,7 @@ def _frame_cosines(result: CaseResult, output: np.ndarray, expected: np.ndarray,
         result.failures.append(f"min frame cosine {result.min_frame_cosine:.6f} < {tol.min_frame_cosine} vs reference")
 
 
-def _batch_consistency(session: ort.InferenceSession, face: Interface, tol: Tolerance) -> CaseResult:
+def _batch_consistency(session: Session, face: Interface, tol: Tolerance) -> CaseResult:
     """Each utterance of an unpadded batch of 3 gets the features it gets alone.
 
     Needs no reference: a batch the trace fixed at 1 fails to run or mixes items, and an

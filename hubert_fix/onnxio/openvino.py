@@ -1,0 +1,106 @@
+"""OpenVINO as a validation target: a model compiled by OpenVINO's CPU plugin, behind the two
+calls validation makes of a session (``run``, ``get_providers``).
+
+Optional (``pip install 'hubert-fix[openvino]'``). OpenVINO compiles the ONNX file itself
+with its own defaults, as a user's ``ov.compile_model(model, "CPU")`` does: on a CPU with
+bfloat16 (AVX-512 BF16, AMX) it then infers in bfloat16, elsewhere in float32;
+``inference_precision`` says which it chose, and validation applies that precision's
+tolerance. Compiling runs first in a forked child (``isolation``), as ONNX Runtime's
+session creation does: a crash of OpenVINO's C++ there is ``OpenVinoCrash`` (exit 2).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, one_line
+from hubert_fix.onnxio import isolation
+from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
+
+#: OpenVINO's element types for the inference precisions it may choose, as our precision names.
+PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+class OpenVinoError(Exception):
+    """OpenVINO rejected the model or failed to run it: a failed check, like ONNX Runtime's errors."""
+
+
+class OpenVinoCrash(UnusableInputError):
+    """OpenVINO's C++ crashed compiling the model (in the isolated child): unusable input."""
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise MissingExtraError(
+            f"{argument('runtime', 'openvino')} needs OpenVINO, which is not installed: "
+            "pip install 'hubert-fix[openvino]'"
+        ) from None
+    return openvino
+
+
+def message(exc: BaseException) -> str:
+    """OpenVINO's error on one line, without its C++ source locations."""
+    text = re.sub(r"Exception from src/\S+:\d+:\s*", "", str(exc))
+    text = re.sub(r"\s*at src/\S+:\d+:?", "", text)
+    return one_line(text)
+
+
+class OpenVinoSession:
+    """A compiled OpenVINO model that answers ``run`` and ``get_providers`` as an ORT session does."""
+
+    def __init__(self, compiled: Any) -> None:
+        self._compiled = compiled
+        chosen = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", ...
+        self.inference_precision = PRECISIONS.get(chosen, chosen)
+
+    def get_providers(self) -> list[str]:
+        return [f"OpenVINO CPU ({self.inference_precision})"]
+
+    def run(self, output_names: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            result = self._compiled(feeds)
+        except RuntimeError as exc:  # how OpenVINO reports a failed inference
+            raise OpenVinoError(message(exc)) from None
+        return [np.asarray(result[port]) for port in self._compiled.outputs]
+
+
+def _compile(path: str) -> Any:
+    ov = _openvino()
+    try:
+        return ov.Core().compile_model(path, "CPU")
+    except RuntimeError as exc:
+        raise OpenVinoError(message(exc)) from None
+
+
+def _probe(path: str) -> bytes:
+    try:
+        _compile(path)
+    except OpenVinoError as exc:
+        return b"no" + str(exc).encode()
+    return b"ok"
+
+
+def create_openvino_session(path: str, name: str) -> OpenVinoSession:
+    """``path`` (an ONNX file, its external data beside it) compiled for OpenVINO's CPU plugin."""
+    _openvino()  # MissingExtraError before any work
+    try:
+        reply = in_child(lambda: _probe(path))
+    except Crashed as crash:
+        if crash.signal is None:
+            raise OpenVinoCrash(
+                f"{name}: OpenVINO did not finish compiling {name} in {isolation.TIMEOUT_S} s"
+            ) from None
+        raise OpenVinoCrash(
+            f"{name}: OpenVINO crashed while compiling {name} ({crash.signal}; isolated): "
+            "this model cannot be deployed with it"
+        ) from None
+    except ChildError as exc:
+        raise RuntimeError(f"OpenVINO probe for {name} failed: {exc}") from None
+    if reply != b"ok":
+        raise OpenVinoError(reply[2:].decode(errors="replace"))
+    return OpenVinoSession(_compile(path))
