@@ -36,6 +36,7 @@ from hubert_fix.onnxio.files import (
     save_model,
     write_bytes,
 )  # fmt: skip
+from hubert_fix.validation.audio import audio_cases
 from hubert_fix.validation.cases import load_reference_cases
 from hubert_fix.validation.junit import junit_xml as junit
 from hubert_fix.validation.report import NOTHING, Expected, Reference, Tolerance, ValidationReport
@@ -87,6 +88,7 @@ def validate(
     junit_xml: StrPath | None = None,
     progress: Callable[[str], None] | None = None,
     runtime: str = "onnxruntime",
+    audio: Sequence[StrPath] = (),
 ) -> ValidationReport:
     """Run ``model`` on ONNX Runtime over the cases its interface admits (see the README).
 
@@ -97,12 +99,14 @@ def validate(
     the folder of a CTC fine-tune's ``dict.ltr.txt`` when the checkpoint lacks it;
     ``junit_xml``, a file to write a JUnit XML report to (never one of the files read);
     ``runtime``, "onnxruntime" or "openvino" (the [openvino] extra: OpenVINO's CPU plugin,
-    in the precision it chooses on this CPU). ``report.ok`` is the verdict.
+    in the precision it chooses on this CPU); ``audio``, speech files (WAV, FLAC, OGG: the
+    [audio] extra) run as further cases, compared with the checkpoint when one is given.
+    ``report.ok`` is the verdict.
     """
     if checkpoint is not None and reference is not None:
         raise UnusableInputError("validate: give a checkpoint or a reference file, not both")
     path = Path(model)
-    given = [path, *(Path(f) for f in (reference, checkpoint) if f is not None)]
+    given = [path, *(Path(f) for f in (reference, checkpoint, *audio) if f is not None)]
     report_path = Path(junit_xml) if junit_xml is not None else None
     if report_path is not None:
         check_output_path(report_path, reads=given)  # before any work
@@ -121,7 +125,7 @@ def validate(
         )  # fmt: skip
     report = run_validation(
         loaded, str(path), expected=expected, saved=path, face=face, findings=findings, device=device, quick=quick,
-        progress=progress, runtime=runtime,
+        progress=progress, runtime=runtime, audio=audio_cases([Path(f) for f in audio]),
     )  # fmt: skip
     if report_path is not None:
         write_bytes(report_path, junit(report))
@@ -132,7 +136,9 @@ def optimize(
     model: StrPath,
     out: StrPath,
     *,
-    precision: str = "fp32",
+    precision: str | None = None,
+    runtime: str = "onnxruntime",
+    calibration_audio: Sequence[StrPath] = (),
     checkpoint: StrPath | None = None,
     tolerance: Tolerance | None = None,
     device: str = "auto",
@@ -142,6 +148,11 @@ def optimize(
     progress: Callable[[str], None] | None = None,
 ) -> OptimizeReport:
     """Write a faster ``model`` to ``out``: fp32 rewrites, or ``precision`` "int8" (CPU) or "fp16" (GPU).
+
+    ``runtime`` "openvino" (the [openvino] extra) writes OpenVINO IR (``out`` an ``.xml``)
+    in the fastest float precision of this CPU, or ``precision`` "fp32", "bf16" or
+    "int8" (static, calibrated on ``calibration_audio``: speech files, which every
+    precision is also validated on).
 
     Validated before it is written, against ``model``'s own outputs (and fairseq's with
     ``checkpoint``) within ``tolerance`` (default: ``hubert_fix.validation.report.OPTIMIZED_TOLERANCES``).
@@ -157,7 +168,8 @@ def optimize(
             )
 
     return run_optimize(
-        Path(model), Path(out), precision=precision, tolerance=tolerance, device=device, quick=quick,
+        Path(model), Path(out), precision=precision, runtime=runtime, calibration_audio=[Path(f) for f in calibration_audio],
+        tolerance=tolerance, device=device, quick=quick,
         checkpoint_reference=build, progress=progress, reads=read_files(files=[_path(checkpoint)], dict_dir=_path(dict_dir)),
     )  # fmt: skip
 

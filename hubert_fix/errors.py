@@ -93,7 +93,8 @@ class HubertFixError(Exception):
         return _ARGUMENT.sub(_as_argument, self.raw)
 
     def text(self, flags: Mapping[str, str]) -> str:
-        """The message with each argument shown as ``flags`` names it (the CLI's own options)."""
+        """The message with each argument shown as ``flags`` names it (the CLI's own options: one for
+        the argument, or one for the argument with that value, ``"precision=int8": "--int8"``)."""
 
         def flag(match: re.Match[str]) -> str:
             name, value = match.group(1), match.group(2)
@@ -102,7 +103,7 @@ class HubertFixError(Exception):
             if value in ("", "True"):
                 return flags[name]
             shown = value[1:-1] if value[:1] in _QUOTES else value  # a string's repr: its text
-            return f"{flags[name]} {shown}"
+            return flags.get(f"{name}={shown}", f"{flags[name]} {shown}")  # a flag for the value itself
 
         return _ARGUMENT.sub(flag, self.raw)
 

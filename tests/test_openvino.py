@@ -73,7 +73,7 @@ def test_a_crash_of_openvino_is_exit_2(repaired: Path, monkeypatch: pytest.Monke
 
     from hubert_fix.onnxio import openvino
 
-    monkeypatch.setattr(openvino, "_probe", lambda path: os.abort())
+    monkeypatch.setattr(openvino, "_probe", lambda path, precision: os.abort())
     model = tmp_path / "m.onnx"
     shutil.copyfile(repaired, model)
     code, _, err = run_main("validate", model, "--runtime", "openvino")

@@ -54,6 +54,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         args.model, checkpoint=args.checkpoint, reference=args.reference, device=args.device, quick=args.quick,
         roles=parse_roles(args.input), output_layer=args.output_layer, final_proj=args.final_proj or None,
         trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, junit_xml=args.junit_xml, progress=console.progress, runtime=args.runtime,
+        audio=args.audio,
     )  # fmt: skip
     emit(console, report.to_dict(), format_validation(report))
     return EXIT_OK if report.ok else EXIT_FOUND
@@ -108,20 +109,27 @@ def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:
 
 
 def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
-    tolerance = parse_tolerance(args.tolerance, OPTIMIZED_TOLERANCES[precision]) if args.tolerance else None
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "bf16" if args.bf16 else None
+    default = OPTIMIZED_TOLERANCES[precision or "fp32"]  # OpenVINO's default: bf16's, set after the CPU is asked
+    if args.tolerance and precision is None and args.runtime == "openvino":
+        raise UnusableInputError("--tolerance with --runtime openvino: name the precision too (--bf16 or --int8)")
+    tolerance = parse_tolerance(args.tolerance, default) if args.tolerance else None
     if args.checkpoint:
         console.progress("importing torch and fairseq (a few seconds)")
     report = api.optimize(
-        args.model, args.output, precision=precision, checkpoint=args.checkpoint, tolerance=tolerance,
+        args.model, args.output, precision=precision, runtime=args.runtime, calibration_audio=args.calibration_audio,
+        checkpoint=args.checkpoint, tolerance=tolerance,
         device=args.device, quick=args.quick, trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir,
         progress=console.progress,
     )  # fmt: skip
+    precision = report.precision
     human = [f"optimize {args.model} ({precision}): " + ", ".join(f"{s.name} x{s.count}" for s in report.steps)]
     human += [format_validation(v) for v in (report.validation, report.checkpoint_validation) if v is not None]
     if report.ok:
         size = f"{report.output_bytes / 1e6:.1f} MB, {report.output_bytes / report.input_bytes:.2f}x the input's {report.input_bytes / 1e6:.1f} MB"
         status = f"wrote {args.output} ({size}; rewrite {report.rewrite_seconds:.1f} s, validation {report.validate_seconds:.1f} s)"
+        if report.openvino_config:
+            status += f"; compile it with {report.openvino_config} to compute as validated"
     else:
         status = f"{precision} candidate missed its tolerance; nothing written"
     emit(console, {**report.to_dict(), "status": status}, "\n".join([*human, status]))

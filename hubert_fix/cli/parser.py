@@ -36,8 +36,16 @@ FLAGS = {
     "out": "-o", "in_place": "--in-place", "skip": "--skip", "checkpoint": "--checkpoint", "reference": "--reference",
     "trust_checkpoint": "--trust-checkpoint", "dict_dir": "--dict-dir", "output_layer": "--output-layer",
     "final_proj": "--final-proj", "opset": "--opset", "fp16": "--fp16", "device": "--device", "roles": "--input",
-    "precision": "--int8/--fp16", "runtime": "--runtime",
+    "precision": "--int8/--fp16/--bf16", "precision=int8": "--int8", "precision=fp16": "--fp16",
+    "precision=bf16": "--bf16", "runtime": "--runtime", "audio": "--audio",
+    "calibration_audio": "--calibration-audio",
 }  # fmt: skip
+
+
+def _files(p: argparse.ArgumentParser, flag: str, what: str) -> None:
+    """An option taking one or more speech files (repeatable)."""
+    help = f"speech files (WAV, FLAC, OGG; the [audio] extra): {what}"
+    p.add_argument(flag, nargs="+", action="extend", default=[], type=Path, metavar="FILE", help=help)
 
 
 def _epilog() -> str:
@@ -201,13 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs the model: onnxruntime (default), or openvino (the [openvino] extra: its CPU plugin, in the "
         "precision it chooses on this CPU, bf16 where the CPU has it, with that precision's tolerance)",
     )
+    _files(
+        p,
+        "--audio",
+        "run as further cases, mono at 16 kHz, in segments of at most 10 s; compared with --checkpoint when given",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = command(
         "optimize",
         "write a faster copy of MODEL for deployment, validated before it is written",
         "Always the fp32 rewrites that measured faster; --int8: int8 weights for CPU; --fp16: float16 for GPUs "
-        "(inputs and outputs stay float32). The candidate is compared with MODEL's own outputs (and fairseq's "
+        "(inputs and outputs stay float32); --runtime openvino: OpenVINO IR. The candidate is compared with MODEL's own outputs (and fairseq's "
         "with --checkpoint) over the matrix within the precision's tolerance.",
         [as_json, trust],
     )
@@ -218,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--int8", action="store_true", help="int8 weights and dynamically quantized MatMuls (CPU)")
     precision.add_argument("--fp16", action="store_true", help="float16 compute, normalizations in float32 (GPU)")
+    precision.add_argument(
+        "--bf16", action="store_true", help="with --runtime openvino: bfloat16 (refused on a CPU without it)"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["onnxruntime", "openvino"],
+        default="onnxruntime",
+        help="onnxruntime (default: OUT.onnx), or openvino (the [openvino] extra): OpenVINO IR OUT.xml + OUT.bin, "
+        "validated on its CPU plugin; by default in the fastest float precision of this CPU (bf16 where it has "
+        "it); --int8: static, calibrated on --calibration-audio",
+    )
+    _files(
+        p, "--calibration-audio", "OpenVINO's --int8 is calibrated on them; every precision is also validated on them"
+    )
     p.add_argument("--checkpoint", type=Path, metavar="CKPT", help="also compare with fairseq's PyTorch output")
     p.add_argument(
         "--device",

@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from hubert_fix import metadata, runner
 from hubert_fix._version import __version__
 from hubert_fix.analysis.interface import Interface, describe
+from hubert_fix.deploy import openvino_ir
 from hubert_fix.deploy.conv_rewrites import conv_as_2d
 from hubert_fix.deploy.half import to_half
 from hubert_fix.deploy.names import Names
 from hubert_fix.deploy.quantize import quantize
-from hubert_fix.errors import UnrepairableError, UnusableInputError, argument
+from hubert_fix.errors import DeviceUnavailableError, UnrepairableError, UnusableInputError, argument
 from hubert_fix.onnxio.files import (
     ModelFile,
     check_model_output,
@@ -47,8 +47,10 @@ from hubert_fix.onnxio.files import (
     read_files,
     save_model,
 )
+from hubert_fix.onnxio.openvino import require_openvino
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.onnxio.weights import Weights
+from hubert_fix.validation.audio import audio_cases
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Expected, Reference, Stored, Tolerance, ValidationReport
 from hubert_fix.validation.run import validate
@@ -68,6 +70,8 @@ class OptimizeReport:
     model: str
     output: str
     precision: str
+    runtime: str = "onnxruntime"
+    openvino_config: dict[str, str] | None = None  # what compile_model must be given to compute as validated
     steps: list[Step] = field(default_factory=list)
     validation: ValidationReport | None = None
     checkpoint_validation: ValidationReport | None = None
@@ -93,7 +97,9 @@ def optimize(
     path: Path,
     out: Path,
     *,
-    precision: str = "fp32",
+    precision: str | None = None,
+    runtime: str = "onnxruntime",
+    calibration_audio: Sequence[Path] = (),
     tolerance: Tolerance | None = None,
     device: str = "auto",
     quick: bool = False,
@@ -101,31 +107,43 @@ def optimize(
     progress: Callable[[str], None] | None = None,
     reads: Sequence[Path] = (),
 ) -> OptimizeReport:
-    """Optimize ``path`` for ``precision`` and write ``out`` if it validates (see the module doc).
+    """Optimize ``path`` for ``precision`` on ``runtime`` and write ``out`` if it validates (see the module doc).
 
+    ``precision`` None: fp32 for ONNX Runtime, the fastest float precision of this CPU for
+    OpenVINO (``openvino_ir``; OUT is then an ``.xml`` with its ``.bin`` beside it).
+    ``calibration_audio``: speech files, cases of the validation for every precision and
+    the calibration of OpenVINO's static int8 (which needs them).
     ``checkpoint_reference`` builds a PyTorch reference for the loaded model and its
     interface (the caller loads the checkpoint; ``reads``: its files, which OUT may not be). Raises UnrepairableError (exit 3) for a model that
     needs repair first, UnusableInputError (exit 2) for unusable input; a candidate
     that misses its tolerance is not written and the report says why (``ok`` False).
     """
-    if precision not in PRECISIONS:
-        raise UnusableInputError(
-            f"{argument('precision', precision)}: unknown precision (one of {', '.join(PRECISIONS)})"
-        )
+    precision = _target(precision, runtime, out, device, calibration_audio)
     say = progress or (lambda message: None)
-    check_output_path(out, reads=[path, *reads])  # before any work
+    outputs = [out, out.with_suffix(".bin")] if runtime == "openvino" else [out]
+    for target in outputs:
+        check_output_path(target, reads=[path, *reads, *calibration_audio])  # before any work
     loaded = load_model(path)
-    check_model_output(loaded, out, read_files(loaded, files=reads))
+    if runtime == "openvino":
+        for target in outputs:
+            check_output_path(target, reads=read_files(loaded, files=[*reads, *calibration_audio]))
+    else:
+        check_model_output(loaded, out, read_files(loaded, files=[*reads, *calibration_audio]))
     name = str(path)
     _refuse_unfit(loaded, name, precision)
     face = describe(loaded.proto, name)
-    report = OptimizeReport(name, str(out), precision, input_bytes=_size(loaded))
+    report = OptimizeReport(name, str(out), precision, runtime=runtime, input_bytes=_size(loaded))
     tol = tolerance or OPTIMIZED_TOLERANCES[precision]
+    audio = audio_cases(calibration_audio) if calibration_audio else []
 
     say("running the input model over the matrix (the reference)")
     started = time.perf_counter()
-    stored = _reference_outputs(loaded, face, quick=quick, name=name)
-    reference_seconds = time.perf_counter() - started
+    stored = _reference_outputs(loaded, face, quick=quick, name=name, audio=audio)
+    report.validate_seconds = time.perf_counter() - started
+    if runtime == "openvino":
+        return _for_openvino(
+            loaded, report, stored, face, tol, checkpoint_reference, audio=audio, quick=quick, progress=progress
+        )
 
     say(f"rewriting for {precision}")
     started = time.perf_counter()
@@ -145,28 +163,146 @@ def optimize(
     _same_interface(describe(candidate.proto, name), face, name)
     report.rewrite_seconds = round(time.perf_counter() - started, 3)
 
-    say("validating the candidate")
-    started = time.perf_counter()
-    findings = runner.findings(runner.check(candidate.proto, name))
     on = "cpu" if precision == "int8" else device  # int8 weights are for CPU
-    report.validation = validate(
-        candidate, str(out), expected=Expected.stored(stored, kind="model"), tolerance=tol,
-        findings=findings, device=on, progress=progress,
-    )  # fmt: skip
-    report.validation.precision = precision
-    if checkpoint_reference is not None and report.validation.ok:
-        say("validating against the checkpoint")
-        report.checkpoint_validation = validate(
-            candidate, str(out), expected=Expected.pytorch(checkpoint_reference(candidate, face)), tolerance=tol, device=on, quick=quick, progress=progress,
-        )  # fmt: skip
-        report.checkpoint_validation.precision = precision
-    report.validate_seconds = round(time.perf_counter() - started + reference_seconds, 3)
+    _validate(candidate, report, stored, face, tol, checkpoint_reference, quick=quick, progress=progress, device=on)
     if not report.ok:
         return report
-    _record(candidate.proto, report, tol)
+    metadata.set_record(
+        candidate.proto, metadata.OPTIMIZE, _record(report, tol)
+    )  # a re-optimized output keeps this run's record
+    metadata.set_metadata(candidate.proto, {metadata.PRECISION: report.precision})
     save_model(candidate, out)
     report.output_bytes = out.stat().st_size + (data_path(out).stat().st_size if candidate.external_data else 0)
     return report
+
+
+def _target(precision: str | None, runtime: str, out: Path, device: str, audio: Sequence[Path]) -> str:
+    """The precision to write (refusing what the runtime or this CPU cannot do: exit 2)."""
+    if runtime == "onnxruntime":
+        if precision == "bf16":
+            raise UnusableInputError(
+                f"{argument('precision', 'bf16')}: ONNX Runtime has no bfloat16 kernels on x86 CPUs; "
+                f"bf16 is for {argument('runtime', 'openvino')}"
+            )
+        if precision not in (None, *PRECISIONS):
+            raise UnusableInputError(
+                f"{argument('precision', precision)}: unknown precision (one of {', '.join(PRECISIONS)})"
+            )
+        return precision or "fp32"
+    if runtime != "openvino":
+        raise UnusableInputError(f"{argument('runtime', runtime)}: one of onnxruntime, openvino")
+    if precision == "fp16":
+        raise UnusableInputError(
+            f"{argument('precision', 'fp16')}: OpenVINO's CPU plugin computes in bf16 or fp32; fp16 is for "
+            f"{argument('runtime', 'onnxruntime')} on GPUs"
+        )
+    if device == "cuda":
+        raise DeviceUnavailableError(f"{argument('runtime', 'openvino')} targets OpenVINO's CPU plugin, not CUDA")
+    if out.suffix != ".xml":
+        raise UnusableInputError(f"{out}: an OpenVINO model is written as OUT.xml (its weights in OUT.bin beside it)")
+    chosen = openvino_ir.choose(precision)
+    if chosen == "int8" and not audio:
+        raise UnusableInputError(
+            f"{argument('precision', 'int8')} on OpenVINO is static quantization: give speech to calibrate it on, "
+            f"{argument('calibration_audio')} (a few files of the kind the model will hear)"
+        )
+    return chosen
+
+
+def _for_openvino(
+    loaded: ModelFile,
+    report: OptimizeReport,
+    stored: Stored,
+    face: Interface,
+    tol: Tolerance,
+    checkpoint_reference: Callable[[ModelFile, Interface], Reference] | None,
+    *,
+    audio: Stored,
+    quick: bool,
+    progress: Callable[[str], None] | None,
+) -> OptimizeReport:
+    """Convert (and quantize) to IR in a private folder, validate that file, then move it to OUT."""
+    say = progress or (lambda message: None)
+    out, name = Path(report.output), report.model
+    folder = openvino_ir.staging(out)
+    try:
+        staged = folder / "model.xml"
+        speech = {entry[0] for entry in audio}
+        calibration = [face.feeds(source, mask) for case, source, mask, _ in stored if case in speech]
+        calibration = calibration[: openvino_ir.MAX_CALIBRATION] if report.precision == "int8" else []
+        say(f"converting to OpenVINO IR ({report.precision})")
+        started = time.perf_counter()
+        quantized = openvino_ir.convert(loaded.source, staged, calibration=calibration, name=name)
+        report.steps.append(Step("openvino-ir", 1, "converted by OpenVINO's ONNX front end, weights in fp32"))
+        if calibration:
+            report.steps.append(
+                Step("int8-static", quantized, f"FakeQuantize ops calibrated on {len(calibration)} audio segment(s)")
+            )
+        report.rewrite_seconds = round(time.perf_counter() - started, 3)
+        if report.precision == "fp32":  # the plugin would choose bf16 on a CPU with it: the user must ask
+            report.openvino_config = {"INFERENCE_PRECISION_HINT": "f32"}
+        hint = "fp32" if report.precision == "fp32" else None
+        _validate(
+            loaded,
+            report,
+            stored,
+            face,
+            tol,
+            checkpoint_reference,
+            quick=quick,
+            progress=progress,
+            saved=staged,
+            hint=hint,
+        )
+        if not report.ok:
+            return report
+        final = folder / "final.xml"
+        openvino_ir.annotate(staged, final, _record(report, tol), name)
+        openvino_ir.commit(final, out)
+        report.output_bytes = out.stat().st_size + out.with_suffix(".bin").stat().st_size
+        return report
+    finally:
+        openvino_ir.discard(folder)
+
+
+def _validate(
+    candidate: ModelFile,
+    report: OptimizeReport,
+    stored: Stored,
+    face: Interface,
+    tol: Tolerance,
+    checkpoint_reference: Callable[[ModelFile, Interface], Reference] | None,
+    *,
+    quick: bool,
+    progress: Callable[[str], None] | None,
+    device: str = "cpu",
+    saved: Path | None = None,
+    hint: str | None = None,
+) -> None:
+    """The candidate against the input model's outputs, then (if that passed) against the checkpoint."""
+    say = progress or (lambda message: None)
+    say("validating the candidate")
+    started = time.perf_counter()
+    findings = runner.findings(runner.check(candidate.proto, report.model))
+    same = {
+        "saved": saved,
+        "runtime": report.runtime,
+        "hint": hint,
+        "tolerance": tol,
+        "device": device,
+        "progress": progress,
+    }
+    report.validation = validate(
+        candidate, report.output, expected=Expected.stored(stored, kind="model"), findings=findings, face=face, **same
+    )
+    report.validation.precision = report.precision
+    if checkpoint_reference is not None and report.validation.ok:
+        say("validating against the checkpoint")
+        report.checkpoint_validation = validate(
+            candidate, report.output, expected=Expected.pytorch(checkpoint_reference(candidate, face)), quick=quick, face=face, **same
+        )  # fmt: skip
+        report.checkpoint_validation.precision = report.precision
+    report.validate_seconds = round(report.validate_seconds + time.perf_counter() - started, 3)
 
 
 def _refuse_unfit(loaded: ModelFile, name: str, precision: str) -> None:
@@ -195,9 +331,9 @@ def _refuse_unfit(loaded: ModelFile, name: str, precision: str) -> None:
         )
 
 
-def _reference_outputs(loaded: ModelFile, face: Interface, *, quick: bool, name: str) -> Stored:
-    """The input model's first output on CPU for every case of the matrix it admits."""
-    entries, _ = plan_cases(face, quick=quick, stored=None)
+def _reference_outputs(loaded: ModelFile, face: Interface, *, quick: bool, name: str, audio: Stored) -> Stored:
+    """The input model's first output on CPU for every case of the matrix it admits, then for ``audio``'s."""
+    entries, _ = plan_cases(face, quick=quick, stored=None, audio=audio)
     session = create_session(str(loaded.source), name, device="cpu")
     stored: Stored = []
     for case, source, mask, _ in entries:
@@ -230,26 +366,32 @@ def _same_interface(now: Interface, before: Interface, name: str) -> None:
         )
 
 
-def _record(model: onnx.ModelProto, report: OptimizeReport, tol: Tolerance) -> None:
+def _record(report: OptimizeReport, tol: Tolerance) -> dict[str, object]:
+    """What was done and how it was validated (stored in the written model)."""
     compared = [c for c in report.validation.cases if c.kind == "case" and c.compared]
-    record = {
+    runtime = {"openvino": _openvino_version()} if report.runtime == "openvino" else {"onnxruntime": ort.__version__}
+    return {
         "tool": "hubert-fix",
         "version": __version__,
-        "onnxruntime": ort.__version__,
+        **runtime,
         "precision": report.precision,
+        **({"compile_config": report.openvino_config} if report.openvino_config else {}),
         "steps": [dataclasses.asdict(step) for step in report.steps],
         "tolerance": dataclasses.asdict(tol),
         "validated": {
             "cases": len(compared),
             "against": "checkpoint and input model" if report.checkpoint_validation else "input model",
+            "on": report.validation.provider,
             "worst_max_abs_diff": max((c.max_abs_diff or 0.0) for c in compared) if compared else None,
             "worst_min_frame_cosine": min(
                 (c.min_frame_cosine for c in compared if c.min_frame_cosine is not None), default=None
             ),
         },
     }
-    metadata.set_record(model, metadata.OPTIMIZE, record)  # optimizing the output again keeps this run's record
-    metadata.set_metadata(model, {metadata.PRECISION: report.precision})
+
+
+def _openvino_version() -> str:
+    return str(require_openvino().get_version())
 
 
 def _size(model: ModelFile) -> int:

@@ -22,6 +22,7 @@ from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 
 #: OpenVINO's element types for the inference precisions it may choose, as our precision names.
 PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+HINTS = {ours: theirs for theirs, ours in PRECISIONS.items()}
 
 
 class OpenVinoError(Exception):
@@ -32,7 +33,8 @@ class OpenVinoCrash(UnusableInputError):
     """OpenVINO's C++ crashed compiling the model (in the isolated child): unusable input."""
 
 
-def _openvino() -> Any:
+def require_openvino() -> Any:
+    """The openvino module (MissingExtraError if it is not installed)."""
     try:
         import openvino
     except ImportError:
@@ -69,27 +71,35 @@ class OpenVinoSession:
         return [np.asarray(result[port]) for port in self._compiled.outputs]
 
 
-def _compile(path: str) -> Any:
-    ov = _openvino()
+def float_precisions() -> list[str]:
+    """The float precisions OpenVINO's CPU plugin computes in on this CPU, fastest first."""
+    capabilities = require_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ["bf16", "fp32"] if "BF16" in capabilities else ["fp32"]
+
+
+def _compile(path: str, precision: str | None) -> Any:
+    ov = require_openvino()
+    config = {} if precision is None else {"INFERENCE_PRECISION_HINT": HINTS[precision]}
     try:
-        return ov.Core().compile_model(path, "CPU")
+        return ov.Core().compile_model(path, "CPU", config)
     except RuntimeError as exc:
         raise OpenVinoError(message(exc)) from None
 
 
-def _probe(path: str) -> bytes:
+def _probe(path: str, precision: str | None) -> bytes:
     try:
-        _compile(path)
+        _compile(path, precision)
     except OpenVinoError as exc:
         return b"no" + str(exc).encode()
     return b"ok"
 
 
-def create_openvino_session(path: str, name: str) -> OpenVinoSession:
-    """``path`` (an ONNX file, its external data beside it) compiled for OpenVINO's CPU plugin."""
-    _openvino()  # MissingExtraError before any work
+def create_openvino_session(path: str, name: str, *, precision: str | None = None) -> OpenVinoSession:
+    """``path`` (an ONNX file, its external data beside it, or an OpenVINO IR .xml) compiled for
+    OpenVINO's CPU plugin, in ``precision`` ("fp32", "bf16"; None: the one OpenVINO chooses)."""
+    require_openvino()  # MissingExtraError before any work
     try:
-        reply = in_child(lambda: _probe(path))
+        reply = in_child(lambda: _probe(path, precision))
     except Crashed as crash:
         if crash.signal is None:
             raise OpenVinoCrash(
@@ -103,4 +113,4 @@ def create_openvino_session(path: str, name: str) -> OpenVinoSession:
         raise RuntimeError(f"OpenVINO probe for {name} failed: {exc}") from None
     if reply != b"ok":
         raise OpenVinoError(reply[2:].decode(errors="replace"))
-    return OpenVinoSession(_compile(path))
+    return OpenVinoSession(_compile(path, precision))

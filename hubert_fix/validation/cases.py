@@ -62,8 +62,8 @@ def save_reference_cases(path: Path, stored: Stored) -> None:
             archive.writestr(info, buffer.getvalue())
 
 
-def plan_cases(face: Interface, *, quick: bool, stored: Stored | None) -> tuple[Stored, list[str]]:
-    """The cases to run (the stored ones, or the matrix) that the interface admits, and the skipped ones."""
+def plan_cases(face: Interface, *, quick: bool, stored: Stored | None, audio: Stored = ()) -> tuple[Stored, list[str]]:
+    """The cases to run (the stored ones, or the matrix, then ``audio``'s) that the interface admits, and the skipped ones."""
     if stored is None:
         if face.samples is not None:  # a fixed length: that length, in every batch the model admits
             if face.batch is not None:
@@ -82,7 +82,7 @@ def plan_cases(face: Interface, *, quick: bool, stored: Stored | None) -> tuple[
     elif quick:
         stored = [entry for entry in stored if entry[0].samples < 10 * SAMPLE_RATE]
     kept, skipped = [], []
-    for entry in stored:
+    for entry in [*stored, *audio]:
         case = entry[0]
         why = face.refusal(case.batch, case.samples, case.padded)
         if why:

@@ -91,6 +91,7 @@ OPTIMIZED_TOLERANCES = {
     "int8": TOLERANCES["int8"],
     # a 10-bit mantissa: errors of about 0.1% of the output's range
     "fp16": Tolerance(max_rel_diff=0.02, min_cosine=0.9999, min_mean_frame_cosine=0.9999, min_frame_cosine=0.999),
+    "bf16": TOLERANCES["bf16"],  # OpenVINO's CPU plugin (optimize --runtime openvino)
 }
 
 Reference = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (source, padding_mask) -> features

@@ -42,6 +42,7 @@ from hubert_fix.validation.report import (
     TOLERANCES,
     CaseResult,
     Expected,
+    Stored,
     Tolerance,
     ValidationReport,
 )
@@ -60,13 +61,16 @@ def validate(
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
     runtime: str = "onnxruntime",
+    hint: str | None = None,
+    audio: Stored = (),
 ) -> ValidationReport:
     """Run the cases the model admits (the matrix, or ``expected``'s stored cases) and check every output.
 
     ``runtime`` ("onnxruntime" or "openvino") loads ``saved``, a file that holds ``model``
     as it is now (with its weights), or else (ONNX Runtime only) ``model`` serialized, its
     weights read from beside ``model.source``. OpenVINO runs in the precision it chooses
-    on this CPU, with that precision's tolerance.
+    on this CPU, with that precision's tolerance, or in ``hint`` ("fp32", "bf16").
+    ``audio``: cases from audio files (``validation.audio``), run after the others.
     ``face``: the interface when the caller has found it already (``interface.describe``);
     ``tolerance``: bounds other than the precision's default; ``findings``: what the
     static ``check`` would repair (each fails the validation).
@@ -83,7 +87,7 @@ def validate(
         )
         report.cases.append(check)
     try:
-        session = _session(model, name, saved=saved, device=device, runtime=runtime)
+        session = _session(model, name, saved=saved, device=device, runtime=runtime, hint=hint)
     except (DeviceUnavailableError, UnusableInputError):
         raise
     except RUNTIME_ERRORS as exc:
@@ -95,7 +99,7 @@ def validate(
         report.precision, tol = computes, tolerance or TOLERANCES[computes]
         report.tolerance = asdict(tol) if kind != "none" else None
     report.provider = session.get_providers()[0]
-    entries, report.skipped = plan_cases(face, quick=quick, stored=expected.cases)
+    entries, report.skipped = plan_cases(face, quick=quick, stored=expected.cases, audio=audio)
     if not entries:
         failure = "no stored case fits the model's interface; validate with a checkpoint, or without a reference"
         report.cases.append(CaseResult("fitting cases", 0, 0, False, [failure]))
@@ -132,14 +136,16 @@ RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 RUNTIME_ERRORS = (*ORT_ERRORS, OpenVinoError)  # the runtimes' own errors: failed checks, not our bugs
 
 
-def _session(model: ModelFile, name: str, *, saved: Path | None, device: str, runtime: str) -> Session:
+def _session(
+    model: ModelFile, name: str, *, saved: Path | None, device: str, runtime: str, hint: str | None
+) -> Session:
     """An ONNX Runtime session (on ``device``) or an OpenVINO CPU model for ``model``."""
     if runtime == "openvino":
         if device == "cuda":
             raise DeviceUnavailableError(f"{name}: {argument('runtime', 'openvino')} runs on the CPU here, not CUDA")
         if saved is None:
             raise ValueError("OpenVINO validates a model file: give saved")
-        return create_openvino_session(str(saved), name)
+        return create_openvino_session(str(saved), name, precision=hint)
     if runtime != "onnxruntime":
         raise UnusableInputError(f"{argument('runtime', runtime)}: one of {', '.join(RUNTIMES)}")
     folder = model.source.parent if model.source is not None and saved is None else None

@@ -1,0 +1,180 @@
+"""``optimize --runtime openvino``: the model as OpenVINO IR (``OUT.xml`` + ``OUT.bin``).
+
+OpenVINO's CPU plugin is the fastest runtime we measured for these models on CPUs with
+bfloat16 (it compiles a float model to bf16 by itself there). The IR cannot carry an
+inference precision (a hint saved in its ``rt_info`` is ignored by ``compile_model``),
+so a float IR is validated in the precision a plain ``compile_model(OUT.xml, "CPU")``
+gives on this CPU (``bf16`` where the CPU has BF16, else ``fp32``): the default, and
+what the user's own call will compute. ``fp32`` is validated with the hint
+``INFERENCE_PRECISION_HINT=f32``, which the user must then pass too (the record says so).
+
+``int8``: static quantization with NNCF, calibrated on the user's speech
+(``--calibration-audio``). Measured on HuBERT base (README): quantizing the
+convolutions or keeping NNCF's SmoothQuant costs accuracy (min frame cosine 0.95 at
+10 s), and the attention output projections in int8 put the 1-frame input at cosine
+0.994, so these stay float; what stays float computes in the plugin's default
+precision (bf16 where the CPU has it).
+
+Conversion and quantization run in a forked child (``isolation``): a crash of
+OpenVINO's C++ is exit 2, and their memory is returned when the child exits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hubert_fix.errors import MissingExtraError, UnusableInputError, argument
+from hubert_fix.onnxio import isolation
+from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
+from hubert_fix.onnxio.openvino import OpenVinoCrash, float_precisions, message, require_openvino
+
+PRECISIONS = ("fp32", "bf16", "int8")
+#: NNCF's default calibration subset: more segments are not read.
+MAX_CALIBRATION = 300
+
+
+def choose(precision: str | None) -> str:
+    """``precision``, or the fastest float precision of this CPU; UnusableInputError if the CPU lacks
+    it, MissingExtraError if int8's NNCF is not installed."""
+    available = float_precisions()
+    if precision is None:
+        return available[0]
+    if precision not in PRECISIONS:
+        raise UnusableInputError(
+            f"{argument('precision', precision)}: OpenVINO targets are one of {', '.join(PRECISIONS)}"
+        )
+    if precision == "int8" and importlib.util.find_spec("nncf") is None:
+        raise MissingExtraError(
+            f"{argument('precision', 'int8')} for OpenVINO quantizes with NNCF, which is not installed: "
+            "pip install 'hubert-fix[openvino]'"
+        )
+    if precision == "bf16" and "bf16" not in available:
+        raise UnusableInputError(
+            f"{argument('precision', 'bf16')}: this CPU has no bfloat16 (OpenVINO's CPU plugin reports none); "
+            "leave the precision out: fp32 is the fastest float here"
+        )
+    return precision
+
+
+def staging(out: Path) -> Path:
+    """A private folder beside OUT (same file system: the final rename is atomic)."""
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else "."))
+
+
+def convert(source: Path, staged: Path, *, calibration: Sequence[dict[str, np.ndarray]], name: str) -> int:
+    """Write ``source`` (ONNX) as IR to ``staged``, quantized when ``calibration`` is given;
+    the number of quantized operations."""
+    require_openvino()
+    return int(_isolated(lambda: str(_convert(source, staged, calibration)).encode(), name, "converting"))
+
+
+def annotate(staged: Path, final: Path, record: dict[str, object], name: str) -> None:
+    """``staged`` with our record in its rt_info (``hubert_fix/optimize``), saved as ``final``."""
+
+    def work() -> bytes:
+        ov = require_openvino()
+        model = ov.Core().read_model(str(staged))
+        model.set_rt_info(json.dumps(record, sort_keys=True), ["hubert_fix", "optimize"])
+        ov.save_model(model, str(final), compress_to_fp16=False)
+        return b""
+
+    _isolated(work, name, "saving")
+
+
+def commit(staged: Path, out: Path) -> None:
+    """Move the staged IR to OUT: the weights first, then the .xml that names them."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for suffix in (".bin", ".xml"):
+        os.chmod(staged.with_suffix(suffix), 0o666 & ~mask)
+        os.replace(staged.with_suffix(suffix), out.with_suffix(suffix))
+
+
+def discard(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndarray]]) -> int:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # NNCF's progress bars: never on our stdout (--json)
+    ov = require_openvino()
+    model = ov.Core().read_model(str(source))
+    quantized = 0
+    if calibration:
+        model = _quantize(model, calibration)
+        quantized = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+    ov.save_model(model, str(staged), compress_to_fp16=False)
+    return quantized
+
+
+def _quantize(model: Any, calibration: Sequence[dict[str, np.ndarray]]) -> Any:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    nncf.set_log_level(logging.ERROR)
+    return nncf.quantize(
+        model,
+        nncf.Dataset(list(calibration)),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calibration),
+        ignored_scope=nncf.IgnoredScope(names=attention_outputs(model), types=["Convolution"], validate=False),
+        advanced_parameters=AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
+        ),
+    )
+
+
+#: Ops between two MatMuls that leave the values as they are (layout, element type).
+_PASS_THROUGH = {"Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze"}
+
+
+def attention_outputs(model: Any) -> list[str]:
+    """The projections that read attention's weighted sum, ``softmax(QK^T) V``: fairseq's and
+    transformers' ``out_proj``, found by structure, not by name.
+
+    Measured on HuBERT base (README): with these in int8, the 1-frame input's cosine fell
+    to 0.994; kept in float, 0.9996, at the same speed.
+    """
+    names = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul" or _source(op, 1).get_type_name() != "Constant":
+            continue
+        product = _source(op, 0)
+        if product.get_type_name() == "MatMul" and _source(product, 0).get_type_name() == "Softmax":
+            names.append(op.get_friendly_name())
+    return names
+
+
+def _source(op: Any, index: int) -> Any:
+    """The op that computes input ``index`` of ``op``, through layout-only ops."""
+    node = op.input(index).get_source_output().get_node()
+    while node.get_type_name() in _PASS_THROUGH:
+        node = node.input(0).get_source_output().get_node()
+    return node
+
+
+def _isolated(work: object, name: str, doing: str) -> bytes:
+    try:
+        return in_child(work)
+    except Crashed as crash:
+        what = (
+            f"did not finish {doing} {name} in {isolation.TIMEOUT_S} s"
+            if crash.signal is None
+            else (f"crashed while {doing} {name} ({crash.signal}; isolated)")
+        )
+        raise OpenVinoCrash(f"{name}: OpenVINO {what}") from None
+    except ChildError as exc:
+        if exc.kind == "RuntimeError":  # OpenVINO's and NNCF's own errors
+            raise UnusableInputError(
+                f"{name}: OpenVINO failed {doing} it: {message(str(exc).partition(': ')[2])}"
+            ) from None
+        raise

@@ -1,0 +1,89 @@
+"""Speech for validation and calibration: the user's own audio files as cases.
+
+The matrix's inputs are noise, which exercises every length and padding but not the
+activations speech gives (quantization calibrated or judged on noise can be wrong on
+speech). ``validate --audio`` and ``optimize --calibration-audio`` take WAV, FLAC or OGG
+files (read with soundfile, libsndfile's maintained binding), mixed to mono and
+resampled to the model's 16 kHz with soxr. Optional: the ``[audio]`` extra.
+
+A file longer than ``MAX_SECONDS`` is cut into equal segments no longer (attention's
+cost grows with the square of the length; a segment of the matrix's longest input is
+enough to judge). Reading is bounded: a file's length is read from its header first,
+and a file longer than ``MAX_FILE_SECONDS`` is refused before it is decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hubert_fix.errors import MissingExtraError, UnusableInputError, one_line
+from hubert_fix.validation.matrix import SAMPLE_RATE, Case
+from hubert_fix.validation.report import Stored
+
+#: Segments of at most this many seconds (the matrix's longest input).
+MAX_SECONDS = 10
+#: A shorter file is refused (too short to judge features on).
+MIN_SECONDS = 0.1
+#: A longer file is refused unread (a 1 h recording would be 230 MB of float32 at 16 kHz).
+MAX_FILE_SECONDS = 600
+
+
+def _libraries() -> tuple[Any, Any]:
+    try:
+        import soundfile
+        import soxr
+    except ImportError:
+        raise MissingExtraError(
+            "reading audio files needs soundfile and soxr, which are not installed: pip install 'hubert-fix[audio]'"
+        ) from None
+    return soundfile, soxr
+
+
+def read_audio(path: Path, *, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """``path`` as float32 mono samples at ``rate`` (UnusableInputError naming the file if it cannot be read)."""
+    soundfile, soxr = _libraries()
+    try:
+        with open(path, "rb"):  # missing or unreadable: the OS's reason (libsndfile says "System error")
+            pass
+        info = soundfile.info(str(path))
+        if info.samplerate <= 0 or info.frames <= 0:
+            raise UnusableInputError(f"{path}: no audio samples")
+        seconds = info.frames / info.samplerate
+        if seconds > MAX_FILE_SECONDS:
+            raise UnusableInputError(
+                f"{path}: {seconds:.0f} s of audio; at most {MAX_FILE_SECONDS} s per file (cut it into shorter files)"
+            )
+        data, found_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except UnusableInputError:
+        raise
+    except OSError as exc:
+        raise UnusableInputError(f"{path}: cannot read: {one_line(exc.strerror or exc)}") from None
+    except (RuntimeError, ValueError, TypeError) as exc:  # libsndfile's errors (LibsndfileError is a RuntimeError)
+        raise UnusableInputError(f"{path}: not an audio file soundfile can read: {one_line(exc)}") from None
+    mono = data.mean(axis=1, dtype=np.float32)
+    if not np.isfinite(mono).all():
+        raise UnusableInputError(f"{path}: NaN or infinite samples")
+    if found_rate != rate:
+        mono = soxr.resample(mono, found_rate, rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(mono)
+
+
+def audio_cases(paths: Sequence[Path], *, rate: int = SAMPLE_RATE) -> Stored:
+    """Each file as unpadded batch-1 cases of at most ``MAX_SECONDS`` (outputs to be computed)."""
+    stored: Stored = []
+    for path in paths:
+        samples = read_audio(path, rate=rate)
+        if len(samples) < MIN_SECONDS * rate:
+            raise UnusableInputError(f"{path}: {len(samples) / rate:.3f} s of audio; at least {MIN_SECONDS} s")
+        count = -(-len(samples) // (MAX_SECONDS * rate))  # equal segments: no short tail
+        size = -(-len(samples) // count)
+        for index in range(count):
+            piece = samples[index * size : (index + 1) * size]
+            part = f", segment {index + 1}/{count}" if count > 1 else ""
+            case = Case(f"audio {path.name}{part}", (len(piece),))
+            stored.append((case, piece[None, :], np.zeros((1, len(piece)), dtype=bool), None))
+    return stored

@@ -1,0 +1,166 @@
+"""optimize --runtime openvino: OpenVINO IR (OUT.xml + OUT.bin) written only after it passes the
+matrix on OpenVINO's CPU plugin against the input model, in the precision it will compute in.
+
+Int8 numerics depend on the CPU's instructions (VNNI or not): the int8 tests pin their
+outcome with explicit tolerances, loose to see the write path, impossible to see the
+refusal, so that no outcome depends on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import RAW, run_main
+from speech import speech_like
+
+ov = pytest.importorskip("openvino")
+soundfile = pytest.importorskip("soundfile")
+
+from hubert_fix.deploy import openvino_ir  # noqa: E402
+from hubert_fix.onnxio.openvino import float_precisions  # noqa: E402
+
+LOOSE = ["--tolerance", "max_rel_diff=1", "--tolerance", "min_cosine=0.5", "--tolerance", "min_mean_frame_cosine=0.5",
+         "--tolerance", "min_frame_cosine=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fixed") / "fixed.onnx"
+    assert run_main("repair", RAW, "-o", out)[0] == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("speech")
+    paths = []
+    for seed in range(3):
+        paths.append(folder / f"s{seed}.wav")
+        soundfile.write(paths[-1], speech_like(2, seed=seed), 16000)
+    return paths
+
+
+def _record(xml: Path) -> dict[str, object]:
+    return json.loads(ov.Core().read_model(xml).get_rt_info(["hubert_fix", "optimize"]).astype(str))
+
+
+def _left(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_default_is_the_fastest_float_of_this_cpu(fixed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.xml"
+    code, stdout, err = run_main("optimize", fixed, "--runtime", "openvino", "-o", out, "--quick", "--json")
+    report = json.loads(stdout)
+    assert code == 0, err
+    chosen = float_precisions()[0]
+    assert report["precision"] == chosen and report["runtime"] == "openvino"
+    assert report["validation"]["provider"] == f"OpenVINO CPU ({chosen})"
+    assert all(c["ok"] for c in report["validation"]["cases"]) and len(report["validation"]["cases"]) == 12
+    assert _left(tmp_path) == ["model.bin", "model.xml"]  # no staging folder left behind
+    record = _record(out)
+    assert record["precision"] == chosen and record["validated"]["cases"] == 10
+    # what the user's plain compile_model computes is what was validated
+    compiled = ov.Core().compile_model(out, "CPU")
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == {"bf16": "bf16", "fp32": "f32"}[chosen]
+
+
+def test_fp32_is_validated_and_recorded_with_its_hint(fixed: Path, tmp_path: Path) -> None:
+    from hubert_fix import optimize
+
+    report = optimize(fixed, tmp_path / "m.xml", runtime="openvino", precision="fp32", quick=True)
+    assert report.ok and report.validation.provider == "OpenVINO CPU (fp32)"
+    assert report.openvino_config == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert report.validation.tolerance["max_abs_diff"] == 1e-3  # fp32's tolerance, not bf16's
+    assert _record(tmp_path / "m.xml")["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def test_bf16_on_a_cpu_without_it_is_refused(fixed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openvino_ir, "float_precisions", lambda: ["fp32"])
+    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", "--bf16", "-o", tmp_path / "m.xml")
+    assert code == 2 and "--bf16: this CPU has no bfloat16" in err and err.count("\n") == 1
+    assert _left(tmp_path) == []
+
+
+def test_int8_writes_a_quantized_model_once_it_validates(fixed: Path, speech: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "q.xml"
+    args = ["optimize", fixed, "--runtime", "openvino", "--int8", "--calibration-audio", *speech, "-o", out, "--quick"]
+    code, stdout, err = run_main(*args, *LOOSE, "--json")
+    report = json.loads(stdout)  # NNCF's progress never reaches stdout
+    assert code == 0, err
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["int8-static"]["count"] > 0 and "3 audio segment(s)" in steps["int8-static"]["what"]
+    names = [c["name"] for c in report["validation"]["cases"]]
+    assert names[-4:-1] == ["audio s0.wav", "audio s1.wav", "audio s2.wav"]  # speech is validated too
+    model = ov.Core().read_model(out)
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+    assert _record(out)["precision"] == "int8"
+
+
+def test_int8_that_misses_writes_nothing(fixed: Path, speech: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "q.xml"
+    args = ["optimize", fixed, "--runtime", "openvino", "--int8", "--calibration-audio", speech[0], "-o", out]
+    code, stdout, _ = run_main(*args, "--quick", "--tolerance", "min_frame_cosine=0.9999999", "--json")
+    assert code == 1 and not json.loads(stdout)["ok"]
+    assert _left(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--int8"], "--int8 on OpenVINO is static quantization: give speech to calibrate it on, --calibration-audio"),
+        (["--fp16"], "--fp16: OpenVINO's CPU plugin computes in bf16 or fp32"),
+        (["--device", "cuda"], "--runtime openvino targets OpenVINO's CPU plugin, not CUDA"),
+    ],
+)
+def test_what_openvino_cannot_do_is_one_line(fixed: Path, tmp_path: Path, flags: list[str], message: str) -> None:
+    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", *flags, "-o", tmp_path / "m.xml")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert _left(tmp_path) == []
+
+
+def test_the_output_is_an_xml_whose_bin_is_no_input(fixed: Path, speech: list[Path], tmp_path: Path) -> None:
+    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", "-o", tmp_path / "m.onnx")
+    assert code == 2 and "written as OUT.xml" in err
+    audio = tmp_path / "calibration.bin"
+    audio.write_bytes(speech[0].read_bytes())
+    code, _, err = run_main(
+        "optimize", fixed, "--runtime", "openvino", "--calibration-audio", audio, "-o", tmp_path / "calibration.xml"
+    )
+    assert code == 2 and "is the same file as" in err and audio.read_bytes() == speech[0].read_bytes()
+
+
+def test_bf16_is_for_openvino(fixed: Path, tmp_path: Path) -> None:
+    code, _, err = run_main("optimize", fixed, "--bf16", "-o", tmp_path / "m.onnx")
+    assert code == 2 and "ONNX Runtime has no bfloat16 kernels" in err and "--runtime openvino" in err
+
+
+def test_onnxruntime_targets_are_validated_on_speech_too(fixed: Path, speech: list[Path], tmp_path: Path) -> None:
+    code, stdout, err = run_main(
+        "optimize", fixed, "--calibration-audio", speech[1], "-o", tmp_path / "m.onnx", "--quick", "--json"
+    )
+    cases = {c["name"]: c for c in json.loads(stdout)["validation"]["cases"]}
+    assert code == 0, err
+    assert cases["audio s1.wav"]["compared"] and cases["audio s1.wav"]["ok"]
+
+
+@pytest.mark.parametrize("fixture", ["hubert_base_tiny.raw.onnx", "hf_hubert.onnx", "hf_wavlm.onnx"])
+def test_attention_output_projections_are_found_by_structure(fixture: str) -> None:
+    """fairseq's out_proj is a Gemm, transformers' a MatMul (WavLM's a Gemm too): one per layer, whatever its name."""
+    from conftest import FIXTURES
+
+    names = openvino_ir.attention_outputs(ov.Core().read_model(FIXTURES / fixture))
+    assert len(names) == 2 and all(".0/" in n or ".1/" in n for n in names), names
+
+
+def test_int8_without_nncf_names_the_extra(
+    fixed: Path, speech: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = openvino_ir.importlib.util.find_spec
+    monkeypatch.setattr(openvino_ir.importlib.util, "find_spec", lambda name: None if name == "nncf" else real(name))
+    args = ["--runtime", "openvino", "--int8", "--calibration-audio", speech[0], "-o", tmp_path / "q.xml", "--quick"]
+    code, _, err = run_main("optimize", fixed, *args)
+    assert code == 2 and "pip install 'hubert-fix[openvino]'" in err and err.count("\n") == 1, err
+    assert _left(tmp_path) == []
