@@ -106,11 +106,14 @@ def test_unreadable_audio_is_one_line(tmp_path: Path, content: bytes | None, pro
 
 def test_too_short_too_long_and_not_finite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     short, bad, long = tmp_path / "short.wav", tmp_path / "nan.wav", tmp_path / "long.wav"
+    huge = tmp_path / "huge.wav"  # finite, but resampling overflows (found by fuzzing the reader)
     soundfile.write(short, speech(0.05, 16000), 16000)
     soundfile.write(bad, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
+    soundfile.write(huge, np.resize(np.float32([3e38, -3e38]), 4410), 44100, subtype="FLOAT")
     soundfile.write(long, speech(3, 16000), 16000)
     monkeypatch.setattr(audio, "MAX_FILE_SECONDS", 2)
-    for path, problem in [(short, "at least 0.1 s"), (bad, "NaN"), (long, "at most 2 s per file")]:
+    cases = [(short, "at least 0.1 s"), (bad, "NaN"), (huge, "NaN or infinite"), (long, "at most 2 s per file")]
+    for path, problem in cases:
         code, _, err = run_main("validate", RAW, "--audio", path)
         assert code == 2 and err.count("\n") == 1 and str(path) in err and problem in err, err
 

@@ -64,11 +64,12 @@ def read_audio(path: Path, *, rate: int = SAMPLE_RATE) -> np.ndarray:
         raise UnusableInputError(f"{path}: cannot read: {one_line(exc.strerror or exc)}") from None
     except (RuntimeError, ValueError, TypeError) as exc:  # libsndfile's errors (LibsndfileError is a RuntimeError)
         raise UnusableInputError(f"{path}: not an audio file soundfile can read: {one_line(exc)}") from None
-    mono = data.mean(axis=1, dtype=np.float32)
-    if not np.isfinite(mono).all():
+    with np.errstate(all="ignore"):  # float files can hold anything: judged below
+        mono = data.mean(axis=1, dtype=np.float32)
+        if found_rate != rate and np.isfinite(mono).all():
+            mono = soxr.resample(mono, found_rate, rate, quality="HQ").astype(np.float32)
+    if not np.isfinite(mono).all():  # NaN, inf, or values so large that mixing or resampling overflows
         raise UnusableInputError(f"{path}: NaN or infinite samples")
-    if found_rate != rate:
-        mono = soxr.resample(mono, found_rate, rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(mono)
 
 
