@@ -14,13 +14,17 @@ measures on this machine, in this one run:
    batch 1 at 2 s and 10 s of audio, and a padded batch of 4 (5/4/3/2 s padded to 5 s);
    median of ``--runs`` runs after 2 warm-up runs, with min and max;
 3. ``hubert-fix validate --checkpoint`` wall time at base size;
-4. deployment variants at base size, batch 1, 10 s (``--variants``, on by default):
-   ``hubert-fix optimize`` (wall time, peak RSS, file size) for fp32, ``--int8`` and
-   ``--fp16``, then latency at 1 and 2 threads of the repaired fp32 model, the optimized
-   fp32, int8 (CPU) and fp16 (CUDA, only where CUDAExecutionProvider really runs)
-   against fairseq in PyTorch eager, measured in turn within each round so that load
-   changes on the machine hit all of them alike; with the model's FLOP count and the
-   GFLOP/s each reaches, and the CPU's model and instruction-set features.
+4. deployment variants at base size, batch 1 (``--variants``, on by default):
+   ``hubert-fix optimize`` (wall time, peak RSS, file size, or why it wrote nothing) for
+   ONNX Runtime fp32, ``--int8`` and ``--fp16`` and for OpenVINO's fastest float and
+   ``--int8`` (calibrated on 16 s of ``fixtures/speech.py`` audio); then latency at 10 s,
+   1 s and 0.5 s (the chunks real-time voice conversion feeds), 1 and 2 threads, of
+   PyTorch eager, the repaired fp32 model on ONNX Runtime, every variant written, and
+   OpenVINO's own default on the repaired ONNX (``compile_model(repaired.onnx, "CPU")``),
+   measured in turn within each round so that load changes hit all alike; frame cosines
+   against PyTorch fp32 on 10 s of speech-like audio; the FLOP count, GFLOP/s and the
+   share of one core's FMA peak at the nominal clock; the CPU's model and flags; and the
+   targets of issue 19. ORT fp16 is timed on CUDA only where it really runs.
 
 Writes ``results.json`` and ``results.md`` into ``--out``, with the date, the command and the
 CPU; ``--readme`` also puts ``results.md`` into README.md between its markers, and

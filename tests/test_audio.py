@@ -126,3 +126,18 @@ def test_without_the_libraries_the_error_names_the_extra(
     monkeypatch.setitem(sys.modules, "soxr", None)
     code, _, err = run_main("validate", RAW, "--audio", files["wav44k"])
     assert code == 2 and "pip install 'hubert-fix[audio]'" in err and err.count("\n") == 1
+
+
+def test_a_fixed_length_model_skips_audio_of_another_length(files: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import FIXTURES
+
+    fixed = tmp_path / "static.onnx"
+    assert run_main("repair", FIXTURES / "hubert_base_tiny.static.raw.onnx", "-o", fixed)[0] == 0
+    code, out, err = run_main("validate", fixed, "--audio", files["wav44k"], "--json")
+    report = json.loads(out)
+    assert code == 0, err
+    assert not any(c["name"].startswith("audio ") for c in report["cases"])
+    assert any(
+        s.startswith("audio a.wav (batch 1, 24000 samples): the model's input length is fixed")
+        for s in report["skipped"]
+    )

@@ -164,3 +164,44 @@ def test_int8_without_nncf_names_the_extra(
     code, _, err = run_main("optimize", fixed, *args)
     assert code == 2 and "pip install 'hubert-fix[openvino]'" in err and err.count("\n") == 1, err
     assert _left(tmp_path) == []
+
+
+def test_external_data_model_and_its_weights_file(tmp_path: Path) -> None:
+    """OpenVINO reads the weights beside the model; OUT.bin may not be that file."""
+    import onnx
+    from conftest import FIXTURES
+
+    source = tmp_path / "model.onnx"
+    onnx.save(
+        onnx.load(FIXTURES / "hubert_base_tiny.raw.onnx"), source, save_as_external_data=True,
+        all_tensors_to_one_file=True, location="weights.bin", size_threshold=256,
+    )  # fmt: skip
+    weights = (tmp_path / "weights.bin").read_bytes()
+    code, _, err = run_main("optimize", source, "--runtime", "openvino", "-o", tmp_path / "weights.xml")
+    assert code == 2 and "weights.bin: output is the same file as" in err, err
+    assert (tmp_path / "weights.bin").read_bytes() == weights
+    assert run_main("repair", source, "-o", tmp_path / "fixed.onnx")[0] == 0  # weights in fixed.onnx.data
+    code, _, err = run_main(
+        "optimize", tmp_path / "fixed.onnx", "--runtime", "openvino", "-o", tmp_path / "ov.xml", "--quick"
+    )
+    assert code == 0, err
+    assert ov.Core().compile_model(tmp_path / "ov.xml", "CPU") is not None
+
+
+def test_openvino_failing_or_crashing_in_conversion_is_exit_2(
+    fixed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    def refuse(source: Path, staged: Path, calibration: object) -> int:
+        raise RuntimeError(
+            "Exception from src/frontends/onnx/frontend/src/core/graph.cpp:1: OpenVINO does not support X"
+        )
+
+    monkeypatch.setattr(openvino_ir, "_convert", refuse)
+    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
+    assert code == 2 and "OpenVINO failed converting it: OpenVINO does not support X" in err and "src/" not in err
+    monkeypatch.setattr(openvino_ir, "_convert", lambda source, staged, calibration: os.abort())
+    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
+    assert code == 2 and "OpenVINO crashed while converting" in err and "SIGABRT" in err, err
+    assert _left(tmp_path) == []

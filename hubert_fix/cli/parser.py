@@ -226,10 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help=MODEL_HELP + "; repaired (check finds nothing)")
     p.add_argument(
-        "-o", "--output", type=Path, required=True, metavar="OUT.onnx", help="where to write the optimized model"
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT.onnx",
+        help="where to write the optimized model (OUT.xml, its weights in OUT.bin, with --runtime openvino)",
     )
     precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--int8", action="store_true", help="int8 weights and dynamically quantized MatMuls (CPU)")
+    precision.add_argument(
+        "--int8",
+        action="store_true",
+        help="int8 for CPU: int8 weights and dynamically quantized MatMuls (ONNX Runtime), static int8 calibrated "
+        "on --calibration-audio (OpenVINO)",
+    )
     precision.add_argument("--fp16", action="store_true", help="float16 compute, normalizations in float32 (GPU)")
     precision.add_argument(
         "--bf16", action="store_true", help="with --runtime openvino: bfloat16 (refused on a CPU without it)"
