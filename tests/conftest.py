@@ -55,6 +55,26 @@ def cuda_runs() -> bool:
         return False
 
 
+def export_hubert(folder: Path, name: str, conv_channels: int) -> Path:
+    """A HuBERT of base's conv structure with ``conv_channels`` channels and 2 layers of 256, exported and
+    repaired by hubert-fix (needs the [export] extra): wide enough for int8's real behaviour, small to build."""
+    pytest.importorskip("fairseq")
+    import make_fixtures
+    from catalog import CHECKPOINTS
+
+    spec = CHECKPOINTS["hubert_base_tiny"]
+    c = conv_channels
+    config = {
+        **spec.model, "conv_feature_layers": f"[({c},10,5)] + [({c},3,2)]*4 + [({c},2,2)]*2", "encoder_layers": 2,
+        "encoder_embed_dim": 256, "encoder_ffn_embed_dim": 1024, "encoder_attention_heads": 4, "conv_pos": 16,
+        "conv_pos_groups": 4, "final_dim": 64,
+    }  # fmt: skip
+    make_fixtures.build_checkpoint(spec, folder / f"{name}.pt", config)
+    code, _, err = run_main("export", folder / f"{name}.pt", "-o", folder / f"{name}.onnx", "-q")
+    assert code == 0, err
+    return folder / f"{name}.onnx"
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -100,22 +100,9 @@ def test_a_silence_response_that_varies_over_time_is_declined() -> None:
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory: pytest.TempPathFactory):
     """HuBERT with a 256-channel extractor (base's conv structure), 2 layers of 256: exported and repaired."""
-    pytest.importorskip("fairseq")
-    import make_fixtures
-    from catalog import CHECKPOINTS
-    from conftest import run_main
+    from conftest import export_hubert
 
-    folder = tmp_path_factory.mktemp("wide")
-    spec = CHECKPOINTS["hubert_base_tiny"]
-    config = {
-        **spec.model, "conv_feature_layers": "[(256,10,5)] + [(256,3,2)]*4 + [(256,2,2)]*2", "encoder_layers": 2,
-        "encoder_embed_dim": 256, "encoder_ffn_embed_dim": 1024, "encoder_attention_heads": 4, "conv_pos": 16,
-        "conv_pos_groups": 4, "final_dim": 64,
-    }  # fmt: skip
-    make_fixtures.build_checkpoint(spec, folder / "wide.pt", config)
-    code, _, err = run_main("export", folder / "wide.pt", "-o", folder / "wide.onnx", "-q")
-    assert code == 0, err
-    return folder / "wide.onnx"
+    return export_hubert(tmp_path_factory.mktemp("wide"), "wide", 256)
 
 
 def test_optimize_int8_runs_the_extractor_on_rows(wide, tmp_path) -> None:

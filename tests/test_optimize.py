@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import FIXTURES, RAW, run_cli, run_main
+from conftest import FIXTURES, RAW, export_hubert, run_cli, run_main
 
 import hubert_fix
 from hubert_fix.validation.report import Tolerance
@@ -38,21 +38,7 @@ def repaired(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """HuBERT with 256 channels, 2 layers, 128-channel extractor: exported and repaired by hubert-fix."""
-    pytest.importorskip("fairseq")
-    import make_fixtures
-    from catalog import CHECKPOINTS
-
-    folder = tmp_path_factory.mktemp("small")
-    spec = CHECKPOINTS["hubert_base_tiny"]
-    config = {
-        **spec.model, "conv_feature_layers": "[(128,10,5)] + [(128,3,2)]*4 + [(128,2,2)]*2", "encoder_layers": 2,
-        "encoder_embed_dim": 256, "encoder_ffn_embed_dim": 1024, "encoder_attention_heads": 4, "conv_pos": 16,
-        "conv_pos_groups": 4, "final_dim": 64,
-    }  # fmt: skip
-    make_fixtures.build_checkpoint(spec, folder / "small.pt", config)
-    code, _, err = run_main("export", folder / "small.pt", "-o", folder / "small.onnx", "-q")
-    assert code == 0, err
-    return folder / "small.onnx"
+    return export_hubert(tmp_path_factory.mktemp("small"), "small", 128)
 
 
 def _ports(path: Path) -> list[str]:
