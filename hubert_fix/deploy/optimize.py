@@ -2,7 +2,9 @@
 
 The input must be clean (``check`` finds nothing: repair first). Every precision gets
 the fp32 rewrite that measured faster (``conv_rewrites.conv_as_2d``); then ``int8``
-quantizes MatMuls and stores Conv weights in int8 (``quantize``), ``fp16`` converts the audio's path to float16 with
+runs the feature extractor's wide convolutions on int8 rows (``conv_int8``; rebuilt
+without them if they miss the tolerance), quantizes MatMuls and stores the positional
+conv's weights in int8 (``quantize``), ``fp16`` converts the audio's path to float16 with
 normalizations kept in float32 (``half``). What ONNX Runtime fuses by itself at session
 creation (GELU, skip + LayerNorm, the DynamicQuantizeMatMul kernel) is left to it: the
 file stays standard ONNX and portable between ORT versions and execution providers.

@@ -16,8 +16,9 @@ operand.
 Large Conv weights are stored in int8 the same way (per output channel) and expanded by a
 ``DequantizeLinear`` in front of the Conv, which still computes in float32: that makes
 the file smaller, costs a few ms per run, and keeps the convolutions' accuracy (ONNX
-Runtime's integer ConvInteger measured slower than its float Conv here, and integer
-activations in the feature extractor cost more accuracy than the tolerance allows).
+Runtime's integer ConvInteger measured slower than its float Conv here, and one
+activation scale per tensor costs more accuracy than the tolerance allows; the feature
+extractor's wide convolutions run in int8 by ``conv_int8``'s per-row scheme instead).
 The weights are read and converted one at a time (``weights``).
 """
 
