@@ -51,9 +51,9 @@ def _gelu_like(rng: np.random.Generator, batch: int, frames: int, z: np.ndarray)
 
 
 @pytest.mark.parametrize("opset", [13, 18])
-@pytest.mark.parametrize("kernel", [3, 4])
-def test_rows_match_the_float_conv(tmp_path, opset: int, kernel: int) -> None:
-    model = _conv_model(tmp_path / "conv.onnx", opset=opset, kernel=kernel)
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (4, 2), (4, 3), (3, 3)])
+def test_rows_match_the_float_conv(tmp_path, opset: int, kernel: int, stride: int) -> None:
+    model = _conv_model(tmp_path / "conv.onnx", opset=opset, kernel=kernel, stride=stride)
     z = np.linspace(-0.17, 1.5, C).astype(np.float32)
     weights = Weights(model)
     assert conv_int8.conv_int8(weights, Names(model.proto.graph), {"x": z}) == ["conv"]
@@ -66,7 +66,7 @@ def test_rows_match_the_float_conv(tmp_path, opset: int, kernel: int) -> None:
     for batch, frames in [(1, kernel), (1, kernel + 1), (2, 101), (3, 400)]:
         x = _gelu_like(rng, batch, frames, z)
         want, got = before.run(None, {"x": x})[0], after.run(None, {"x": x})[0]
-        assert got.shape == want.shape == (batch, CO, (frames - kernel) // 2 + 1)
+        assert got.shape == want.shape == (batch, CO, (frames - kernel) // stride + 1)
         a, b = got.transpose(0, 2, 1).reshape(-1, CO), want.transpose(0, 2, 1).reshape(-1, CO)
         cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         assert cosines.min() > 0.999, (batch, frames, cosines.min())
@@ -77,6 +77,7 @@ def test_rows_match_the_float_conv(tmp_path, opset: int, kernel: int) -> None:
     ("change", "silence"),
     [
         ({"group": 2}, True), ({"pads": [1, 1]}, True), ({"dilations": [2]}, True), ({"stride": 1}, True),
+        ({"stride": 4}, True),
         ({"channels": 128}, True), ({"kernel": 2}, True), ({"opset": 12}, True), ({}, False),
     ],
 )  # fmt: skip

@@ -9,7 +9,7 @@ rows, one uint8 scale and zero point per row (per output frame), and a
     Conv(x [B, C, T], W [Co, C, k], stride s) -> y [B, Co, T']
     =>
     d    = Transpose(x) - z                       z: the conv's input for silent audio
-    rows = Reshape(Concat_j Slice(d, j, .., step s), [-1, k*C])
+    rows = Reshape(Concat(Reshape(d[:, :s T'], [B, T', s C]), d[:, s::s], ..), [-1, k*C])
     lo, hi per row -> scale, zero point (uint8); q = QuantizeLinear(rows, scale, zp, axis=0)
     y    = Transpose(Reshape((Cast(MatMulInteger(q, Wq)) - zp * colsum(Wq)) * scale * w_scale
                              + W.z + bias, [B, T', Co]))
@@ -22,7 +22,7 @@ whose int16 sums of two products saturate above 32767 (255 x 127 x 2 would; 127 
 x 2 does not), so the file computes the same on every x86 CPU. Measured on base: 7-bit
 activations cost less accuracy than 7-bit weights (README).
 
-Eligible: a standard 1-D Conv, group 1, no padding or dilation, stride >= 2, a constant
+Eligible: a standard 1-D Conv, group 1, no padding or dilation, 2 <= stride <= kernel, a constant
 float32 weight with at least ``MIN_CHANNELS`` input channels and a kernel of at least
 ``MIN_KERNEL``, whose input is constant
 over time for silent audio (what the measurement proves). Declined otherwise: the
@@ -67,7 +67,8 @@ def eligible(node: onnx.NodeProto, weights: Weights) -> bool:
         return False
     strides = list(attribute(node, "strides", [1]))
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    return strides[0] >= 2 and (bias is None or weights.proto(bias) is not None)
+    kernel = weight.dims[2]
+    return 2 <= strides[0] <= kernel and (bias is None or weights.proto(bias) is not None)
 
 
 def conv_int8(weights: Weights, names: Names, silence: dict[str, np.ndarray]) -> list[str]:
@@ -143,14 +144,17 @@ def _rewrite(
                              add("stride", np.array([stride], np.int64))], "steps"), s.one], "frames",
     )  # fmt: skip
     span = emit("Mul", [frames, add("stride_", np.array([stride], np.int64))], "span")
-    taps = []
-    for j in range(k):
+    # taps 0..stride-1 of every frame are the frame's stride consecutive samples: one contiguous
+    # slice, reshaped (no strided copy); the taps past the stride are strided slices
+    head = emit("Slice", [deviation, s.zero, span, s.one], "head")
+    taps = [emit("Reshape", [head, add("head_shape", np.array([0, -1, stride * channels], np.int64))], "head_taps")]
+    for j in range(stride, k):
         end = emit("Add", [span, add(f"end_{j}", np.array([j - stride + 1], np.int64))], f"end_{j}")
         taps.append(
             emit("Slice", [deviation, add(f"start_{j}", np.array([j], np.int64)), end, s.one,
                            add(f"step_{j}", np.array([stride], np.int64))], f"tap_{j}")
         )  # fmt: skip
-    columns = emit("Concat", taps, "columns", axis=2) if k > 1 else taps[0]
+    columns = emit("Concat", taps, "columns", axis=2) if len(taps) > 1 else taps[0]
     rows = emit("Reshape", [columns, add("rows_shape", np.array([-1, k * channels], np.int64))], "rows")
     high = emit("Max", [emit("ReduceMax", [rows, *s.reduce_inputs], "row_max", keepdims=0, **s.reduce_axes),
                         s.fzero], "high")  # fmt: skip
