@@ -75,12 +75,13 @@ def conv_int8(weights: Weights, names: Names, silence: dict[str, np.ndarray]) ->
     """Rewrite every eligible Conv whose input's silence response ``silence`` holds ([C]); the names rewritten."""
     graph = weights.graph
     rewritten, nodes = [], []
-    shared = _Shared(weights, names)
+    shared: _Shared | None = None  # made with the first rewrite: a model with none gains nothing
     for node in graph.node:
         z = silence.get(node.input[0]) if eligible(node, weights) else None
         if z is None:
             nodes.append(node)
             continue
+        shared = shared or _Shared(weights, names)
         nodes += _rewrite(node, weights, names, shared, z)
         rewritten.append(node.name)
     del graph.node[:]

@@ -27,16 +27,16 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hubert_fix.errors import MissingExtraError, UnusableInputError, argument
-from hubert_fix.onnxio import isolation
-from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
-from hubert_fix.onnxio.openvino import OpenVinoCrash, float_precisions, message, require_openvino
+from hubert_fix.onnxio.files import process_umask
+from hubert_fix.onnxio.isolation import ChildError
+from hubert_fix.onnxio.openvino import float_precisions, isolated, message, require_openvino
 
 PRECISIONS = ("fp32", "bf16", "int8")
 #: NNCF's default calibration subset: more segments are not read.
@@ -93,10 +93,8 @@ def annotate(staged: Path, final: Path, record: dict[str, object], name: str) ->
 
 def commit(staged: Path, out: Path) -> None:
     """Move the staged IR to OUT: the weights first, then the .xml that names them."""
-    mask = os.umask(0)
-    os.umask(mask)
     for suffix in (".bin", ".xml"):
-        os.chmod(staged.with_suffix(suffix), 0o666 & ~mask)
+        os.chmod(staged.with_suffix(suffix), 0o666 & ~process_umask())
         os.replace(staged.with_suffix(suffix), out.with_suffix(suffix))
 
 
@@ -162,16 +160,9 @@ def _source(op: Any, index: int) -> Any:
     return node
 
 
-def _isolated(work: object, name: str, doing: str) -> bytes:
+def _isolated(work: Callable[[], bytes], name: str, doing: str) -> bytes:
     try:
-        return in_child(work)
-    except Crashed as crash:
-        what = (
-            f"did not finish {doing} {name} in {isolation.TIMEOUT_S} s"
-            if crash.signal is None
-            else (f"crashed while {doing} {name} ({crash.signal}; isolated)")
-        )
-        raise OpenVinoCrash(f"{name}: OpenVINO {what}") from None
+        return isolated(work, name, doing)
     except ChildError as exc:
         if exc.kind == "RuntimeError":  # OpenVINO's and NNCF's own errors
             raise UnusableInputError(

@@ -53,13 +53,13 @@ from hubert_fix.onnxio.files import (
     read_files,
     save_model,
 )
-from hubert_fix.onnxio.openvino import require_openvino
+from hubert_fix.onnxio.openvino import HINTS, require_openvino
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.onnxio.weights import Weights
 from hubert_fix.validation.audio import audio_cases
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Expected, Reference, Stored, Tolerance, ValidationReport
-from hubert_fix.validation.run import validate
+from hubert_fix.validation.run import RUNTIMES, validate
 
 PRECISIONS = ("fp32", "int8", "fp16")
 
@@ -193,9 +193,8 @@ def _rewritten(loaded: ModelFile, report: OptimizeReport, face: Interface, *, ro
     elif precision == "fp16":
         report.steps.append(Step("fp16", to_half(weights, names), "ops now in float16"))
     weights.drop_unused()
-    _same_interface(
-        describe(loaded.proto, name), face, name
-    )  # rewritten in place; untouched weights still read from the input's files
+    # rewritten in place: the untouched weights are still read from the input's files
+    _same_interface(describe(loaded.proto, name), face, name)
     report.rewrite_seconds = round(report.rewrite_seconds + time.perf_counter() - started, 3)
     return loaded
 
@@ -217,8 +216,8 @@ def _target(precision: str | None, runtime: str, out: Path, device: str, audio: 
                 f"{argument('precision', precision)}: unknown precision (one of {', '.join(PRECISIONS)})"
             )
         return precision or "fp32"
-    if runtime != "openvino":
-        raise UnusableInputError(f"{argument('runtime', runtime)}: one of onnxruntime, openvino")
+    if runtime not in RUNTIMES:
+        raise UnusableInputError(f"{argument('runtime', runtime)}: one of {', '.join(RUNTIMES)}")
     if precision == "fp16":
         raise UnusableInputError(
             f"{argument('precision', 'fp16')}: OpenVINO's CPU plugin computes in bf16 or fp32; fp16 is for "
@@ -267,9 +266,9 @@ def _for_openvino(
                 Step("int8-static", quantized, f"FakeQuantize ops calibrated on {len(calibration)} audio segment(s)")
             )
         report.rewrite_seconds = round(time.perf_counter() - started, 3)
-        if report.precision == "fp32":  # the plugin would choose bf16 on a CPU with it: the user must ask
-            report.openvino_config = {"INFERENCE_PRECISION_HINT": "f32"}
-        hint = "fp32" if report.precision == "fp32" else None
+        hint = "fp32" if report.precision == "fp32" else None  # else the plugin's choice: what a plain compile gets
+        if hint:  # the plugin would choose bf16 on a CPU with it: the user must ask for fp32 too
+            report.openvino_config = {"INFERENCE_PRECISION_HINT": HINTS[hint]}
         _validate(
             loaded,
             report,

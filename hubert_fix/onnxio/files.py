@@ -290,7 +290,7 @@ def check_model_output(model: ModelFile, out: Path, reads: Iterable[Path], *, in
         check_output_path(data_path(out), reads=[r for r in reads if r not in own])
 
 
-def _umask() -> int:
+def process_umask() -> int:
     """The process umask (mkstemp creates 0600 files; OUT gets the usual permissions)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -328,7 +328,7 @@ def save_model(model: ModelFile, out: Path, *, in_place: bool = False) -> None:
             os.fsync(fd)
             os.close(fd)
             staged[index] = (-1, tmp, target)
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~process_umask())
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for _, tmp, target in staged:
@@ -363,7 +363,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~process_umask())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

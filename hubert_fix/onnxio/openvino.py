@@ -12,6 +12,7 @@ session creation does: a crash of OpenVINO's C++ there is ``OpenVinoCrash`` (exi
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -94,21 +95,26 @@ def _probe(path: str, precision: str | None) -> bytes:
     return b"ok"
 
 
+def isolated(work: Callable[[], bytes], name: str, doing: str) -> bytes:
+    """``work()`` (OpenVINO ``doing`` ``name``) in a forked child; its crash or hang is OpenVinoCrash
+    (exit 2). ``work``'s own exceptions come back as ChildError, for the caller to judge."""
+    try:
+        return in_child(work)
+    except Crashed as crash:
+        if crash.signal is None:
+            raise OpenVinoCrash(f"{name}: OpenVINO did not finish {doing} {name} in {isolation.TIMEOUT_S} s") from None
+        raise OpenVinoCrash(
+            f"{name}: OpenVINO crashed while {doing} {name} ({crash.signal}; isolated): "
+            "this model cannot be deployed with it"
+        ) from None
+
+
 def create_openvino_session(path: str, name: str, *, precision: str | None = None) -> OpenVinoSession:
     """``path`` (an ONNX file, its external data beside it, or an OpenVINO IR .xml) compiled for
     OpenVINO's CPU plugin, in ``precision`` ("fp32", "bf16"; None: the one OpenVINO chooses)."""
     require_openvino()  # MissingExtraError before any work
     try:
-        reply = in_child(lambda: _probe(path, precision))
-    except Crashed as crash:
-        if crash.signal is None:
-            raise OpenVinoCrash(
-                f"{name}: OpenVINO did not finish compiling {name} in {isolation.TIMEOUT_S} s"
-            ) from None
-        raise OpenVinoCrash(
-            f"{name}: OpenVINO crashed while compiling {name} ({crash.signal}; isolated): "
-            "this model cannot be deployed with it"
-        ) from None
+        reply = isolated(lambda: _probe(path, precision), name, "compiling")
     except ChildError as exc:
         raise RuntimeError(f"OpenVINO probe for {name} failed: {exc}") from None
     if reply != b"ok":
