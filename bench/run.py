@@ -95,17 +95,19 @@ INPUTS = {
 _MEASURE = """
 import json, os, subprocess, sys, time
 start = time.perf_counter()
-child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+out = os.environ.get("BENCH_STDOUT")
+child = subprocess.Popen(sys.argv[1:], stdout=open(out, "w") if out else subprocess.DEVNULL)
 _, status, usage = os.wait4(child.pid, 0)
 print(json.dumps({"seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
                   "exit": os.waitstatus_to_exitcode(status)}))
 """
 
 
-def timed(*command: object) -> dict[str, float]:
-    """Wall seconds and peak RSS (MB) of one command; fails loudly if it fails."""
+def timed(*command: object, stdout: Path | None = None) -> dict[str, float]:
+    """Wall seconds and peak RSS (MB) of one command (its stdout into ``stdout``, if given); fails loudly if it fails."""
+    env = {**os.environ, "BENCH_STDOUT": str(stdout)} if stdout is not None else None
     done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, *map(str, command)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", _MEASURE, *map(str, command)], capture_output=True, text=True, check=True, env=env
     )
     result = json.loads(done.stdout)
     if result.pop("exit") not in (0, 1):  # check exits 1 when it finds something: that is the point
@@ -298,13 +300,13 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
     for label, (name, flags) in BUILDS.items():
         out = work / name
         extra = ["--calibration-audio", *audio] if label == "OpenVINO int8" else []
-        result["optimize"][label] = timed(HUBERT_FIX, "optimize", repaired, "-o", out, *flags, *extra, "-q", "--json")
+        report_path = work / f"{name}.report.json"
+        command = (HUBERT_FIX, "optimize", repaired, "-o", out, *flags, *extra, "-q", "--json")
+        result["optimize"][label] = timed(*command, stdout=report_path)
         if out.exists():
             written[label], result["file_mb"][label] = out, _size_mb(out)
         else:  # missed its tolerance: why, from its report
-            report = json.loads(subprocess.run(
-                [HUBERT_FIX, "optimize", repaired, "-o", out, *flags, *extra, "-q", "--json"], capture_output=True, text=True
-            ).stdout)  # fmt: skip
+            report = json.loads(report_path.read_text())
             failures = [f"{c['name']}: {f}" for c in report["validation"]["cases"] for f in c["failures"]]
             result["missed"][label] = failures
     model = loading.load_checkpoint(checkpoint)
