@@ -75,6 +75,14 @@ def export_hubert(folder: Path, name: str, conv_channels: int) -> Path:
     return folder / f"{name}.onnx"
 
 
+@pytest.fixture(scope="session")
+def repaired_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``RAW`` repaired by hubert-fix, once per run (tests read it, never change it)."""
+    out = tmp_path_factory.mktemp("repaired_raw") / "fixed.onnx"
+    assert run_main("repair", RAW, "-o", out)[0] == 0
+    return out
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -58,18 +58,11 @@ def test_long_files_become_equal_segments(files: dict[str, Path]) -> None:
         assert source.shape == mask.shape == (1, case.samples) and not mask.any() and outputs is None
 
 
-@pytest.fixture(scope="module")
-def fixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fixed") / "fixed.onnx"
-    assert run_main("repair", RAW, "-o", out)[0] == 0
-    return out
-
-
-def test_validate_compares_speech_with_the_checkpoint(files: dict[str, Path], fixed: Path) -> None:
+def test_validate_compares_speech_with_the_checkpoint(files: dict[str, Path], repaired_raw: Path) -> None:
     pytest.importorskip("fairseq")
     code, out, err = run_main(
         "validate",
-        fixed,
+        repaired_raw,
         "--checkpoint",
         CHECKPOINT,
         "--quick",
@@ -84,8 +77,8 @@ def test_validate_compares_speech_with_the_checkpoint(files: dict[str, Path], fi
     assert all(c["ok"] and c["compared"] and c["cosine"] > 0.9999 for c in speech_cases)
 
 
-def test_validate_runs_speech_with_stored_cases(files: dict[str, Path], fixed: Path) -> None:
-    code, out, err = run_main("validate", fixed, "--reference", CASES, "--audio", files["wav44k"], "--json")
+def test_validate_runs_speech_with_stored_cases(files: dict[str, Path], repaired_raw: Path) -> None:
+    code, out, err = run_main("validate", repaired_raw, "--reference", CASES, "--audio", files["wav44k"], "--json")
     cases = {c["name"]: c for c in json.loads(out)["cases"]}
     assert code == 0, err
     assert cases["audio a.wav"]["ok"] and cases["audio a.wav"]["shape"] == [1, 74, 32]

@@ -20,15 +20,8 @@ from conftest import CASES, RAW, run_main
 pytest.importorskip("openvino")
 
 
-@pytest.fixture(scope="module")
-def repaired(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ov") / "fixed.onnx"
-    assert run_main("repair", RAW, "-o", out)[0] == 0
-    return out
-
-
-def test_the_repaired_model_validates_on_openvino(repaired: Path) -> None:
-    code, out, err = run_main("validate", repaired, "--runtime", "openvino", "--reference", CASES, "--json")
+def test_the_repaired_model_validates_on_openvino(repaired_raw: Path) -> None:
+    code, out, err = run_main("validate", repaired_raw, "--runtime", "openvino", "--reference", CASES, "--json")
     report = json.loads(out)
     assert code == 0, err
     assert report["provider"] in ("OpenVINO CPU (fp32)", "OpenVINO CPU (bf16)")
@@ -50,31 +43,31 @@ def test_openvino_runs_the_unrepaired_export_wrong() -> None:
     assert any(f.startswith("OpenVINO failed: ") and "Where" in f for f in cases["batch 2, padded"]["failures"])
 
 
-def test_through_the_api(repaired: Path) -> None:
+def test_through_the_api(repaired_raw: Path) -> None:
     import hubert_fix
 
-    report = hubert_fix.validate(repaired, reference=CASES, quick=True, runtime="openvino")
+    report = hubert_fix.validate(repaired_raw, reference=CASES, quick=True, runtime="openvino")
     assert report.ok and report.provider.startswith("OpenVINO CPU")
 
 
-def test_openvino_is_cpu_only_here(repaired: Path) -> None:
-    code, _, err = run_main("validate", repaired, "--runtime", "openvino", "--device", "cuda")
+def test_openvino_is_cpu_only_here(repaired_raw: Path) -> None:
+    code, _, err = run_main("validate", repaired_raw, "--runtime", "openvino", "--device", "cuda")
     assert code == 2 and "--runtime openvino runs on the CPU here" in err
 
 
-def test_without_the_extra_the_error_names_it(repaired: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_extra_the_error_names_it(repaired_raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)
-    code, _, err = run_main("validate", repaired, "--runtime", "openvino")
+    code, _, err = run_main("validate", repaired_raw, "--runtime", "openvino")
     assert code == 2 and "pip install 'hubert-fix[openvino]'" in err and err.count("\n") == 1
 
 
-def test_a_crash_of_openvino_is_exit_2(repaired: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_crash_of_openvino_is_exit_2(repaired_raw: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import os
 
     from hubert_fix.onnxio import openvino
 
     monkeypatch.setattr(openvino, "_probe", lambda path, precision: os.abort())
     model = tmp_path / "m.onnx"
-    shutil.copyfile(repaired, model)
+    shutil.copyfile(repaired_raw, model)
     code, _, err = run_main("validate", model, "--runtime", "openvino")
     assert code == 2 and "OpenVINO crashed while compiling" in err and "SIGABRT" in err, err

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import RAW, run_main
+from conftest import run_main
 from speech import speech_like
 
 ov = pytest.importorskip("openvino")
@@ -23,13 +23,6 @@ from hubert_fix.onnxio.openvino import float_precisions  # noqa: E402
 
 LOOSE = ["--tolerance", "max_rel_diff=1", "--tolerance", "min_cosine=0.5", "--tolerance", "min_mean_frame_cosine=0.5",
          "--tolerance", "min_frame_cosine=0"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def fixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fixed") / "fixed.onnx"
-    assert run_main("repair", RAW, "-o", out)[0] == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +43,9 @@ def _left(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_default_is_the_fastest_float_of_this_cpu(fixed: Path, tmp_path: Path) -> None:
+def test_default_is_the_fastest_float_of_this_cpu(repaired_raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.xml"
-    code, stdout, err = run_main("optimize", fixed, "--runtime", "openvino", "-o", out, "--quick", "--json")
+    code, stdout, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", out, "--quick", "--json")
     report = json.loads(stdout)
     assert code == 0, err
     chosen = float_precisions()[0]
@@ -67,26 +60,41 @@ def test_default_is_the_fastest_float_of_this_cpu(fixed: Path, tmp_path: Path) -
     assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == {"bf16": "bf16", "fp32": "f32"}[chosen]
 
 
-def test_fp32_is_validated_and_recorded_with_its_hint(fixed: Path, tmp_path: Path) -> None:
+def test_fp32_is_validated_and_recorded_with_its_hint(repaired_raw: Path, tmp_path: Path) -> None:
     from hubert_fix import optimize
 
-    report = optimize(fixed, tmp_path / "m.xml", runtime="openvino", precision="fp32", quick=True)
+    report = optimize(repaired_raw, tmp_path / "m.xml", runtime="openvino", precision="fp32", quick=True)
     assert report.ok and report.validation.provider == "OpenVINO CPU (fp32)"
     assert report.openvino_config == {"INFERENCE_PRECISION_HINT": "f32"}
     assert report.validation.tolerance["max_abs_diff"] == 1e-3  # fp32's tolerance, not bf16's
     assert _record(tmp_path / "m.xml")["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
 
 
-def test_bf16_on_a_cpu_without_it_is_refused(fixed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_on_a_cpu_without_it_is_refused(
+    repaired_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(openvino_ir, "float_precisions", lambda: ["fp32"])
-    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", "--bf16", "-o", tmp_path / "m.xml")
+    code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "--bf16", "-o", tmp_path / "m.xml")
     assert code == 2 and "--bf16: this CPU has no bfloat16" in err and err.count("\n") == 1
     assert _left(tmp_path) == []
 
 
-def test_int8_writes_a_quantized_model_once_it_validates(fixed: Path, speech: list[Path], tmp_path: Path) -> None:
+def test_int8_writes_a_quantized_model_once_it_validates(
+    repaired_raw: Path, speech: list[Path], tmp_path: Path
+) -> None:
     out = tmp_path / "q.xml"
-    args = ["optimize", fixed, "--runtime", "openvino", "--int8", "--calibration-audio", *speech, "-o", out, "--quick"]
+    args = [
+        "optimize",
+        repaired_raw,
+        "--runtime",
+        "openvino",
+        "--int8",
+        "--calibration-audio",
+        *speech,
+        "-o",
+        out,
+        "--quick",
+    ]
     code, stdout, err = run_main(*args, *LOOSE, "--json")
     report = json.loads(stdout)  # NNCF's progress never reaches stdout
     assert code == 0, err
@@ -99,9 +107,9 @@ def test_int8_writes_a_quantized_model_once_it_validates(fixed: Path, speech: li
     assert _record(out)["precision"] == "int8"
 
 
-def test_int8_that_misses_writes_nothing(fixed: Path, speech: list[Path], tmp_path: Path) -> None:
+def test_int8_that_misses_writes_nothing(repaired_raw: Path, speech: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "q.xml"
-    args = ["optimize", fixed, "--runtime", "openvino", "--int8", "--calibration-audio", speech[0], "-o", out]
+    args = ["optimize", repaired_raw, "--runtime", "openvino", "--int8", "--calibration-audio", speech[0], "-o", out]
     code, stdout, _ = run_main(*args, "--quick", "--tolerance", "min_frame_cosine=0.9999999", "--json")
     assert code == 1 and not json.loads(stdout)["ok"]
     assert _left(tmp_path) == []
@@ -115,31 +123,42 @@ def test_int8_that_misses_writes_nothing(fixed: Path, speech: list[Path], tmp_pa
         (["--device", "cuda"], "--runtime openvino targets OpenVINO's CPU plugin, not CUDA"),
     ],
 )
-def test_what_openvino_cannot_do_is_one_line(fixed: Path, tmp_path: Path, flags: list[str], message: str) -> None:
-    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", *flags, "-o", tmp_path / "m.xml")
+def test_what_openvino_cannot_do_is_one_line(
+    repaired_raw: Path, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", *flags, "-o", tmp_path / "m.xml")
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert _left(tmp_path) == []
 
 
-def test_the_output_is_an_xml_whose_bin_is_no_input(fixed: Path, speech: list[Path], tmp_path: Path) -> None:
-    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", "-o", tmp_path / "m.onnx")
+def test_the_output_is_an_xml_whose_bin_is_no_input(repaired_raw: Path, speech: list[Path], tmp_path: Path) -> None:
+    code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", tmp_path / "m.onnx")
     assert code == 2 and "written as OUT.xml" in err
     audio = tmp_path / "calibration.bin"
     audio.write_bytes(speech[0].read_bytes())
     code, _, err = run_main(
-        "optimize", fixed, "--runtime", "openvino", "--calibration-audio", audio, "-o", tmp_path / "calibration.xml"
+        "optimize",
+        repaired_raw,
+        "--runtime",
+        "openvino",
+        "--calibration-audio",
+        audio,
+        "-o",
+        tmp_path / "calibration.xml",
     )
     assert code == 2 and "is the same file as" in err and audio.read_bytes() == speech[0].read_bytes()
 
 
-def test_bf16_is_for_openvino(fixed: Path, tmp_path: Path) -> None:
-    code, _, err = run_main("optimize", fixed, "--bf16", "-o", tmp_path / "m.onnx")
+def test_bf16_is_for_openvino(repaired_raw: Path, tmp_path: Path) -> None:
+    code, _, err = run_main("optimize", repaired_raw, "--bf16", "-o", tmp_path / "m.onnx")
     assert code == 2 and "ONNX Runtime has no bfloat16 kernels" in err and "--runtime openvino" in err
 
 
-def test_onnxruntime_targets_are_validated_on_speech_too(fixed: Path, speech: list[Path], tmp_path: Path) -> None:
+def test_onnxruntime_targets_are_validated_on_speech_too(
+    repaired_raw: Path, speech: list[Path], tmp_path: Path
+) -> None:
     code, stdout, err = run_main(
-        "optimize", fixed, "--calibration-audio", speech[1], "-o", tmp_path / "m.onnx", "--quick", "--json"
+        "optimize", repaired_raw, "--calibration-audio", speech[1], "-o", tmp_path / "m.onnx", "--quick", "--json"
     )
     cases = {c["name"]: c for c in json.loads(stdout)["validation"]["cases"]}
     assert code == 0, err
@@ -156,12 +175,12 @@ def test_attention_output_projections_are_found_by_structure(fixture: str) -> No
 
 
 def test_int8_without_nncf_names_the_extra(
-    fixed: Path, speech: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repaired_raw: Path, speech: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = openvino_ir.importlib.util.find_spec
     monkeypatch.setattr(openvino_ir.importlib.util, "find_spec", lambda name: None if name == "nncf" else real(name))
     args = ["--runtime", "openvino", "--int8", "--calibration-audio", speech[0], "-o", tmp_path / "q.xml", "--quick"]
-    code, _, err = run_main("optimize", fixed, *args)
+    code, _, err = run_main("optimize", repaired_raw, *args)
     assert code == 2 and "pip install 'hubert-fix[openvino]'" in err and err.count("\n") == 1, err
     assert _left(tmp_path) == []
 
@@ -189,7 +208,7 @@ def test_external_data_model_and_its_weights_file(tmp_path: Path) -> None:
 
 
 def test_openvino_failing_or_crashing_in_conversion_is_exit_2(
-    fixed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repaired_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
 
@@ -199,9 +218,9 @@ def test_openvino_failing_or_crashing_in_conversion_is_exit_2(
         )
 
     monkeypatch.setattr(openvino_ir, "_convert", refuse)
-    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
+    code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
     assert code == 2 and "OpenVINO failed converting it: OpenVINO does not support X" in err and "src/" not in err
     monkeypatch.setattr(openvino_ir, "_convert", lambda source, staged, calibration: os.abort())
-    code, _, err = run_main("optimize", fixed, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
+    code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
     assert code == 2 and "OpenVINO crashed while converting" in err and "SIGABRT" in err, err
     assert _left(tmp_path) == []
