@@ -107,10 +107,12 @@ def wide(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_optimize_int8_runs_the_extractor_on_rows(wide, tmp_path) -> None:
+    from conftest import ANY_CPU_INT8_TOLERANCE  # the transformer's MatMuls, not the rows, vary with the CPU
+
     import hubert_fix
 
     out = tmp_path / "int8.onnx"
-    report = hubert_fix.optimize(wide, out, precision="int8")
+    report = hubert_fix.optimize(wide, out, precision="int8", tolerance=ANY_CPU_INT8_TOLERANCE)
     assert report.ok and not report.dropped, [c.failures for c in report.validation.cases]
     assert {s.name: s.count for s in report.steps}["int8-conv-rows"] == 4  # convs 1-4 (k = 3); 0, 5, 6 stay float
     ops = [n.op_type for n in onnx.load(out).graph.node]

@@ -17,10 +17,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import FIXTURES, RAW, export_hubert, run_cli, run_main
+from conftest import ANY_CPU_INT8_TOLERANCE, FIXTURES, RAW, export_hubert, run_cli, run_main
 
 import hubert_fix
-from hubert_fix.validation.report import Tolerance
 
 REPAIRED_FIXTURES = ["hubert_base_tiny.raw.onnx", "hf_wavlm.onnx", "contentvec_tiny.rvc_v2.onnx"]
 
@@ -113,7 +112,6 @@ ANY_CPU_INT8 = [
     "--tolerance",
     "min_cosine=0.98",
 ]
-ANY_CPU_INT8_TOLERANCE = Tolerance(max_rel_diff=0.1, min_cosine=0.98, min_mean_frame_cosine=0.98, min_frame_cosine=0.9)
 
 
 def test_int8_on_a_real_width_model(small: Path, tmp_path: Path) -> None:
