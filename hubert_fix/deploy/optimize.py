@@ -370,7 +370,8 @@ def _reference_outputs(loaded: ModelFile, face: Interface, *, quick: bool, name:
             raise UnusableInputError(
                 f"{name}: the input model fails on {case.name}: {ort_message(exc)}; run hubert-fix validate {name}"
             ) from None
-        stored.append((case, source, mask, np.asarray(output, dtype=np.float32)))
+        # a copy: ORT's array keeps the session's buffers alive through the candidate's validation
+        stored.append((case, source, mask, np.array(output, dtype=np.float32)))
     del session
     _release_memory()  # the reference's weights and buffers leave before the candidate's arrive
     return stored

@@ -1,0 +1,52 @@
+"""Validation's ONNX Runtime sessions compute what the user's default session computes, and
+what validation keeps of a run does not keep the run's memory (``onnxio.session``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import hubert_fix
+from hubert_fix.analysis.interface import describe
+from hubert_fix.deploy.optimize import _reference_outputs
+from hubert_fix.onnxio.files import load_model
+from hubert_fix.onnxio.session import CPU, create_session
+from hubert_fix.validation.cases import plan_cases
+
+
+@pytest.fixture(scope="module")
+def int8(repaired_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("int8") / "int8.onnx"
+    assert hubert_fix.optimize(repaired_raw, out, precision="int8").ok
+    return out
+
+
+@pytest.mark.parametrize("which", ["fp32", "int8"])
+def test_validation_sessions_give_a_default_sessions_bits(which: str, repaired_raw: Path, int8: Path) -> None:
+    """Validation runs without ORT's CPU arena (its peak memory stays with the session); only
+    where buffers come from differs, so every output of the matrix is bit-identical."""
+    path = repaired_raw if which == "fp32" else int8
+    ours = create_session(str(path), str(path), device="cpu")
+    default = ort.InferenceSession(str(path), providers=[CPU])
+    assert ours.get_session_options().enable_cpu_mem_arena is False
+    assert default.get_session_options().enable_cpu_mem_arena is True
+    face = describe(onnx.load(path), str(path))
+    entries, _ = plan_cases(face, quick=False, stored=None)
+    assert len(entries) >= 8
+    for case, source, mask, _ in entries:
+        feeds = face.feeds(source, mask)
+        for a, b in zip(ours.run(None, feeds), default.run(None, feeds)):
+            assert np.array_equal(a, b, equal_nan=True), case.name
+
+
+def test_reference_outputs_own_their_memory(repaired_raw: Path) -> None:
+    """ORT's output arrays keep the session's buffers alive (their base is a capsule): the
+    reference that optimize keeps through validation holds copies (README: what optimize costs)."""
+    loaded = load_model(repaired_raw)
+    face = describe(loaded.proto, "m")
+    stored = _reference_outputs(loaded, face, quick=True, name="m", audio=[])
+    assert stored and all(output.flags.owndata for *_, output in stored)
