@@ -18,6 +18,7 @@ import pytest
 from conftest import CASES, RAW, run_main
 
 pytest.importorskip("openvino")
+pytestmark = pytest.mark.usefixtures("openvino_in_fp32")  # outcomes the same on every CPU
 
 
 def test_the_repaired_model_validates_on_openvino(repaired_raw: Path) -> None:

@@ -19,7 +19,8 @@ ov = pytest.importorskip("openvino")
 soundfile = pytest.importorskip("soundfile")
 
 from hubert_fix.deploy import openvino_ir  # noqa: E402
-from hubert_fix.onnxio.openvino import float_precisions  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("openvino_in_fp32")  # outcomes the same on every CPU
 
 LOOSE = ["--tolerance", "max_rel_diff=1", "--tolerance", "min_cosine=0.5", "--tolerance", "min_mean_frame_cosine=0.5",
          "--tolerance", "min_frame_cosine=0"]  # fmt: skip
@@ -48,15 +49,15 @@ def test_default_is_the_fastest_float_of_this_cpu(repaired_raw: Path, tmp_path: 
     code, stdout, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", out, "--quick", "--json")
     report = json.loads(stdout)
     assert code == 0, err
-    chosen = float_precisions()[0]
+    chosen = openvino_ir.float_precisions()[0]
     assert report["precision"] == chosen and report["runtime"] == "openvino"
     assert report["validation"]["provider"] == f"OpenVINO CPU ({chosen})"
     assert all(c["ok"] for c in report["validation"]["cases"]) and len(report["validation"]["cases"]) == 12
     assert _left(tmp_path) == ["model.bin", "model.xml"]  # no staging folder left behind
     record = _record(out)
     assert record["precision"] == chosen and record["validated"]["cases"] == 10
-    # what the user's plain compile_model computes is what was validated
-    compiled = ov.Core().compile_model(out, "CPU")
+    # what compile_model computes with the config the report names is what was validated
+    compiled = ov.Core().compile_model(out, "CPU", report["openvino_config"] or {})
     assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == {"bf16": "bf16", "fp32": "f32"}[chosen]
 
 
