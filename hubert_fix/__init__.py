@@ -27,6 +27,7 @@ from hubert_fix.errors import (  # light: no third-party import
     MissingExtraError,
     UnrepairableError,
     UnusableInputError,
+    UsageError,
 )
 
 #: Imported on first use (PEP 562), so that ``import hubert_fix.errors`` or the console
@@ -57,6 +58,7 @@ __all__ = [
     "Tolerance",
     "UnrepairableError",
     "UnusableInputError",
+    "UsageError",
     "ValidationReport",
     "__version__",
     "check",

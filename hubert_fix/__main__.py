@@ -1,23 +1,33 @@
 """``python -m hubert_fix`` and the ``hubert-fix`` console script.
 
-Nothing heavy is imported before the Ctrl-C handler is in place: an interrupt during the
-start-up imports (onnx, onnxruntime, numpy: about a second) is exit 130 with one line,
-as at any later moment.
+The Ctrl-C handler is installed before anything heavy is imported: an interrupt during
+the start-up imports (onnx, onnxruntime, numpy: about a second) is exit 130 with one
+line, as at any later moment, even where ONNX Runtime's native module turns it into
+ImportError (``hubert_fix.interrupts``).
 """
 
+import json
 import signal
 import sys
 
-from hubert_fix.errors import EXIT_INTERRUPTED
+from hubert_fix import interrupts
+from hubert_fix.errors import EXIT_INTERRUPTED, INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:
+    interrupts.install()
+    argv = sys.argv[1:] if argv is None else argv
     try:
         from hubert_fix.cli import main as run
 
         return run(argv)
-    except KeyboardInterrupt:  # cli.main handles it once a command runs; this is start-up
-        print("hubert-fix: interrupted; nothing written", file=sys.stderr)
+    except BaseException as exc:  # cli.main answers once it runs: this is start-up
+        if not (isinstance(exc, KeyboardInterrupt) or interrupts.received()):
+            raise
+        with interrupts.deferred(raise_after=False):  # a second Ctrl-C cannot cut the answer short
+            if "--json" in argv:  # a saved report is never empty
+                print(json.dumps({"error": INTERRUPTED, "exit_code": EXIT_INTERRUPTED}, indent=2, sort_keys=True))
+            print(f"hubert-fix: {INTERRUPTED}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         # The answer is given: a Ctrl-C while the interpreter shuts down (ONNX Runtime's

@@ -16,8 +16,12 @@ EXIT_FOUND = 1  # check: repairable problems found; validate: a check failed
 EXIT_UNUSABLE = 2  # unusable input (file, checkpoint, device)
 EXIT_UNREPAIRABLE = 3  # check/repair: problems that no pass can repair
 EXIT_INTERNAL = 4  # a failure of hubert-fix itself (a bug): not a verdict
+EXIT_SKIPPED = 5  # check/repair with --skip: what ran found nothing it could not handle, but passes did not run
+EXIT_USAGE = 64  # the command line is wrong: an unknown flag, a missing or malformed argument (sysexits' EX_USAGE)
 EXIT_INTERRUPTED = 130  # Ctrl-C (the shell's code for SIGINT)
 EXIT_SIGPIPE = 141  # the reader of stdout went away (the shell's code for SIGPIPE)
+
+INTERRUPTED = "interrupted; nothing written"  # what an interrupt before any output says (stderr; --json: "error")
 
 #: What each command's exit codes mean (stable: pipelines depend on them). The CLI's
 #: help is written from this table; ``EVERY_COMMAND`` holds the codes all commands share.
@@ -27,11 +31,13 @@ EXITS: dict[str, dict[int, str]] = {
         EXIT_FOUND: "repairable problems found (run repair)",
         EXIT_UNUSABLE: "unusable input",
         EXIT_UNREPAIRABLE: "a problem no pass can repair, or a repair that would not load (repair would refuse)",
+        EXIT_SKIPPED: "the passes that ran found nothing to repair, but --skip left passes out: not a clean bill",
     },
     "repair": {
         EXIT_OK: "OUT written",
         EXIT_UNUSABLE: "unusable input or output",
         EXIT_UNREPAIRABLE: "a problem no pass can repair (nothing written)",
+        EXIT_SKIPPED: "OUT written, but --skip left passes out: it may still need them",
     },
     "export": {
         EXIT_OK: "OUT written",
@@ -54,9 +60,12 @@ EXITS: dict[str, dict[int, str]] = {
     "passes": {EXIT_OK: "listed"},
 }
 EVERY_COMMAND = {
+    EXIT_USAGE: "usage error: an unknown flag, a missing or malformed argument, contradictory options (nothing "
+    "was read): a mistake in the command line, never a verdict on the model",
     EXIT_INTERNAL: "internal error: a failure of hubert-fix itself, not a verdict (one line on stderr names the file "
     "and the report with the traceback): stop the pipeline and report it",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C, also during start-up; nothing written)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C, at any moment, start-up included): not a verdict, whatever was printed "
+    "before; an output is written whole or not at all",
     EXIT_SIGPIPE: "stdout closed early (e.g. piped to head)",
 }
 
@@ -112,6 +121,12 @@ class UnusableInputError(HubertFixError):
     """The input file, checkpoint or output path cannot be used."""
 
     exit_code = EXIT_UNUSABLE
+
+
+class UsageError(HubertFixError):
+    """The arguments are wrong: unknown, missing, malformed or contradictory (the CLI's usage error)."""
+
+    exit_code = EXIT_USAGE
 
 
 class DeviceUnavailableError(HubertFixError):

@@ -19,7 +19,7 @@ from hubert_fix import metadata
 from hubert_fix._version import __version__
 from hubert_fix.analysis.dims import analyze
 from hubert_fix.analysis.shapes import INFERENCE_BUDGET
-from hubert_fix.errors import UnrepairableError, UnusableInputError, argument, one_line
+from hubert_fix.errors import UnrepairableError, UnusableInputError, UsageError, argument, one_line
 from hubert_fix.onnxio.files import checkable
 from hubert_fix.onnxio.isolation import Crashed
 from hubert_fix.onnxio.session import OrtCrash, load_error
@@ -37,6 +37,7 @@ class Report:
     model: str
     applied: bool
     results: list[PassResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # passes left out (skip): what they find is not known
 
     @property
     def edits(self) -> list[Edit]:
@@ -50,8 +51,11 @@ class Report:
         return {
             "model": self.model,
             "applied": self.applied,
-            "edits": len(self.edits),
+            # made (repair), or that repair would make (check): none where it would refuse
+            "edits": 0 if self.blocking else len(self.edits),
+            "repairable": len(self.edits),
             "unrepairable": self.blocking,
+            "skipped": self.skipped,
             # check repairs a copy to verify it: the model itself is modified only by repair
             "passes": [{**r.to_dict(), "modified": r.modified and self.applied} for r in self.results],
         }
@@ -62,12 +66,10 @@ def select_passes(skip: Sequence[str] = ()) -> tuple[RewritePass, ...]:
     known = {p.name for p in DEFAULT_PASSES}
     unknown = sorted(set(skip) - known)
     if unknown:
-        raise UnusableInputError(
-            f"{argument('skip')}: unknown pass {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+        raise UsageError(f"{argument('skip')}: unknown pass {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     selected = tuple(p for p in DEFAULT_PASSES if p.name not in skip)
     if not selected:
-        raise UnusableInputError(f"{argument('skip')} leaves no pass to run: nothing would be checked")
+        raise UsageError(f"{argument('skip')} leaves no pass to run: nothing would be checked")
     return selected
 
 
@@ -88,7 +90,7 @@ def run_passes(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -
         raise UnusableInputError(
             f"{name}: damaged ONNX model: onnx-graphsurgeon cannot import it: {one_line(exc)}"
         ) from None
-    report = Report(model=name, applied=False)
+    report = Report(model=name, applied=False, skipped=[p.name for p in DEFAULT_PASSES if p.name in skip])
     facts = None  # analysed again only after a pass edited the graph
     for rewrite in select_passes(skip):
         try:

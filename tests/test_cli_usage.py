@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 
 import onnx
@@ -26,7 +28,7 @@ def test_in_place_needs_no_output_path(tmp_path: Path) -> None:
     assert run_main("repair", model, "--in-place")[0] == 0
     assert run_main("check", model)[0] == 0
     code, _, err = run_main("repair", model)
-    assert code == 2 and "-o OUT.onnx, or --in-place" in err
+    assert code == 64 and "-o OUT.onnx, or --in-place" in err
 
 
 @pytest.mark.parametrize("args", [("check", "-"), ("repair", str(RAW), "-o", "-"), ("validate", "-")])
@@ -70,23 +72,81 @@ def test_the_refusal_report_says_planned_not_made(tmp_path: Path) -> None:
 
 
 def test_skipping_every_pass_checks_nothing_and_says_so() -> None:
-    args = [
-        a
-        for name in ("where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter", "frozen-batch")
-        for a in ("--skip", name)
-    ]
+    from hubert_fix.passes import DEFAULT_PASSES
+
+    args = [a for p in DEFAULT_PASSES for a in ("--skip", p.name)]
     code, out, err = run_main("check", RAW, *args)
-    assert code == 2 and "no pass to run" in err and out == ""
+    assert code == 64 and "no pass to run" in err and out == ""
 
 
 def test_contradictory_repair_options_are_refused(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     shutil.copyfile(RAW, model)
     code, _, err = run_main("repair", model, "--in-place", "-o", tmp_path / "other.onnx")
-    assert code == 2 and "give one of them" in err and not (tmp_path / "other.onnx").exists()
+    assert code == 64 and "give one of them" in err and not (tmp_path / "other.onnx").exists()
     assert run_main("repair", model, "--in-place", "-o", model)[0] == 0  # -o MODEL says the same as --in-place
 
 
 def test_passes_prints_plain_text() -> None:
     code, out, _ = run_main("passes")
     assert code == 0 and "``" not in out and "'pad = K - T'" in out
+
+
+def test_skipped_passes_are_no_clean_bill(tmp_path: Path) -> None:
+    """What --skip left out is not known: check does not say "nothing to repair" (exit 5, not 0)."""
+    skip = ["--skip", "where-broadcast", "--skip", "frozen-slice"]
+    code, out, _ = run_main("check", RAW, *skip)
+    assert code == 5 and "nothing to repair" not in out and "not run (skipped): where-broadcast, frozen-slice" in out
+    code, out, _ = run_main("check", RAW, "--json", *skip)
+    assert code == 5 and json.loads(out)["skipped"] == ["where-broadcast", "frozen-slice"]
+    assert json.loads(run_main("check", RAW, "--json")[1])["skipped"] == []
+    code, out, _ = run_main("check", RAW, "--skip", "frozen-slice")  # what ran found something: that is 1
+    assert code == 1 and "not run (skipped): frozen-slice" in out
+    written = tmp_path / "out.onnx"
+    code, out, _ = run_main("repair", RAW, "-o", written, "--json", "--skip", "frozen-batch")
+    assert code == 5 and written.exists() and json.loads(out)["skipped"] == ["frozen-batch"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", RAW, "--jsn"],  # a typo
+        ["check", RAW, "--js"],  # options are spelled in full
+        ["chek", RAW],
+        ["check"],
+        ["validate", RAW, "--device", "gpu"],
+        ["export", "x.pt"],
+        ["check", RAW, "--skip", "where-brodcast"],
+        ["optimize", RAW, "-o", "o.onnx", "--tolerance", "cosine=1"],
+    ],
+    ids=lambda args: " ".join(map(str, args)),
+)
+def test_a_usage_error_is_64_not_unusable_input(args: list) -> None:
+    """A gate script with a typo must not read as "every model is damaged" (2)."""
+    code, out, err = run_main(*args)
+    assert code == 64 and out == "" and len(err.splitlines()) == 1 and ": usage error: " in err, err
+
+
+def test_the_console_script_exits_64_on_a_usage_error() -> None:
+    result = run_cli("check", RAW, "--quik")
+    assert result.returncode == 64 and result.stderr.startswith("hubert-fix: usage error: unrecognized arguments")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["check", "--json"], ["optimize", RAW, "--json"], ["check", RAW, "--json", "--skip", "nope"], ["demo", "--json"]],
+    ids=lambda args: " ".join(map(str, args)),
+)
+def test_json_asked_is_json_given(args: list) -> None:
+    """After --json, stdout is one JSON object however the command ends (here: usage errors)."""
+    code, out, err = run_main(*args)
+    assert code == 64 and json.loads(out) == {"error": err.split(": ", 2)[2].strip(), "exit_code": 64}
+
+
+def test_the_closing_line_counts_the_start_up() -> None:
+    """The PASSED/FOUND line's seconds are the process's (imports included), not the command's alone."""
+    started = time.monotonic()
+    _, terminal = stderr_on_a_terminal("check", RAW)
+    wall = time.monotonic() - started
+    seconds = float(re.search(r"FOUND \| ([\d.]+)s \| hubert-fix check", terminal).group(1))
+    assert 0.7 * wall <= seconds <= wall, (seconds, wall)

@@ -2,22 +2,18 @@
 
 A failure the code did not anticipate is exit 4 (internal error) with one line naming the
 file and the report that holds the traceback, never 0 or 1; the API lets it propagate.
-Ctrl-C is exit 130 with one line at every moment, start-up included.
+(Ctrl-C: ``tests/test_interrupts.py``.)
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from conftest import CASES, RAW, SCRIPT, run_main
+from conftest import CASES, RAW, run_main
 
 import hubert_fix
 from hubert_fix import runner
@@ -74,41 +70,9 @@ def test_the_api_lets_a_bug_propagate(monkeypatch) -> None:
     assert not issubclass(AttributeError, hubert_fix.HubertFixError)
 
 
-@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0, 1.5])
-def test_ctrl_c_at_any_moment_is_130_and_one_line(delay: float) -> None:
-    """From start-up (the imports take about a second) into the command itself."""
-    process = subprocess.Popen(
-        [str(SCRIPT), "check", str(RAW)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    time.sleep(delay)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
-    if process.returncode in (0, 1):  # finished before the signal: nothing to see
-        pytest.skip(f"check ended within {delay} s")
-    assert process.returncode == 130 and len(err.strip().splitlines()) == 1 and "interrupted" in err, err
-
-
-def test_ctrl_c_inside_the_start_up_imports() -> None:
-    """Deterministic: the interrupt lands while ``hubert_fix.cli`` imports onnx."""
-    code = (
-        "import sys\n"
-        "class Interrupt:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'onnx': raise KeyboardInterrupt\n"
-        "sys.meta_path.insert(0, Interrupt())\n"
-        "from hubert_fix.__main__ import main\n"
-        "sys.exit(main(['check', 'model.onnx']))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ}
-    )
-    assert result.returncode == 130 and result.stderr == "hubert-fix: interrupted; nothing written\n", result.stderr
-
-
 def test_a_crash_of_onnx_shape_inference_is_exit_2(monkeypatch) -> None:
     """onnx's shape inference is C++ too (the fuzzer reached an assertion's abort in it):
     it runs in a child, and a crash there names the file, exit 2."""
-    import os
 
     from hubert_fix.analysis import shapes
 

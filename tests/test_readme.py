@@ -140,3 +140,65 @@ def test_the_python_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.
     shutil.copyfile(CHECKPOINT, tmp_path / "hubert_base_tiny.pt")
     monkeypatch.chdir(tmp_path)
     exec(compile(blocks[index], f"README.md python block {index + 1}", "exec"), {})
+
+
+#: A repository path in a README's inline code: a top-level folder of the checkout, then a
+#: file (with its suffix) or a folder (with its slash); ``::name`` for a test, ``*`` a glob,
+#: ``<...>`` a placeholder. (``hubert_fix/optimize``, a metadata key, is no path.)
+_PATH = re.compile(
+    r"(?<![\w./-])((?:\.ci|bench|docs|fixtures|fuzz|hubert_fix|passes|tests)/(?:[\w./<>*-]*\.\w+|[\w./<>*-]*/))(::\w+)?"
+)
+#: Folders a README names as where a tool writes, which a checkout does not hold.
+_OUTPUTS = {"fuzz/findings/raw/"}  # the fuzzer's findings (git-ignored)
+
+
+@pytest.mark.parametrize("readme", ["README.md", "fuzz/README.md"])
+def test_every_path_the_readme_names_exists(readme: str) -> None:
+    """A path named in inline code is in the checkout (a test named with ``::`` is in its file);
+    nothing outside it (a scratch script in /tmp) is cited as a source."""
+    text = (ROOT / readme).read_text()
+    spans = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    missing, named = [], 0
+    for span in spans:
+        assert not re.search(r"(?:^|\s)/tmp/\S+\.py", span), f"{readme} cites a file outside the checkout: {span}"
+        for path, test in _PATH.findall(span):
+            if "<" in path or path in _OUTPUTS:
+                continue
+            named += 1
+            found = sorted(ROOT.glob(path)) if "*" in path else [ROOT / path] if (ROOT / path).exists() else []
+            if not found or (test and not re.search(rf"^def {test[2:]}\(", found[0].read_text(), re.M)):
+                missing.append(path + test)
+    assert named >= 3 and not missing, f"{readme} names what is not in the checkout: {sorted(set(missing))}"
+
+
+def test_the_exit_codes_agree_with_the_code_and_the_help() -> None:
+    """The command table's exit codes per command, the exit-code table and --help say what errors.EXITS says."""
+    from hubert_fix.errors import EVERY_COMMAND, EXITS
+
+    table = README[README.index("| command | does | exit codes |") :].split("\n\n")[0]
+    for line in table.splitlines()[2:]:
+        name = re.search(r"`hubert-fix (\w+)", line).group(1)
+        codes = {int(c) for c in re.findall(r"(?:^|, )(\d+) ", line.rsplit(" | ", 1)[1])}
+        assert codes == set(EXITS[name]), (name, codes)
+    exits = README[README.index("| exit | meaning |") :].split("\n\n")[0]
+    listed = {int(c) for row in exits.splitlines()[2:] for c in re.findall(r"\d+", row.split(" | ")[0])}
+    assert listed == {c for codes in EXITS.values() for c in codes} | set(EVERY_COMMAND)
+    from hubert_fix.cli.parser import build_parser
+
+    parser = build_parser()
+    top = " ".join(parser.format_help().split())
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001 - the subparsers
+    for name, codes in EXITS.items():
+        described = " ".join(commands[name].format_help().split())
+        assert all(f"{code}: {' '.join(meaning.split())}" in described for code, meaning in codes.items()), name
+    assert all(f"{code} {' '.join(meaning.split())}" in top for code, meaning in EVERY_COMMAND.items())
+
+
+def test_the_pipeline_recipe_says_when_hubert_fix_is_not_on_path(tmp_path: Path) -> None:
+    script = README[README.index("#!/usr/bin/env bash\n# gate.sh") :].split("```")[0]
+    (tmp_path / "gate.sh").write_text(script)
+    result = subprocess.run(
+        ["bash", "gate.sh"], cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60
+    )
+    assert result.returncode == 2 and result.stderr == "gate.sh: cannot run hubert-fix (not on PATH)\n"
+    assert not (tmp_path / "reports").exists()

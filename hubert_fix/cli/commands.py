@@ -12,7 +12,7 @@ from hubert_fix import api
 from hubert_fix.analysis.interface import ROLES
 from hubert_fix.cli.console import Console, emit
 from hubert_fix.cli.reports import format_report, format_validation
-from hubert_fix.errors import EXIT_FOUND, EXIT_OK, EXIT_UNREPAIRABLE, UnusableInputError
+from hubert_fix.errors import EXIT_FOUND, EXIT_OK, EXIT_SKIPPED, EXIT_UNREPAIRABLE, UsageError
 from hubert_fix.passes import DEFAULT_PASSES
 from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Tolerance
 
@@ -26,25 +26,31 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         status = f"{edits} repairable, {report.blocking} unrepairable problem(s): repair would refuse (see declined)"
     elif edits:
         status = f"{edits} repairable problem(s): run hubert-fix repair {args.model} -o OUT.onnx"
+    elif report.skipped:
+        status = "nothing found by the passes that ran; not a clean bill: --skip left passes out"
     else:
         status = "nothing to repair"
     emit(console, {**report.to_dict(), "status": status}, f"{args.model}: {status}\n{format_report(report)}".rstrip())
-    return EXIT_UNREPAIRABLE if report.blocking else EXIT_FOUND if edits else EXIT_OK
+    if report.blocking or edits:
+        return EXIT_UNREPAIRABLE if report.blocking else EXIT_FOUND
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
 
 
 def cmd_repair(args: argparse.Namespace, console: Console) -> int:
     if args.output is None and not args.in_place:
-        raise UnusableInputError(f"{args.model}: give -o OUT.onnx, or --in-place to replace the model")
+        raise UsageError(f"{args.model}: give -o OUT.onnx, or --in-place to replace the model")
     if args.in_place and args.output is not None and os.path.abspath(args.output) != os.path.abspath(args.model):
-        raise UnusableInputError(
+        raise UsageError(
             f"{args.model}: --in-place replaces MODEL, -o {args.output} names another file: give one of them"
         )
     out = args.output if args.output is not None else args.model
     report = api.repair(args.model, out, skip=args.skip, in_place=args.in_place)
     status = f"{len(report.edits)} edit(s), wrote {out}"
+    if report.skipped:
+        status += f"; not run: {', '.join(report.skipped)} (--skip): it may still need them"
     payload = {**report.to_dict(), "output": str(out), "status": status}
     emit(console, payload, f"{args.model}: {status}\n{format_report(report)}".rstrip())
-    return EXIT_OK
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
@@ -81,18 +87,18 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def parse_roles(pairs: list[str]) -> dict[str, str]:
-    """``--input NAME=ROLE`` values as {name: role}; UnusableInputError on a malformed one."""
+    """``--input NAME=ROLE`` values as {name: role}; UsageError on a malformed one."""
     roles: dict[str, str] = {}
     for pair in pairs:
         name, sep, role = pair.rpartition("=")
         if not sep or not name or role not in ROLES:
-            raise UnusableInputError(f"--input {pair}: expected NAME=ROLE with ROLE one of {', '.join(ROLES)}")
+            raise UsageError(f"--input {pair}: expected NAME=ROLE with ROLE one of {', '.join(ROLES)}")
         roles[name] = role
     return roles
 
 
 def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:
-    """``NAME=VALUE`` overrides of a tolerance's bounds (UnusableInputError on a bad one)."""
+    """``NAME=VALUE`` overrides of a tolerance's bounds (UsageError on a bad one)."""
     names = {f.name for f in dataclasses.fields(Tolerance)}
     changes: dict[str, float] = {}
     for pair in pairs:
@@ -102,7 +108,7 @@ def parse_tolerance(pairs: list[str], default: Tolerance) -> Tolerance:
                 raise ValueError
             changes[key] = float(value)
         except ValueError:
-            raise UnusableInputError(
+            raise UsageError(
                 f"--tolerance {pair!r}: expected NAME=NUMBER with NAME one of {', '.join(sorted(names))}"
             ) from None
     return dataclasses.replace(default, **changes)
@@ -112,7 +118,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "bf16" if args.bf16 else None
     default = OPTIMIZED_TOLERANCES[precision or "fp32"]  # OpenVINO's default: bf16's, set after the CPU is asked
     if args.tolerance and precision is None and args.runtime == "openvino":
-        raise UnusableInputError("--tolerance with --runtime openvino: name the precision too (--bf16 or --int8)")
+        raise UsageError("--tolerance with --runtime openvino: name the precision too (--bf16 or --int8)")
     tolerance = parse_tolerance(args.tolerance, default) if args.tolerance else None
     if args.checkpoint:
         console.progress("importing torch and fairseq (a few seconds)")

@@ -6,14 +6,34 @@ import argparse
 import dataclasses
 import logging
 from pathlib import Path
+from typing import NoReturn
 
 from hubert_fix._version import __version__
 from hubert_fix.analysis.interface import ROLES
 from hubert_fix.cli.commands import cmd_check, cmd_demo, cmd_export, cmd_optimize, cmd_passes, cmd_repair, cmd_validate
-from hubert_fix.errors import EVERY_COMMAND, EXIT_INTERNAL, EXITS
+from hubert_fix.errors import EVERY_COMMAND, EXIT_INTERNAL, EXITS, UsageError
 from hubert_fix.validation.report import Tolerance
 
 log = logging.getLogger("hubert_fix")
+
+
+class CommandLineError(UsageError):
+    """argparse's usage error, with the command (``prog``) whose grammar it broke."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are CommandLineError (exit 64, one line) instead of exit 2,
+    the code of unusable input; options are spelled in full (no abbreviations)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandLineError(f"{message} (see {self.prog} --help)", self.prog)
 
 
 def _options(*, top: bool) -> argparse.ArgumentParser:
@@ -65,7 +85,7 @@ MODEL_HELP = "the ONNX model (a file; its external data files, if any, beside it
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hubert-fix",
         description="Repair ONNX exports of fairseq speech encoders (HuBERT, wav2vec 2.0, ...) and of other "
         "exporters' speech models with the same defects.",

@@ -29,6 +29,8 @@ def format_report(report: Report) -> str:
         for name, d in declined:
             mark = "UNREPAIRABLE" if d.blocking else "ok"
             lines.append(f"    [{name}] {d.op} {d.node}: {mark}: {d.reason}")
+    if report.skipped:
+        lines.append(f"  not run (skipped): {', '.join(report.skipped)}")
     return "\n".join(lines)
 
 

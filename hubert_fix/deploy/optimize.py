@@ -43,7 +43,7 @@ from hubert_fix.deploy.conv_rewrites import conv_as_2d
 from hubert_fix.deploy.half import to_half
 from hubert_fix.deploy.names import Names
 from hubert_fix.deploy.quantize import quantize
-from hubert_fix.errors import DeviceUnavailableError, UnrepairableError, UnusableInputError, argument
+from hubert_fix.errors import DeviceUnavailableError, UnrepairableError, UnusableInputError, UsageError, argument
 from hubert_fix.onnxio.files import (
     ModelFile,
     check_model_output,
@@ -204,22 +204,20 @@ def _first_failure(report: OptimizeReport) -> str:
 
 
 def _target(precision: str | None, runtime: str, out: Path, device: str, audio: Sequence[Path]) -> str:
-    """The precision to write (refusing what the runtime or this CPU cannot do: exit 2)."""
+    """The precision to write (refusing a contradictory request, exit 64, and what this CPU cannot do, exit 2)."""
     if runtime == "onnxruntime":
         if precision == "bf16":
-            raise UnusableInputError(
+            raise UsageError(
                 f"{argument('precision', 'bf16')}: ONNX Runtime has no bfloat16 kernels on x86 CPUs; "
                 f"bf16 is for {argument('runtime', 'openvino')}"
             )
         if precision not in (None, *PRECISIONS):
-            raise UnusableInputError(
-                f"{argument('precision', precision)}: unknown precision (one of {', '.join(PRECISIONS)})"
-            )
+            raise UsageError(f"{argument('precision', precision)}: unknown precision (one of {', '.join(PRECISIONS)})")
         return precision or "fp32"
     if runtime not in RUNTIMES:
-        raise UnusableInputError(f"{argument('runtime', runtime)}: one of {', '.join(RUNTIMES)}")
+        raise UsageError(f"{argument('runtime', runtime)}: one of {', '.join(RUNTIMES)}")
     if precision == "fp16":
-        raise UnusableInputError(
+        raise UsageError(
             f"{argument('precision', 'fp16')}: OpenVINO's CPU plugin computes in bf16 or fp32; fp16 is for "
             f"{argument('runtime', 'onnxruntime')} on GPUs"
         )
@@ -229,7 +227,7 @@ def _target(precision: str | None, runtime: str, out: Path, device: str, audio: 
         raise UnusableInputError(f"{out}: an OpenVINO model is written as OUT.xml (its weights in OUT.bin beside it)")
     chosen = openvino_ir.choose(precision)
     if chosen == "int8" and not audio:
-        raise UnusableInputError(
+        raise UsageError(
             f"{argument('precision', 'int8')} on OpenVINO is static quantization: give speech to calibrate it on, "
             f"{argument('calibration_audio')} (a few files of the kind the model will hear)"
         )

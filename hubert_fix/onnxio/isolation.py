@@ -17,6 +17,9 @@ import select
 import signal
 import time
 from collections.abc import Callable
+from typing import NoReturn
+
+from hubert_fix import interrupts
 
 #: A child that neither answers nor dies in this long is stopped (a hang is not an answer).
 TIMEOUT_S = 600
@@ -39,40 +42,39 @@ class ChildError(Exception):
 
 
 def in_child(work: Callable[[], bytes]) -> bytes:
-    """``work()``, computed in a forked child, or Crashed / ChildError."""
+    """``work()``, computed in a forked child, or Crashed / ChildError.
+
+    Ctrl-C is the parent's to answer: no interrupt is raised in the fork's at-fork hooks
+    (in either process: one there would be printed as "Exception ignored" and lost), the
+    child ignores SIGINT from its first instruction, and a parent interrupted while it
+    waits stops the child before it goes on.
+    """
     if not hasattr(os, "fork"):
         return work()
     read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: answer through the pipe, never return into the caller's code
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-            faulthandler.disable()  # the parent reports a crash, in one line
-            os.close(read_end)
-            try:
-                answer = b"R" + work()
-            except BaseException as exc:  # noqa: BLE001 - the parent decides what it means
-                answer = b"X" + f"{type(exc).__name__}\n{exc}".encode(errors="replace")
-            view = memoryview(answer)
-            while view:
-                view = view[os.write(write_end, view) :]
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    chunks, ready, deadline = [], [], time.monotonic() + TIMEOUT_S
+    open_ends, pid, answered = [read_end, write_end], 0, False
     try:
+        with interrupts.deferred():
+            pid = os.fork()
+            if pid == 0:
+                _answer(work, read_end, write_end)
+        os.close(open_ends.pop())  # the child's end
+        chunks, deadline = [], time.monotonic() + TIMEOUT_S
         while True:
             ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(read_end, 1 << 20) if ready else None
             if not chunk:
                 break
             chunks.append(chunk)
+        answered = bool(ready)
     finally:
-        os.close(read_end)
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    if not ready:
+        for fd in open_ends:
+            os.close(fd)
+        if pid:
+            if not answered:  # no answer in time, or the parent was interrupted: stop the child
+                os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+    if not answered:
         raise Crashed(None)
     if os.WIFSIGNALED(status):
         raise Crashed(signal.Signals(os.WTERMSIG(status)).name)
@@ -81,3 +83,20 @@ def in_child(work: Callable[[], bytes]) -> bytes:
         return answer[1:]
     kind, _, message = answer[1:].decode(errors="replace").partition("\n")
     raise ChildError(kind or f"exit {os.WEXITSTATUS(status)}", message)
+
+
+def _answer(work: Callable[[], bytes], read_end: int, write_end: int) -> NoReturn:
+    """The child: answer through the pipe, never return into the caller's code."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        faulthandler.disable()  # the parent reports a crash, in one line
+        os.close(read_end)
+        try:
+            answer = b"R" + work()
+        except BaseException as exc:  # noqa: BLE001 - the parent decides what it means
+            answer = b"X" + f"{type(exc).__name__}\n{exc}".encode(errors="replace")
+        view = memoryview(answer)
+        while view:
+            view = view[os.write(write_end, view) :]
+    finally:
+        os._exit(0)

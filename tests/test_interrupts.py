@@ -1,0 +1,188 @@
+"""Ctrl-C is exit 130 with one line at every moment, in the parent and in every child,
+whatever a library turns the interrupt into (``hubert_fix/interrupts.py``).
+
+Each test runs the console script's ``main`` in a process of its own session (so that a
+signal to the process group, as a terminal's Ctrl-C sends it, reaches only that run),
+with a hook that interrupts it at one chosen moment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RAW, SCRIPT
+
+from hubert_fix.onnxio import isolation
+
+#: ONNX Runtime's native module (onnxruntime_pybind11_state) imports numpy while it
+#: initialises; a SIGINT handled there leaves it as ImportError ("import numpy failed",
+#: "initialization failed"), after printing the KeyboardInterrupt's traceback itself.
+IN_ORT_NATIVE_IMPORT = """
+import builtins, importlib.abc, importlib.util
+NATIVE = "onnxruntime.capi.onnxruntime_pybind11_state"
+inside = []
+
+class Loader(importlib.abc.Loader):
+    def __init__(self, real):
+        self.real = real
+    def create_module(self, spec):
+        return self.real.create_module(spec)
+    def exec_module(self, module):  # the native module's init (pybind11's multi-phase init)
+        inside.append(True)
+        try:
+            return self.real.exec_module(module)
+        finally:
+            inside.pop()
+
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != NATIVE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        spec.loader = Loader(spec.loader)
+        return spec
+
+real_import = builtins.__import__
+def interrupting_import(name, *args, **kwargs):
+    if inside and not os.path.exists(FIRED):  # an import made by the native module's init
+        open(FIRED, "w").close()
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+
+sys.meta_path.insert(0, Finder())
+builtins.__import__ = interrupting_import
+"""
+
+#: Ctrl-C reaches the whole process group the moment the proving child is forked: the
+#: interrupt lands inside an at-fork hook (logging's lock release is one), in the parent
+#: or in the child, where Python prints it as "Exception ignored" and goes on.
+AT_FORK = """
+def hit():
+    if not os.path.exists(FIRED):
+        open(FIRED, "w").close()
+        os.killpg(0, signal.SIGINT)
+        time.sleep(0.05)  # the handler runs inside this hook
+os.register_at_fork({side}=hit)
+"""
+
+#: A finalizer that runs as the interrupt arrives swallows it ("Exception ignored in
+#: __del__"), and the command goes on to a verdict.
+IN_A_FINALIZER = """
+import hubert_fix.api
+class Swallows:
+    def __del__(self):
+        open(FIRED, "w").close()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+real_check = hubert_fix.api.check
+def check(*args, **kwargs):
+    Swallows()  # collected at once
+    return real_check(*args, **kwargs)
+hubert_fix.api.check = check
+"""
+
+
+def _run_with(hook: str, tmp_path: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    """``hubert-fix ARGS`` as the console script runs it, ``hook`` installed first."""
+    fired = tmp_path / "fired"
+    script = tmp_path / "run.py"
+    script.write_text(
+        f"import os, signal, sys, time\nFIRED = {str(fired)!r}\n{hook}\n"
+        "from hubert_fix.__main__ import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert fired.exists(), "the interrupt was never sent: the hook missed its moment"
+    return result
+
+
+def assert_interrupted(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 130, (result.returncode, result.stdout, result.stderr)
+    assert len(result.stderr.splitlines()) == 1 and "interrupted" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["check", RAW], ["repair", RAW, "-o", "{tmp}/out.onnx", "--json"], ["validate", RAW, "--quick"]]
+)
+def test_ctrl_c_inside_onnx_runtime_native_import(tmp_path: Path, args: list) -> None:
+    """Deterministic: the SIGINT arrives while ONNX Runtime's native module initialises."""
+    result = _run_with(IN_ORT_NATIVE_IMPORT, tmp_path, *(str(a).format(tmp=tmp_path) for a in args))
+    assert_interrupted(result)
+    assert not (tmp_path / "out.onnx").exists()
+    if "--json" in args:  # the saved report is one JSON object that says so
+        assert json.loads(result.stdout) == {"error": "interrupted; nothing written", "exit_code": 130}
+
+
+@pytest.mark.parametrize("side", ["after_in_parent", "after_in_child"])
+def test_ctrl_c_as_the_proving_child_is_forked(tmp_path: Path, repaired_raw: Path, side: str) -> None:
+    result = _run_with(AT_FORK.format(side=side), tmp_path, "check", repaired_raw, "--json")
+    assert_interrupted(result)
+    assert json.loads(result.stdout)["exit_code"] == 130
+
+
+def test_ctrl_c_swallowed_by_a_finalizer_is_still_130(tmp_path: Path) -> None:
+    result = _run_with(IN_A_FINALIZER, tmp_path, "check", RAW)
+    assert_interrupted(result)
+    assert "not a verdict" in result.stderr
+
+
+def test_an_interrupted_parent_stops_its_child(tmp_path: Path) -> None:
+    """The child ignores SIGINT; the parent, interrupted while it waits, kills and reaps it."""
+    pid_file = tmp_path / "child.pid"
+
+    def work() -> bytes:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(60)
+        return b"too late"
+
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        isolation.in_child(work)
+    assert time.monotonic() - started < 30
+    with pytest.raises(ProcessLookupError):  # killed and reaped: no such process
+        os.kill(int(pid_file.read_text()), 0)
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0, 1.5])
+def test_ctrl_c_at_any_moment_is_130_and_one_line(delay: float) -> None:
+    """From start-up (the imports take about a second) into the command itself."""
+    process = subprocess.Popen(
+        [str(SCRIPT), "check", str(RAW)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    if process.returncode in (0, 1):  # finished before the signal: nothing to see
+        pytest.skip(f"check ended within {delay} s")
+    assert process.returncode == 130 and len(err.strip().splitlines()) == 1 and "interrupted" in err, err
+
+
+def test_ctrl_c_inside_the_start_up_imports() -> None:
+    """Deterministic: the interrupt lands while ``hubert_fix.cli`` imports onnx."""
+    code = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'onnx': raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from hubert_fix.__main__ import main\n"
+        "sys.exit(main(['check', 'model.onnx']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130 and result.stderr == "hubert-fix: interrupted; nothing written\n", result.stderr
