@@ -299,7 +299,7 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
     written = {}
     for label, (name, flags) in BUILDS.items():
         out = work / name
-        extra = ["--calibration-audio", *audio] if label == "OpenVINO int8" else []
+        extra = [a for f in audio for a in ("--calibration-audio", f)] if label == "OpenVINO int8" else []
         report_path = work / f"{name}.report.json"
         command = (HUBERT_FIX, "optimize", repaired, "-o", out, *flags, *extra, "-q", "--json")
         result["optimize"][label] = timed(*command, stdout=report_path)

@@ -68,6 +68,7 @@ def test_validate_compares_speech_with_the_checkpoint(files: dict[str, Path], re
         "--quick",
         "--audio",
         files["wav44k"],
+        "--audio",
         files["flac_stereo"],
         "--json",
     )

@@ -150,3 +150,16 @@ def test_the_closing_line_counts_the_start_up() -> None:
     wall = time.monotonic() - started
     seconds = float(re.search(r"FOUND \| ([\d.]+)s \| hubert-fix check", terminal).group(1))
     assert 0.7 * wall <= seconds <= wall, (seconds, wall)
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "rest"),
+    [("validate", "--audio", []), ("optimize", "--calibration-audio", ["-o", "fast.onnx"])],
+)
+def test_speech_files_do_not_swallow_the_model(command: str, flag: str, rest: list[str]) -> None:
+    """One file per flag, repeated: ``--audio a.wav good.onnx`` leaves good.onnx to be MODEL."""
+    from hubert_fix.cli.parser import build_parser
+
+    args = build_parser().parse_args([command, flag, "a.wav", flag, "b.wav", "good.onnx", *rest])
+    files = args.audio if command == "validate" else args.calibration_audio
+    assert args.model == Path("good.onnx") and files == [Path("a.wav"), Path("b.wav")]

@@ -63,9 +63,10 @@ FLAGS = {
 
 
 def _files(p: argparse.ArgumentParser, flag: str, what: str) -> None:
-    """An option taking one or more speech files (repeatable)."""
-    help = f"speech files (WAV, FLAC, OGG; the [audio] extra): {what}"
-    p.add_argument(flag, nargs="+", action="extend", default=[], type=Path, metavar="FILE", help=help)
+    """An option taking a speech file, repeated for more: one file per flag, so that a list
+    never swallows the MODEL that follows it (``--audio a.wav MODEL.onnx``)."""
+    help = f"a speech file (WAV, FLAC, OGG; the [audio] extra), repeat {flag} for more: {what}"
+    p.add_argument(flag, action="append", default=[], type=Path, metavar="FILE", help=help)
 
 
 def _epilog() -> str:
