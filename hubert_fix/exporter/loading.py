@@ -14,6 +14,7 @@ import logging
 import re
 import typing
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,16 @@ def _load_error(path: Path, exc: BaseException) -> UnusableInputError:
             f"{path}: the safe loader rejects this checkpoint ({one_line(text.split('Please file')[0], 160)}); "
             f"re-run with {argument('trust_checkpoint', True)} only if you trust this file (unpickling can run code)"
         )
-    return UnusableInputError(f"{path}: not a PyTorch checkpoint: {one_line(exc, 160)}")
+    # _check_magic let it through: it begins as torch.save's zip archive or pickle does
+    detail = "its zip archive ends before its directory" if _cut_short_zip(path) else one_line(exc, 160)
+    return UnusableInputError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {detail}")
+
+
+def _cut_short_zip(path: Path) -> bool:
+    """A zip archive's directory is at its end: a file cut short has none (torch then says
+    only "[Errno 22] Invalid argument" or "failed finding central directory")."""
+    with path.open("rb") as f:
+        return f.read(4) == _CHECKPOINT_MAGIC[0] and not zipfile.is_zipfile(f)
 
 
 def load_checkpoint(
