@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from hubert_fix._version import __version__
+
 EXIT_OK = 0
 EXIT_FOUND = 1  # check: repairable problems found; validate: a check failed
 EXIT_UNUSABLE = 2  # unusable input (file, checkpoint, device)
@@ -145,6 +147,16 @@ class MissingExtraError(HubertFixError):
     """An optional dependency (the [export] extra) is not installed."""
 
     exit_code = EXIT_UNUSABLE
+
+
+def install_hint(extra: str, pin: str = "") -> str:
+    """How to install an optional extra (``pin``: packages to name with it). hubert-fix is
+    not on PyPI, so ``pip install 'hubert-fix[extra]'`` would not work: from its checkout
+    or its wheel."""
+    return (
+        f"pip install {pin}-e '.[{extra}]' in the hubert-fix checkout, or pip install "
+        f"{pin}'hubert_fix-{__version__}-py3-none-any.whl[{extra}]' with its wheel"
+    )
 
 
 def one_line(text: object, limit: int = 300) -> str:

@@ -119,7 +119,7 @@ def test_without_the_libraries_the_error_names_the_extra(
 
     monkeypatch.setitem(sys.modules, "soxr", None)
     code, _, err = run_main("validate", RAW, "--audio", files["wav44k"])
-    assert code == 2 and "pip install 'hubert-fix[audio]'" in err and err.count("\n") == 1
+    assert code == 2 and "pip install -e '.[audio]' in the hubert-fix checkout" in err and err.count("\n") == 1
 
 
 def test_a_fixed_length_model_skips_audio_of_another_length(files: dict[str, Path], tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from conftest import RAW
 
+import hubert_fix
 from hubert_fix.onnxio import files
 
 
@@ -68,7 +69,9 @@ def test_missing_extra_names_torch_and_a_command_that_pins_it(monkeypatch: pytes
     with pytest.raises(MissingExtraError) as caught:
         exporter.require()
     message = str(caught.value)
-    assert "torch is not installed" in message and "pip install torch==2.13.0 'hubert-fix[export]'" in message
+    assert "torch is not installed" in message and "hubert-fix[" not in message  # not on PyPI
+    assert "pip install torch==2.13.0 -e '.[export]' in the hubert-fix checkout" in message
+    assert f"pip install torch==2.13.0 'hubert_fix-{hubert_fix.__version__}-py3-none-any.whl[export]'" in message
     monkeypatch.setitem(sys.modules, "fairseq", None)  # a light install: neither is there
     with pytest.raises(MissingExtraError, match="torch and fairseq are not installed"):
         exporter.require()

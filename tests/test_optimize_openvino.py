@@ -185,7 +185,7 @@ def test_int8_without_nncf_names_the_extra(
     monkeypatch.setattr(openvino_ir.importlib.util, "find_spec", lambda name: None if name == "nncf" else real(name))
     args = ["--runtime", "openvino", "--int8", "--calibration-audio", speech[0], "-o", tmp_path / "q.xml", "--quick"]
     code, _, err = run_main("optimize", repaired_raw, *args)
-    assert code == 2 and "pip install 'hubert-fix[openvino]'" in err and err.count("\n") == 1, err
+    assert code == 2 and "pip install -e '.[openvino]' in the hubert-fix checkout" in err and err.count("\n") == 1, err
     assert _left(tmp_path) == []
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from hubert_fix.errors import MissingExtraError, UnusableInputError, argument
+from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint
 from hubert_fix.onnxio.files import process_umask
 from hubert_fix.onnxio.isolation import ChildError
 from hubert_fix.onnxio.openvino import float_precisions, isolated, message, require_openvino
@@ -56,7 +56,7 @@ def choose(precision: str | None) -> str:
     if precision == "int8" and importlib.util.find_spec("nncf") is None:
         raise MissingExtraError(
             f"{argument('precision', 'int8')} for OpenVINO quantizes with NNCF, which is not installed: "
-            "pip install 'hubert-fix[openvino]'"
+            f"{install_hint('openvino')}"
         )
     if precision == "bf16" and "bf16" not in available:
         raise UnusableInputError(

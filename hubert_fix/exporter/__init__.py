@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from hubert_fix.errors import MissingExtraError
+from hubert_fix.errors import MissingExtraError, install_hint
 
 
 def require() -> None:
@@ -29,7 +29,7 @@ def require() -> None:
         missing = " and ".join(absent) if absent else f"fairseq's dependency {root or exc.name}"
         raise MissingExtraError(
             f"this needs torch and fairseq (the [export] extra); {missing} {'are' if ' and ' in missing else 'is'} "
-            "not installed: pip install torch==2.13.0 'hubert-fix[export]' (pin torch: an unpinned one can pull a "
+            f"not installed: {install_hint('export', pin='torch==2.13.0 ')} (pin torch: an unpinned one can pull a "
             "multi-GB CUDA build; use the version your platform has a CPU build of)"
         ) from None
 

@@ -1,7 +1,7 @@
 """OpenVINO as a validation target: a model compiled by OpenVINO's CPU plugin, behind the two
 calls validation makes of a session (``run``, ``get_providers``).
 
-Optional (``pip install 'hubert-fix[openvino]'``). OpenVINO compiles the ONNX file itself
+Optional (the [openvino] extra). OpenVINO compiles the ONNX file itself
 with its own defaults, as a user's ``ov.compile_model(model, "CPU")`` does: on a CPU with
 bfloat16 (AVX-512 BF16, AMX) it then infers in bfloat16, elsewhere in float32;
 ``inference_precision`` says which it chose, and validation applies that precision's
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, one_line
+from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint, one_line
 from hubert_fix.onnxio import isolation
 from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 
@@ -40,8 +40,7 @@ def require_openvino() -> Any:
         import openvino
     except ImportError:
         raise MissingExtraError(
-            f"{argument('runtime', 'openvino')} needs OpenVINO, which is not installed: "
-            "pip install 'hubert-fix[openvino]'"
+            f"{argument('runtime', 'openvino')} needs OpenVINO, which is not installed: {install_hint('openvino')}"
         ) from None
     return openvino
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hubert_fix.errors import MissingExtraError, UnusableInputError, one_line
+from hubert_fix.errors import MissingExtraError, UnusableInputError, install_hint, one_line
 from hubert_fix.validation.matrix import SAMPLE_RATE, Case
 from hubert_fix.validation.report import Stored
 
@@ -38,7 +38,7 @@ def _libraries() -> tuple[Any, Any]:
         import soxr
     except ImportError:
         raise MissingExtraError(
-            "reading audio files needs soundfile and soxr, which are not installed: pip install 'hubert-fix[audio]'"
+            f"reading audio files needs soundfile and soxr, which are not installed: {install_hint('audio')}"
         ) from None
     return soundfile, soxr
 
