@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
-from conftest import FIXTURES, run_cli
+import pytest
+from conftest import FIXTURES, run_cli, run_main
 
 
 def test_demo_commands_can_be_copied(tmp_path: Path) -> None:
@@ -27,3 +29,18 @@ def test_demo_commands_can_be_copied(tmp_path: Path) -> None:
     printed = result.stdout[result.stdout.index("summary\n") :].splitlines()[: len(sample)]
     shape = lambda line: re.sub(r"\d+(\.\d+)?(e[+-]\d+)?", "N", line.rstrip())  # noqa: E731
     assert [shape(line) for line in printed] == [shape(line) for line in sample]
+
+
+def test_without_the_export_extra_the_demo_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A light install: exit 2 naming the extra, before a step is printed or a file is written."""
+    from hubert_fix import exporter
+
+    for name in ("trace", "loading", "modules", "finetuned"):  # as if never imported
+        monkeypatch.delitem(sys.modules, f"hubert_fix.exporter.{name}", raising=False)
+        monkeypatch.delattr(exporter, name, raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "fairseq", None)
+    demo = tmp_path / "demo"
+    code, out, err = run_main("demo", "--out-dir", demo)
+    assert code == 2 and out == "" and "torch and fairseq are not installed" in err and err.count("\n") == 1
+    assert not demo.exists()

@@ -50,3 +50,19 @@ def test_reference_outputs_own_their_memory(repaired_raw: Path) -> None:
     face = describe(loaded.proto, "m")
     stored = _reference_outputs(loaded, face, quick=True, name="m", audio=[])
     assert stored and all(output.flags.owndata for *_, output in stored)
+
+
+def test_a_cpu_build_is_not_asked_for_cuda(repaired_raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On onnxruntime's CPU build (the light install) device auto runs on CPU without ORT's
+    "Specified provider 'CUDAExecutionProvider' is not in available provider names" warning."""
+    import warnings
+
+    from onnxruntime.capi import _pybind_state
+
+    cpu_build = lambda: [CPU]  # noqa: E731 - what the CPU build's module reports
+    monkeypatch.setattr(_pybind_state, "get_available_providers", cpu_build)  # what ORT's own check reads
+    monkeypatch.setattr(ort, "get_available_providers", cpu_build)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        session = create_session(str(repaired_raw), "model", device="auto")
+    assert session.get_providers() == [CPU] and not [str(w.message) for w in caught]

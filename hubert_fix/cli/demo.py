@@ -17,6 +17,7 @@ from hubert_fix import api
 from hubert_fix.cli.console import Console
 from hubert_fix.cli.reports import format_report, format_validation
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError, one_line
+from hubert_fix.exporter import require
 from hubert_fix.onnxio.files import check_output_path, write_bytes
 from hubert_fix.validation.report import ValidationReport
 
@@ -27,6 +28,7 @@ def _command(*words: object) -> str:
 
 def run_demo(checkpoint: Path, out_dir: Path, console: Console) -> int:
     """The job as the printed commands do it: each step is the API call behind its command."""
+    require()  # a missing [export] extra, before anything is printed or written
     local = out_dir / checkpoint.name  # so that every printed command works from here
     raw_path = out_dir / "hubert_base_tiny.raw.onnx"
     repaired_path = out_dir / "hubert_base_tiny.onnx"

@@ -100,8 +100,8 @@ def create_session(
     """
     _probe(model, name, weights_folder)  # OrtCrash; ORT's own errors come from the session below
     options = _options(weights_folder)
-    if device == "cpu":
-        return ort.InferenceSession(model, options, providers=[CPU])
+    if device == "cpu" or (device == "auto" and CUDA not in ort.get_available_providers()):
+        return ort.InferenceSession(model, options, providers=[CPU])  # (asking a CPU build for CUDA: a warning)
     if device == "cuda" and CUDA not in ort.get_available_providers():
         raise DeviceUnavailableError(
             f"{name}: {argument('device', 'cuda')}: this onnxruntime has no CUDAExecutionProvider"
