@@ -189,11 +189,21 @@ def measure(op: str, frames: int, runs: int, rng: np.random.Generator) -> str:
     )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument(
+        "--frames",
+        default="500,50,25",
+        help="comma-separated sequence lengths in frames (default 500,50,25: 10 s, 1 s, 0.5 s)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=15, help="timed runs per pair and length, after one warm-up (default 15)"
+    )
+    return parser
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", default="500,50,25")
-    parser.add_argument("--runs", type=int, default=15)
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     rng = np.random.default_rng(0)
     print(f"onnxruntime {ort.__version__}, 1 thread")
     for op in ("MultiHeadAttention", "Attention", "QAttention"):

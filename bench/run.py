@@ -26,9 +26,11 @@ measures on this machine, in this one run:
    share of one core's FMA peak at the nominal clock; the CPU's model and flags; and the
    targets of issue 19. ORT fp16 is timed on CUDA only where it really runs.
 
-Writes ``results.json`` and ``results.md`` into ``--out``, with the date, the command and the
-CPU; ``--readme`` also puts ``results.md`` into README.md between its markers, and
-``tests/test_readme.py`` fails when the two differ.
+Writes ``results.json`` and ``results.md`` into ``--out`` (default: a new folder in the temp
+folder), with the date, the command and the CPU; ``--readme`` writes them into bench/results
+and puts ``results.md`` into README.md between its markers (``tests/test_readme.py`` fails
+when the two differ; only ``--readme`` writes bench/results). SIGTERM, like Ctrl-C, removes
+the work folder on the way out.
 Each command is timed by a small helper process with ``os.wait4`` (that child's rusage alone).
 """
 
@@ -39,6 +41,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,17 +53,18 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from hubert_fix.errors import HubertFixError
+from hubert_fix.exporter import loading, modules  # first: it imports fairseq without fairseq's DEBUG logging
+from hubert_fix.onnxio.session import CPU, create_session
+from hubert_fix.validation.matrix import SAMPLE_RATE, Case
+
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"  # README.md shows its results.md
 sys.path.insert(0, str(ROOT / "fixtures"))
 
 import make_fixtures  # noqa: E402
 from catalog import CHECKPOINTS  # noqa: E402
 from speech import speech_like  # noqa: E402
-
-from hubert_fix.errors import HubertFixError  # noqa: E402
-from hubert_fix.exporter import loading, modules  # noqa: E402
-from hubert_fix.onnxio.session import CPU, create_session  # noqa: E402
-from hubert_fix.validation.matrix import SAMPLE_RATE, Case  # noqa: E402
 
 HUBERT_FIX = Path(sys.executable).parent / "hubert-fix"
 SIZES = {
@@ -570,25 +574,58 @@ def update_readme(table: str) -> None:
     readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--sizes", default="base,large", help="comma-separated: base, large")
     parser.add_argument("--runs", type=int, default=10, help="timed inference runs per cell (>= 10 for the README)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each file-level command (the best is kept)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where results.json and results.md go (default: a new folder in the temp folder; bench/results, "
+        "which README.md shows, only with --readme)",
+    )
     parser.add_argument(
         "--no-variants", dest="variants", action="store_false", help="leave out the deployment variants"
     )
     parser.add_argument(
-        "--readme", action="store_true", help="also put the table into README.md (with the default --out)"
+        "--readme", action="store_true", help="write bench/results and put its table into README.md, which show one run"
     )
+    return parser
+
+
+def output_folder(out: Path | None, *, readme: bool) -> Path | None:
+    """Where a run's results go (None: a new folder in the temp folder, made when they are
+    written). bench/results is what README.md shows (tests/test_readme.py holds them equal),
+    so only ``--readme``, which writes both, writes there."""
+    if readme:
+        if out is not None and out.resolve() != RESULTS:
+            raise ValueError("--readme writes bench/results, which README.md shows: leave out --out")
+        return RESULTS
+    if out is not None and out.resolve() == RESULTS:
+        raise ValueError("--out bench/results is what README.md shows: write it with --readme, or choose another --out")
+    return out
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: the work folder (GBs at base size) is removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
     unknown = set(sizes) - set(SIZES)
     if unknown:
         parser.error(f"unknown size(s): {', '.join(sorted(unknown))}")
-    if args.readme and args.out != parser.get_default("out"):
-        parser.error("--readme shows bench/results/results.md: leave --out at its default")
+    try:
+        out = output_folder(args.out, readme=args.readme)
+    except ValueError as exc:
+        parser.error(str(exc))
+    signal.signal(signal.SIGTERM, _terminate)
     threads = os.cpu_count() or 1
     start = time.perf_counter()
     report: dict[str, object] = {
@@ -625,13 +662,15 @@ def main() -> None:
             for path in work.iterdir():  # keep the disk use to one size at a time
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     report["seconds"] = round(time.perf_counter() - start, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    out = out or Path(tempfile.mkdtemp(prefix="hubert-fix-bench-results-"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    (args.out / "results.md").write_text(table)
+    (out / "results.md").write_text(table)
     if args.readme:
         update_readme(table)
     print(table)
+    print(f"bench: wrote {out}/results.json and results.md", file=sys.stderr)
 
 
 if __name__ == "__main__":
