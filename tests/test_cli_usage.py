@@ -163,3 +163,18 @@ def test_speech_files_do_not_swallow_the_model(command: str, flag: str, rest: li
     args = build_parser().parse_args([command, flag, "a.wav", flag, "b.wav", "good.onnx", *rest])
     files = args.audio if command == "validate" else args.calibration_audio
     assert args.model == Path("good.onnx") and files == [Path("a.wav"), Path("b.wav")]
+
+
+def test_a_refused_models_report_counts_no_edits(tmp_path: Path) -> None:
+    """Repair refuses it: the JSON's "edits" (what repair makes) is 0; "repairable" counts the findings."""
+    refused = FIXTURES / "hubert_base_tiny.dynamo_batch1/model.onnx"
+    for args in (["check", refused, "--json"], ["repair", refused, "-o", tmp_path / "out.onnx", "--json"]):
+        code, out, _ = run_main(*args)
+        data = json.loads(out)
+        assert code == 3 and data["edits"] == 0 and data["repairable"] == 2 and data["unrepairable"] == 1, args
+
+
+def test_optimize_on_an_unrepaired_model_says_repair_it_first(tmp_path: Path) -> None:
+    code, out, err = run_main("optimize", RAW, "-o", tmp_path / "fast.onnx")
+    assert code == 3 and out.startswith("needs repair first; check finds:\n") and "not repaired" not in out
+    assert f"hubert-fix repair {RAW} -o REPAIRED.onnx" in err
