@@ -1,6 +1,6 @@
 """Graph-aware mutations: models that still load, changed where the passes reason.
 
-``fuzz_load.Mutator`` damages fields, and most of its mutants are refused at load. The
+``damage.Mutator`` damages fields, and most of its mutants are refused at load. The
 mutations here keep a model *loadable* (it parses, passes onnx.checker and strict shape
 inference, as ``load_model`` needs) while changing what the passes look at: symbolic and
 static dims of the inputs, the wiring of Where, Slice, Pad, Expand and ScatterND, small

@@ -2,7 +2,7 @@
 """Seed corpus for fuzz_load.py from a few small fixtures (about 1.5 MB in all).
 
 Writes into fuzz/corpus/ (or the folder given): single-file models copied as they are,
-and external-data models packed with their weights (fuzz_load.pack: ``HFXS`` + size +
+and external-data models packed with their weights (packing.pack: ``HFXS`` + size +
 model.onnx + weights.bin, the stubs' location rewritten to ``weights.bin``).
 
     .venv/bin/python fuzz/make_corpus.py [OUTDIR]
@@ -18,7 +18,7 @@ from onnx.external_data_helper import convert_model_to_external_data
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from fuzz_load import SIDE_NAME, pack  # noqa: E402
+from packing import SIDE_NAME, pack  # noqa: E402
 
 FIXTURES = HERE.parent / "fixtures"
 

@@ -14,7 +14,7 @@ import onnx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from fuzz_load import unpack  # noqa: E402
+from packing import pack, unpack  # noqa: E402
 
 
 def _parts(model: onnx.ModelProto) -> dict[str, bytes]:
@@ -119,10 +119,10 @@ def _revert(model: onnx.ModelProto, seed: onnx.ModelProto, keys: list[str]) -> o
 
 def minimize(path: str, out_path: str | None) -> None:
     """Revert as many changed parts as possible while the same kind of finding remains (current code)."""
-    import fuzz_load
+    import target
 
-    fuzz_load._limits()
-    fuzz_load._import_project()
+    target.limits()
+    target.import_project()
     data = Path(path).read_bytes()
     model, side = _load(data)
     seeds = {f.name: _load(f.read_bytes()) for f in sorted((HERE / "corpus").iterdir())}
@@ -134,9 +134,9 @@ def minimize(path: str, out_path: str | None) -> None:
 
     def kind_of(candidate: onnx.ModelProto) -> str | None:
         try:
-            fuzz_load.run_one(fuzz_load.pack(candidate.SerializeToString(), side))
+            target.run_one(pack(candidate.SerializeToString(), side))
         except BaseException as exc:  # noqa: BLE001
-            return fuzz_load.signature(exc)[0]
+            return target.signature(exc)[0]
         return None
 
     now = kind_of(model)
@@ -170,7 +170,7 @@ def minimize(path: str, out_path: str | None) -> None:
     print("  needed:", *keep, sep="\n    ")
     if out_path:
         reduced = _revert(model, seed, [k for k in changed if k not in keep])
-        Path(out_path).write_bytes(fuzz_load.pack(reduced.SerializeToString(), side))
+        Path(out_path).write_bytes(pack(reduced.SerializeToString(), side))
         print(f"  wrote {out_path}")
 
 
