@@ -62,10 +62,10 @@ EXITS: dict[str, dict[int, str]] = {
     "passes": {EXIT_OK: "listed"},
 }
 EVERY_COMMAND = {
-    EXIT_USAGE: "usage error: an unknown flag, a missing or malformed argument, contradictory options (nothing "
-    "was read): a mistake in the command line, never a verdict on the model",
     EXIT_INTERNAL: "internal error: a failure of hubert-fix itself, not a verdict (one line on stderr names the file "
     "and the report with the traceback): stop the pipeline and report it",
+    EXIT_USAGE: "usage error: an unknown flag, a missing or malformed argument, contradictory options (nothing "
+    "was read): a mistake in the command line, never a verdict on the model",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C, at any moment, start-up included): not a verdict, whatever was printed "
     "before; an output is written whole or not at all",
     EXIT_SIGPIPE: "stdout closed early (e.g. piped to head)",

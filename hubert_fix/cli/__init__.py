@@ -1,7 +1,9 @@
 """The ``hubert-fix`` command line: a shell over the Python API (``hubert_fix.api``).
 
-Reports go to stdout (--json: one JSON object, with "error" and "exit_code" when it failed);
-logs, progress and errors go to stderr. The exit codes are ``hubert_fix.errors.EXITS``.
+Reports go to stdout (after --json: one JSON object however the command ends, with "error"
+and "exit_code" when it failed, was interrupted or its command line was wrong); logs,
+progress and errors go to stderr. The exit codes are ``hubert_fix.errors.EXITS``; Ctrl-C is
+130 whatever became of it on its way (``hubert_fix.interrupts``).
 """
 
 from __future__ import annotations

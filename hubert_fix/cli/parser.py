@@ -11,7 +11,7 @@ from typing import NoReturn
 from hubert_fix._version import __version__
 from hubert_fix.analysis.interface import ROLES
 from hubert_fix.cli.commands import cmd_check, cmd_demo, cmd_export, cmd_optimize, cmd_passes, cmd_repair, cmd_validate
-from hubert_fix.errors import EVERY_COMMAND, EXIT_INTERNAL, EXITS, UsageError
+from hubert_fix.errors import EVERY_COMMAND, EXIT_INTERNAL, EXIT_USAGE, EXITS, UsageError
 from hubert_fix.validation.report import Tolerance
 
 log = logging.getLogger("hubert_fix")
@@ -76,8 +76,9 @@ def _epilog() -> str:
         lines.append(f"  {name}: " + "; ".join(f"{code} {meaning}" for code, meaning in codes.items()))
     lines.append("  every command: " + "; ".join(f"{code} {meaning}" for code, meaning in EVERY_COMMAND.items()))
     lines.append(
-        'Reports go to stdout (--json: one JSON object, with "error" and "exit_code" when it failed); logs, '
-        "progress and errors go to stderr."
+        'Reports go to stdout (after --json: one JSON object however the command ends, with "error" and '
+        '"exit_code" when it failed, was interrupted or its command line was wrong); logs, progress and errors go '
+        "to stderr."
     )
     return "\n".join(lines)
 
@@ -121,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, summary: str, description: str, parents: list[argparse.ArgumentParser]
     ) -> argparse.ArgumentParser:
         exits = "; ".join(f"{code}: {meaning}" for code, meaning in EXITS[name].items())
-        description = f"{summary}. {description} Exit {exits}; {EXIT_INTERNAL}: internal error.".replace(". . ", ". ")
+        description = (
+            f"{summary}. {description} Exit {exits}; {EXIT_INTERNAL}: internal error; {EXIT_USAGE}: usage error."
+        )
+        description = description.replace(". . ", ". ")
         return sub.add_parser(name, parents=[common, *parents], help=summary, description=description)
 
     p = command(
