@@ -148,14 +148,18 @@ class Stats:
         self.reached_now = False
         self.outcomes: dict[str, int] = {}
         self.findings: dict[str, int] = {}
+        self.post_tried: dict[str, int] = {}  # deployment tools run on a mutant (mutation.post_process)
+        self.post_applied: dict[str, int] = {}  # ... whose output loaded and differed
         self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
     def line(self) -> str:
         took = time.monotonic() - self.start
+        post = ", ".join(f"{tool} {self.post_applied.get(tool, 0)}/{n}" for tool, n in sorted(self.post_tried.items()))
         return (
             f"fuzz_load: {self.execs} execs in {took:.0f} s ({self.execs / max(took, 1e-9):.2f}/s); "
             f"reached the passes {self.reached} ({100 * self.reached / max(self.execs, 1):.0f}%); "
             f"outcomes {dict(sorted(self.outcomes.items()))}; "
+            f"post-processed (applied/tried) {post or '-'}; "
             f"findings {sum(self.findings.values())} ({len(self.findings)} distinct); peak RSS {self.peak_mb} MB"
         )
 

@@ -74,6 +74,70 @@ def test_a_short_fuzz_run_finds_nothing(tmp_path: Path) -> None:
     ]  # the graph-aware mutator keeps mutants loadable
 
 
+# ---------------------------------------------------------------- post-processing mutations (issue 27)
+
+
+def _fuzz_module(name: str):
+    """A module of the harness, imported as fuzz_load imports them (by bare name)."""
+    import importlib
+
+    if str(ROOT / "fuzz") not in sys.path:
+        sys.path.insert(0, str(ROOT / "fuzz"))
+    return importlib.import_module(name)
+
+
+SEED = ROOT / "fuzz" / "corpus" / "hubert_base_tiny.raw.onnx"
+
+
+@pytest.mark.parametrize("tool", ["ssi", "onnxsim", "onnxsim_static", "ort_basic", "ort_extended", "onnxslim",
+                                  "fp16_onnxconverter"])  # fmt: skip
+def test_each_deployment_tool_makes_a_changed_model_that_loads(tmp_path: Path, tool: str) -> None:
+    from hubert_fix.onnxio.files import load_model
+
+    post_tools = _fuzz_module("post_tools")
+    assert tool in post_tools.TOOLS
+    model = SEED.read_bytes()
+    out = post_tools.run(tool, model, None)
+    assert out is not None and out != model
+    (tmp_path / "model.onnx").write_bytes(out)
+    load_model(tmp_path / "model.onnx")  # raises UnusableInputError where it does not load
+
+
+def test_the_post_processing_mutation_is_deterministic_and_counted(tmp_path: Path) -> None:
+    import random
+
+    from hubert_fix.onnxio.files import load_model
+
+    mutation, target = _fuzz_module("mutation"), _fuzz_module("target")
+    model = SEED.read_bytes()
+    outs = []
+    for _ in range(2):
+        tried, applied = dict(target.STATS.post_tried), dict(target.STATS.post_applied)
+        outs.append(mutation.post_process(model, None, random.Random(5)))
+        assert sum(target.STATS.post_applied.values()) == sum(applied.values()) + 1
+        assert sum(target.STATS.post_tried.values()) == sum(tried.values()) + 1  # the first tool drawn applied
+    assert outs[0] == outs[1] and outs[0] != model
+    (tmp_path / "model.onnx").write_bytes(outs[0])
+    load_model(tmp_path / "model.onnx")
+
+
+def test_a_tool_that_fails_or_hangs_does_not_apply(monkeypatch) -> None:
+    """ONNX Runtime's symbolic shape inference fails on the dynamo export (a TypeError in the tool);
+    a tool that hangs is stopped after FUZZ_POST_TIMEOUT; a model the tool leaves as it is, is no mutant."""
+    import time
+
+    post_tools, packing = _fuzz_module("post_tools"), _fuzz_module("packing")
+    model, side = packing.unpack((ROOT / "fuzz" / "corpus" / "hubert_base_tiny.dynamo.packed").read_bytes())
+    assert post_tools.run("ssi", model, side) is None
+    assert post_tools.run("onnxsim", model, side) is not None  # the same input, another tool
+    monkeypatch.setattr(post_tools, "TIMEOUT_S", 1)
+    monkeypatch.setitem(post_tools.CALLS, "hangs", lambda src, out: time.sleep(60))
+    monkeypatch.setitem(post_tools.CALLS, "copies", lambda src, out: out.write_bytes(src.read_bytes()))
+    start = time.monotonic()
+    assert post_tools.run("hangs", model, side) is None and time.monotonic() - start < 10
+    assert post_tools.run("copies", model, side) is None
+
+
 # ---------------------------------------------------------------- the findings of issue 15's fuzz run
 
 
