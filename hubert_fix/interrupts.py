@@ -45,7 +45,13 @@ def _quiet_excepthook(kind: type[BaseException], value: BaseException, traceback
 
 
 def install() -> None:
-    """Record every SIGINT (the console script's handler; the API leaves signals alone)."""
+    """Record every SIGINT (the console script's handler; the API leaves signals alone).
+
+    A process started with SIGINT ignored (a script's background job) keeps ignoring it,
+    as Python itself leaves it: the Ctrl-C of the terminal was not meant for it.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
     signal.signal(signal.SIGINT, _on_sigint)
     sys.unraisablehook = _quiet_unraisable
     sys.excepthook = _quiet_excepthook

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,14 @@ hubert_fix.api.check = check
 """
 
 
-def _run_with(hook: str, tmp_path: Path, *args: object) -> subprocess.CompletedProcess[str]:
+def _as_foreground() -> None:
+    """SIGINT as a terminal's foreground job has it (a suite run in the background inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _run_with(
+    hook: str, tmp_path: Path, *args: object, sigint: Callable[[], None] = _as_foreground
+) -> subprocess.CompletedProcess[str]:
     """``hubert-fix ARGS`` as the console script runs it, ``hook`` installed first."""
     fired = tmp_path / "fired"
     script = tmp_path / "run.py"
@@ -105,6 +113,7 @@ def _run_with(hook: str, tmp_path: Path, *args: object) -> subprocess.CompletedP
         text=True,
         timeout=300,
         start_new_session=True,
+        preexec_fn=sigint,
     )
     assert fired.exists(), "the interrupt was never sent: the hook missed its moment"
     return result
@@ -134,6 +143,13 @@ def test_ctrl_c_as_the_proving_child_is_forked(tmp_path: Path, repaired_raw: Pat
     assert json.loads(result.stdout)["exit_code"] == 130
 
 
+def test_a_background_job_that_ignores_ctrl_c_keeps_ignoring_it(tmp_path: Path, repaired_raw: Path) -> None:
+    """Started with SIGINT ignored (``cmd &`` in a script), it is left ignored, as Python leaves it."""
+    ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    result = _run_with(AT_FORK.format(side="after_in_parent"), tmp_path, "check", repaired_raw, sigint=ignored)
+    assert result.returncode == 0 and result.stderr == "" and "nothing to repair" in result.stdout
+
+
 def test_ctrl_c_swallowed_by_a_finalizer_is_still_130(tmp_path: Path) -> None:
     result = _run_with(IN_A_FINALIZER, tmp_path, "check", RAW)
     assert_interrupted(result)
@@ -149,11 +165,14 @@ def test_an_interrupted_parent_stops_its_child(tmp_path: Path) -> None:
         time.sleep(60)
         return b"too late"
 
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever this run inherited
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        isolation.in_child(work)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            isolation.in_child(work)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 30
     with pytest.raises(ProcessLookupError):  # killed and reaped: no such process
         os.kill(int(pid_file.read_text()), 0)
@@ -163,7 +182,11 @@ def test_an_interrupted_parent_stops_its_child(tmp_path: Path) -> None:
 def test_ctrl_c_at_any_moment_is_130_and_one_line(delay: float) -> None:
     """From start-up (the imports take about a second) into the command itself."""
     process = subprocess.Popen(
-        [str(SCRIPT), "check", str(RAW)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(SCRIPT), "check", str(RAW)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_foreground,
     )
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
@@ -184,5 +207,7 @@ def test_ctrl_c_inside_the_start_up_imports() -> None:
         "from hubert_fix.__main__ import main\n"
         "sys.exit(main(['check', 'model.onnx']))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, preexec_fn=_as_foreground
+    )
     assert result.returncode == 130 and result.stderr == "hubert-fix: interrupted; nothing written\n", result.stderr
