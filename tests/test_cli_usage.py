@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import onnx
 import pytest
-from conftest import FIXTURES, RAW, run_cli, run_main, stderr_on_a_terminal
+from conftest import FIXTURES, RAW, SCRIPT, run_cli, run_main, stderr_on_a_terminal
 
 
 def test_a_second_repair_keeps_the_first_ones_record(tmp_path: Path) -> None:
@@ -178,3 +179,12 @@ def test_optimize_on_an_unrepaired_model_says_repair_it_first(tmp_path: Path) ->
     code, out, err = run_main("optimize", RAW, "-o", tmp_path / "fast.onnx")
     assert code == 3 and out.startswith("needs repair first; check finds:\n") and "not repaired" not in out
     assert f"hubert-fix repair {RAW} -o REPAIRED.onnx" in err
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_reader_that_goes_away_is_141_and_quiet(json_flag: list[str]) -> None:
+    """``hubert-fix check M | head -0``: stdout closed before the report: 141, nothing on stderr (not exit 4)."""
+    process = subprocess.Popen([SCRIPT, "check", RAW, *json_flag], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and err == b""

@@ -108,6 +108,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             emit(console, {**exc.report.to_dict(), **payload}, f"{headline}\n{format_report(exc.report)}")
         kind = "usage error" if isinstance(exc, UsageError) else "error"
         return _tell(console, exc.exit_code, f"hubert-fix {args.command}: {kind}", exc.text(FLAGS))
+    except BrokenPipeError:  # no failure of ours: main answers 141
+        raise
     except Exception as exc:  # a failure the code did not anticipate: never read as a verdict (0 or 1)
         if interrupts.received():
             raise KeyboardInterrupt from None
