@@ -181,10 +181,18 @@ def test_optimize_on_an_unrepaired_model_says_repair_it_first(tmp_path: Path) ->
     assert f"hubert-fix repair {RAW} -o REPAIRED.onnx" in err
 
 
-@pytest.mark.parametrize("json_flag", [[], ["--json"]])
-def test_a_reader_that_goes_away_is_141_and_quiet(json_flag: list[str]) -> None:
-    """``hubert-fix check M | head -0``: stdout closed before the report: 141, nothing on stderr (not exit 4)."""
-    process = subprocess.Popen([SCRIPT, "check", RAW, *json_flag], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.mark.parametrize(
+    ("args", "code", "line"),
+    [
+        (["check", RAW], 141, ""),
+        (["check", RAW, "--json"], 141, ""),
+        (["check", "--json"], 64, "hubert-fix check: usage error: the following arguments are required: MODEL.onnx"),
+    ],
+)
+def test_a_reader_that_goes_away(args: list, code: int, line: str) -> None:
+    """``hubert-fix check M | head -0``: stdout closed before the report: 141 and nothing on stderr (not exit 4);
+    an error's answer keeps its code and its line."""
+    process = subprocess.Popen([SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     process.stdout.close()
     err = process.stderr.read()
-    assert process.wait(timeout=120) == 141 and err == b""
+    assert process.wait(timeout=120) == code and err.startswith(line) and len(err.splitlines()) == bool(line), err

@@ -83,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # from the command, or at a moment no closer handler covers
         return _tell(console, EXIT_INTERRUPTED, prog, INTERRUPTED)
     except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_gone()
         return EXIT_SIGPIPE
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -140,7 +145,10 @@ def _tell(console: Console, code: int, prefix: str, error: str) -> int:
     with interrupts.deferred(raise_after=False):
         console.done()
         if console.json:
-            console.report({"error": error, "exit_code": code})
+            try:
+                console.report({"error": error, "exit_code": code})
+            except BrokenPipeError:  # stdout is gone: the line on stderr still says it
+                _stdout_gone()
         print(f"{prefix}: {error}", file=sys.stderr)
     return code
 
