@@ -21,8 +21,10 @@ Usage (see fuzz/README.md):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -67,6 +69,17 @@ def run_random(corpus: list[str], minutes: float, runs: int, seed: int) -> None:
     sys.exit(1 if STATS.findings else 0)
 
 
+_FINAL: list[object] = []
+#: libFuzzer's handlers of these turn a crash into exit 77 and a crash- artifact, also in a
+#: forked child, where hubert-fix's isolation (and post_tools' alarm) expect death by the signal.
+_DEADLY = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE, signal.SIGXFSZ, signal.SIGALRM)
+
+
+def _default_handlers() -> None:
+    for number in _DEADLY:
+        signal.signal(number, signal.SIG_DFL)
+
+
 def run_atheris(argv: list[str], minutes: float) -> None:
     import atheris
 
@@ -88,9 +101,11 @@ def run_atheris(argv: list[str], minutes: float) -> None:
     FINDINGS.mkdir(parents=True, exist_ok=True)
     extra = [f"{k}={v}" for k, v in defaults.items() if k not in flags]
     argv = [argv[0], *extra, *argv[1:]]
-    import atexit
-
-    atexit.register(lambda: print(STATS.line(), file=sys.stderr, flush=True))
+    # libFuzzer ends the process with C's exit(), which runs no Python atexit handler: the
+    # final progress line is registered with the C library's (the callback kept alive in _FINAL)
+    _FINAL.append(ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _: print(STATS.line(), file=sys.stderr, flush=True)))
+    ctypes.CDLL(None).__cxa_atexit(_FINAL[-1], None, None)
+    os.register_at_fork(after_in_child=_default_handlers)  # a child crashes as without libFuzzer
     atheris.Setup(argv, test_one_input, custom_mutator=lambda d, n, s: mutate(d, n, s, atheris.Mutate))
     atheris.Fuzz()
 

@@ -47,8 +47,7 @@ def run(tool: str, model: bytes, side: bytes | None) -> bytes | None:
     loads, or None where the tool does not apply."""
 
     def work() -> bytes:
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # a hang ends the child (libFuzzer has its own handler)
-        signal.alarm(math.ceil(TIMEOUT_S))
+        signal.alarm(math.ceil(TIMEOUT_S))  # a hang ends the child (SIGALRM's default action)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # the tools print progress and warnings of their own
         os.dup2(devnull, 2)
