@@ -1,9 +1,9 @@
 """``python -m hubert_fix`` and the ``hubert-fix`` console script.
 
-The Ctrl-C handler is installed before anything heavy is imported: an interrupt during
-the start-up imports (onnx, onnxruntime, numpy: about a second) is exit 130 with one
-line, as at any later moment, even where ONNX Runtime's native module turns it into
-ImportError (``hubert_fix.interrupts``).
+The Ctrl-C handler is installed before anything heavy is imported, and the start-up
+imports (onnx, onnxruntime, numpy: about a second) run with interrupts deferred: a
+Ctrl-C then is exit 130 with one line once they are done, as at any later moment
+(``hubert_fix.interrupts``).
 """
 
 import json
@@ -18,7 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     interrupts.install()
     argv = sys.argv[1:] if argv is None else argv
     try:
-        from hubert_fix.cli import main as run
+        # No interrupt inside the native modules' initialisation (onnx's protobuf, numpy,
+        # ONNX Runtime): ORT turns one into ImportError and protobuf's upb crashed on one
+        # (SIGSEGV); a Ctrl-C during these imports is raised once they are done (~1 s).
+        with interrupts.deferred():
+            from hubert_fix.cli import main as run
 
         return run(argv)
     except BaseException as exc:  # cli.main answers once it runs: this is start-up

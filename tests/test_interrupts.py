@@ -25,7 +25,8 @@ from hubert_fix.onnxio import isolation
 
 #: ONNX Runtime's native module (onnxruntime_pybind11_state) imports numpy while it
 #: initialises; a SIGINT handled there leaves it as ImportError ("import numpy failed",
-#: "initialization failed"), after printing the KeyboardInterrupt's traceback itself.
+#: "initialization failed"), after printing the KeyboardInterrupt's traceback itself
+#: (the start-up imports now run with interrupts deferred: it is raised after them).
 IN_ORT_NATIVE_IMPORT = """
 import builtins, importlib.abc, importlib.util
 NATIVE = "onnxruntime.capi.onnxruntime_pybind11_state"
@@ -73,6 +74,22 @@ def hit():
         os.killpg(0, signal.SIGINT)
         time.sleep(0.05)  # the handler runs inside this hook
 os.register_at_fork({side}=hit)
+"""
+
+#: A native module that turns the interrupt into another exception as ONNX Runtime's init
+#: does (ImportError), here at a moment of the command (a lazily imported runtime).
+CONVERTED = """
+import hubert_fix.api
+real_check = hubert_fix.api.check
+def check(*args, **kwargs):
+    try:
+        open(FIRED, "w").close()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed") from None
+    return real_check(*args, **kwargs)
+hubert_fix.api.check = check
 """
 
 #: A finalizer that runs as the interrupt arrives swallows it ("Exception ignored in
@@ -148,6 +165,14 @@ def test_a_background_job_that_ignores_ctrl_c_keeps_ignoring_it(tmp_path: Path, 
     ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
     result = _run_with(AT_FORK.format(side="after_in_parent"), tmp_path, "check", repaired_raw, sigint=ignored)
     assert result.returncode == 0 and result.stderr == "" and "nothing to repair" in result.stdout
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_ctrl_c_turned_into_another_exception_is_still_130(tmp_path: Path, json_flag: list[str]) -> None:
+    """Not an internal error (exit 4, which an ImportError would be): the interrupt was recorded first."""
+    result = _run_with(CONVERTED, tmp_path, "check", RAW, *json_flag)
+    assert_interrupted(result)
+    assert not json_flag or json.loads(result.stdout) == {"error": "interrupted; nothing written", "exit_code": 130}
 
 
 def test_ctrl_c_swallowed_by_a_finalizer_is_still_130(tmp_path: Path) -> None:
