@@ -18,6 +18,7 @@ import onnx_graphsurgeon as gs
 from hubert_fix import metadata
 from hubert_fix._version import __version__
 from hubert_fix.analysis.dims import analyze
+from hubert_fix.analysis.interface import graph_precision
 from hubert_fix.analysis.shapes import INFERENCE_BUDGET
 from hubert_fix.errors import UnrepairableError, UnusableInputError, UsageError, argument, one_line
 from hubert_fix.onnxio.files import checkable
@@ -127,7 +128,7 @@ def check(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> Rep
         candidate = onnx.ModelProto()
         candidate.CopyFrom(model)  # a skeleton: large weights are references, not bytes
         _settle(candidate, graph, report, skip)
-        _verify(candidate, model, name)
+        _verify(candidate, model, name, report)
     return report
 
 
@@ -149,7 +150,7 @@ def repair(model: onnx.ModelProto, name: str, *, skip: Sequence[str] = ()) -> tu
         )
     report.applied = True
     _settle(model, graph, report, skip)
-    _verify(model, original, name)
+    _verify(model, original, name, report)
     return model, report
 
 
@@ -158,6 +159,11 @@ def _settle(model: onnx.ModelProto, graph: gs.Graph, report: Report, skip: Seque
     if any(r.modified for r in report.results):
         repaired = gs.export_onnx(graph, do_type_check=False)
         model.graph.CopyFrom(repaired.graph)
+        for info in model.graph.value_info:
+            # A shape written before the repair may be stale after it (a clamped pad is no
+            # longer the traced 50), and ONNX Runtime folds Shape ops of tensors whose
+            # value_info is static: keep only element types.
+            info.type.tensor_type.ClearField("shape")
     _record(model, report, skip)
 
 
@@ -185,14 +191,15 @@ def findings(report: Report) -> list[str]:
     return lines
 
 
-def _verify(model: onnx.ModelProto, original: onnx.ModelProto, name: str) -> None:
+def _verify(model: onnx.ModelProto, original: onnx.ModelProto, name: str, report: Report) -> None:
     """The repaired model must pass the ONNX checker and load in ONNX Runtime.
 
     Both check the weightless twin (large weights as graph inputs of the same dtype and
     shape): session creation proves the graph, not the weights, and reads no weight.
     When the result does not load, neither may the input (an IR version or an op ORT
-    does not support): that is unusable input, named with ORT's reason; otherwise the
-    repair itself broke the model and nothing is written.
+    does not support, a crash of ORT): that is unusable input, named with ORT's reasons
+    for both and, for a float16 model, the route that loads; otherwise the repair itself
+    broke the model and nothing is written.
     """
     try:
         onnx.checker.check_model(checkable(model))
@@ -200,12 +207,27 @@ def _verify(model: onnx.ModelProto, original: onnx.ModelProto, name: str) -> Non
         raise UnrepairableError(
             f"{name}: repaired model fails onnx.checker: {one_line(exc)}; nothing written"
         ) from None
-    try:
-        reason = load_error(weightless(model).SerializeToString(), name)
-    except OrtCrash:
-        reason = "ONNX Runtime crashes creating a session (isolated)"
+    reason = _load_reason(model, name)
     if reason is None:
         return
-    if load_error(weightless(original).SerializeToString(), name) is not None:  # OrtCrash: the input crashes ORT
-        raise UnusableInputError(f"{name}: ONNX Runtime cannot load this model: {reason}")
+    cause = _load_reason(original, name)
+    if cause is not None:
+        after = f"; repaired ({len(report.edits)} edit(s), see the report), it still does not load: {reason}"
+        route = (
+            "; the route that loads: repair the float32 export (hubert-fix repair), then hubert-fix optimize --fp16"
+            if graph_precision(model) == "fp16"
+            else ""
+        )
+        raise UnusableInputError(
+            f"{name}: ONNX Runtime cannot load this model: {cause}{after if reason != cause else ''}{route}",
+            report=report,
+        )
     raise UnrepairableError(f"{name}: repaired model fails ONNX Runtime session creation: {reason}; nothing written")
+
+
+def _load_reason(model: onnx.ModelProto, name: str) -> str | None:
+    """Why ONNX Runtime cannot create a session for ``model`` (its crash included), or None."""
+    try:
+        return load_error(weightless(model).SerializeToString(), name)
+    except OrtCrash as crash:
+        return str(crash).removeprefix(f"{name}: ")

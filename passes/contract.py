@@ -131,7 +131,8 @@ class PassContractError(AssertionError):
 
 def _fingerprint(graph: gs.Graph) -> tuple[object, ...]:
     """What a pass may change, cheaply: every node's op, name, wiring and attribute identities,
-    and the graph's inputs and outputs. Equal fingerprints: the pass edited nothing."""
+    the graph's inputs and outputs, and every tensor's declared shape. Equal fingerprints:
+    the pass edited nothing."""
     nodes = tuple(
         (
             node.op,
@@ -142,7 +143,8 @@ def _fingerprint(graph: gs.Graph) -> tuple[object, ...]:
         )
         for node in graph.nodes
     )
-    return nodes, tuple(t.name for t in graph.inputs), tuple(t.name for t in graph.outputs)
+    shapes = tuple((name, None if t.shape is None else tuple(t.shape)) for name, t in graph.tensors().items())
+    return nodes, tuple(t.name for t in graph.inputs), tuple(t.name for t in graph.outputs), shapes
 
 
 def _dangling(graph: gs.Graph) -> list[str]:

@@ -47,13 +47,18 @@ class FrozenBatch(RewritePass):
 def _examine(output: gs.Tensor, batched: gs.Tensor, facts: GraphFacts) -> Declined | None:
     """An output whose batch is a proven 1 cannot follow the input's dynamic batch: refused."""
     shape = facts.shape(output)
-    if shape is None or len(shape) < 2 or shape[0] != 1:
+    # The output's own declaration counts too: facts take no dims from declarations (a
+    # tool's claims), but an export that declares batch 1 against a dynamic input batch
+    # contradicts itself, and a contradiction is reason enough to refuse.
+    declared = output.shape
+    pinned = [dims for dims in (shape, declared) if dims is not None and len(dims) >= 2 and dims[0] == 1]
+    if not pinned:
         return None
     return Declined(
         node=output.name,
         op="output",
         reason=(
-            f"output {output.name} {facts.describe(output)} has batch 1 fixed in the graph, while input "
+            f"output {output.name} [{', '.join(map(str, pinned[0]))}] has batch 1 fixed in the graph, while input "
             f"{batched.name} {facts.describe(batched)} declares a dynamic batch: the trace fixed the batch "
             "(traced with one utterance), so batch 2 and up fail or mix utterances; re-export tracing a batch "
             "of 2, or declare the inputs' batch static 1 (onnx.tools.update_model_dims) to deploy at batch 1 only"

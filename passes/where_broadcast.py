@@ -174,13 +174,31 @@ def _assume_left(c: _Candidate, facts: GraphFacts, axes_unproven: list[int]) -> 
         "; these dims are unnamed dims of different graph inputs, which nothing proves equal: give "
         "them one name (e.g. 'batch', with onnx.tools.update_model_dims) and run again"
         if unnamed
-        else ""
+        else _folded(c, facts, axes_unproven)
     )
     reason = (
         f"condition {facts.describe(cond)} vs data {facts.describe(data)}: neither alignment proven; left-aligned "
         f"dims not proven equal on {unproven}{hint}"
     )
     return Declined(node=c.name, op="Where", reason=reason, blocking=True)
+
+
+def _folded(c: _Candidate, facts: GraphFacts, axes_unproven: list[int]) -> str:
+    """Why a condition axis is a constant where the data's is dynamic, when that constant is a width
+    the right-aligned reading pairs with it ("" otherwise): a tool folded the merged shapes."""
+    widths = {w for w in (_static(facts, c.data, a) for a in range(c.rd - c.rc, c.rd)) if w is not None and w > 1}
+    for i in axes_unproven:
+        width = _static(facts, c.cond, i)
+        if width in widths and _static(facts, c.data, i) is None:
+            return (
+                f"; the condition's axis {i} is the constant {width}, the data's width, where the data's dim is "
+                f"dynamic: a tool that read this Where as right-aligned broadcasting (which ties that axis to "
+                f"{width}) folded the shapes into constants (polygraphy surgeon sanitize --fold-constants, a "
+                f"simplifier after symbolic shape inference), and the graph now computes for {width} frames "
+                "only, which cannot be given back; repair the file from before that tool (hubert-fix repair), "
+                "then run the tool on the repaired file"
+            )
+    return ""
 
 
 def _plan(c: _Candidate, assumption: str, facts: GraphFacts, opset: int, taken: set[str]) -> _Plan:

@@ -150,6 +150,9 @@ def test_constant_end_is_not_a_candidate():
 
 def test_default_order():
     assert [p.name for p in DEFAULT_PASSES] == [
+        "node-order",
+        "cast-types",
+        "pinned-dims",
         "where-broadcast",
         "frozen-pad",
         "frozen-slice",

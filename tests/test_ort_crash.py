@@ -9,46 +9,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from conftest import RAW, run_main
-from onnx import TensorProto, helper
+from conftest import RAW, float16_crash_here, fp16_transpose_matmul, run_main
 
 from hubert_fix.onnxio import isolation, session
-
-
-def fp16_transpose_matmul(path: Path) -> Path:
-    """Cast to float16, Transpose [1, 0, 2], MatMul: onnxruntime 1.31's CPU provider
-    (MatmulTransposeFusion with the NchwcTransformer) dies of SIGSEGV creating a session."""
-    nodes = [
-        helper.make_node("Cast", ["x"], ["half"], to=TensorProto.FLOAT16),
-        helper.make_node("Transpose", ["half"], ["t"], perm=[1, 0, 2]),
-        helper.make_node("MatMul", ["t", "w"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "crash", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["T", "B", 4])],
-        [onnx.numpy_helper.from_array(np.ones((4, 4), np.float16), "w")],
-    )  # fmt: skip
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
-    return path
-
-
-def _crashes_this_onnxruntime(path: Path) -> bool:
-    code = f"import onnxruntime as o; o.InferenceSession({str(path)!r}, providers=['CPUExecutionProvider'])"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode < 0
 
 
 @pytest.mark.parametrize("command", ["check", "repair", "validate"])
 def test_a_model_that_crashes_onnxruntime_is_exit_2(tmp_path: Path, command: str) -> None:
     path = fp16_transpose_matmul(tmp_path / "crash.onnx")
-    if not _crashes_this_onnxruntime(path):
+    if not float16_crash_here():
         pytest.skip("this onnxruntime does not crash on the graph (see the simulated crashes below)")
     argv = [command, path] + (["-o", tmp_path / "out.onnx"] if command == "repair" else [])
     code, _, err = run_main(*argv)

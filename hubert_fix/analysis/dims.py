@@ -156,7 +156,12 @@ class GraphFacts:
             return tuple(int(d) for d in tensor.shape)
         shape = self.inferred.get(tensor.name)
         if shape is None and tensor.shape is not None:
-            shape = tuple(d if isinstance(d, (int, str)) else None for d in tensor.shape)
+            # A graph input's dims are its interface. Anywhere else, dims written into the
+            # file (value_info, output declarations) are a tool's claims: ONNX Runtime's
+            # symbolic shape inference with auto_merge writes batch == frames == C where a
+            # misaligned Where made it merge them. Only their rank is taken.
+            interface = any(tensor is t for t in self.graph.inputs)
+            shape = tuple(d if interface and isinstance(d, (int, str)) else None for d in tensor.shape)
         return shape
 
     def _raw_dim(self, tensor: gs.Tensor, axis: int) -> Dim | None:

@@ -21,6 +21,7 @@ narrower), else the output's last dim.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,6 @@ PADDING_MASK = "padding_mask"
 ATTENTION_MASK = "attention_mask"
 LENGTHS = "lengths"
 ROLES = (AUDIO, PADDING_MASK, ATTENTION_MASK, LENGTHS)
-#: Metadata key: the precision the model computes in (fp32, fp16 or int8), written by export and optimize.
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,9 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
     width = int(meta[metadata.EMBED_DIM]) if meta.get(metadata.EMBED_DIM) else _masked_width(facts)
     if width is None and outputs[0].dims is not None and len(outputs[0].dims) == 3:
         width = outputs[0].dims[2]
-    precision = "fp16" if audio[0].dtype == np.float16 else meta.get(metadata.PRECISION, "fp32")
+    # from the graph, not the metadata: a quantizer or float16 converter keeps the export's
+    # "fp32" record while the graph computes in int8 or float16
+    precision = "fp16" if audio[0].dtype == np.float16 else graph_precision(model)
     ctc = meta.get(metadata.KIND) == "ctc"
     blank = int(meta[metadata.BLANK_INDEX]) if (meta.get(metadata.BLANK_INDEX) or "").isdigit() else 0
     return Interface(audio[0], mask, mask_role, outputs, stack, width, precision, ctc, blank)
@@ -238,17 +240,45 @@ def _masked_width(facts: GraphFacts) -> int | None:
     return None
 
 
+#: Ops of a quantized graph: ONNX's (QDQ, integer and QLinear ops) and ONNX Runtime's, as
+#: ``quantize_dynamic``/``quantize_static`` and its optimizers write them.
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+    "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention",
+    "QLinearAdd", "QLinearMul", "DynamicQuantizeLSTM", "MatMulNBits",
+})  # fmt: skip
+#: Convolutions by what they compute: the float op, ONNX Runtime's fused one and the quantized ones
+#: (each with Conv's attributes: kernel_shape, strides, pads, dilations, group).
+CONV_OPS = frozenset({"Conv", "FusedConv", "ConvInteger", "QLinearConv"})
+_REDUCED = {onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+
+
+def graph_precision(model: onnx.ModelProto) -> str:
+    """The precision a model without hubert-fix's metadata computes in, judged from its graph:
+    int8 where it has quantized ops; fp16 (bf16) where most float weights are float16
+    (bfloat16), as float16 converters leave the inputs float32; else fp32."""
+    if any(node.op_type in QUANTIZED_OPS for node in model.graph.node):
+        return "int8"
+    sizes: dict[int, int] = {}
+    for tensor in model.graph.initializer:
+        sizes[tensor.data_type] = sizes.get(tensor.data_type, 0) + math.prod(tensor.dims)
+    floats = {t: n for t, n in sizes.items() if t in (*_REDUCED, onnx.TensorProto.FLOAT)}
+    widest = max(floats, key=floats.get, default=onnx.TensorProto.FLOAT)
+    return _REDUCED.get(widest, "fp32")
+
+
 def conv_stack_from_graph(model: onnx.ModelProto) -> ConvStack:
     """(kernel, stride) of the ungrouped 1-D convolutions without padding, in graph order.
 
     That is the fairseq conv feature extractor; the positional conv is grouped and
     padded, so it is not counted. Graph order is the exporter's topological order. A
     1-D convolution that ``optimize`` runs as 2-D (kernel [1, k], strides [1, s]) counts
-    as the 1-D one it computes.
+    as the 1-D one it computes, and a quantized or fused one (``CONV_OPS``) as the Conv it
+    stands for.
     """
     stack = []
     for node in model.graph.node:
-        if node.op_type != "Conv":
+        if node.op_type not in CONV_OPS:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         kernel = list(attrs.get("kernel_shape", []))

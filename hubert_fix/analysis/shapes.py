@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
 
+from hubert_fix.analysis.contrib import standard
 from hubert_fix.analysis.graph import SMALL_CONSTANT
 from hubert_fix.onnxio.isolation import ChildError, in_child
 
@@ -46,7 +47,7 @@ def _inference_model(graph: gs.Graph) -> onnx.ModelProto:
             inputs.append(_value_info(node.outputs[0].name, value.dtype, value.shape))
             seen.add(node.outputs[0].name)
             continue
-        nodes.append(OnnxExporter.export_node(node))
+        nodes.extend(_exported(node))
         for tensor in node.inputs:
             if not isinstance(tensor, gs.Constant) or tensor.name in seen:
                 continue
@@ -55,13 +56,32 @@ def _inference_model(graph: gs.Graph) -> onnx.ModelProto:
                 inputs.append(_value_info(tensor.name, tensor.dtype, tensor.shape))
             else:
                 initializers.append(OnnxExporter.export_tensor_proto(tensor))
-    outputs = [_value_info(t.name, t.dtype, t.shape) for t in graph.outputs]
+    # outputs by rank only: a declared output dim is a claim (see ``dims``), and ONNX
+    # inference would take it as given
+    outputs = [_value_info(t.name, t.dtype, None if t.shape is None else [None] * len(t.shape)) for t in graph.outputs]
     onnx_graph = onnx.helper.make_graph(nodes, graph.name or "graph", inputs, outputs, initializers)
     opsets = list(graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)])
     known = {o.domain for o in opsets}
     for domain in sorted({n.domain for n in graph.nodes if n.domain} - known):
         opsets.append(onnx.helper.make_opsetid(domain, 1))
     return onnx.helper.make_model(onnx_graph, opset_imports=opsets, ir_version=8)
+
+
+def _exported(node: gs.Node) -> list[onnx.NodeProto]:
+    """``node`` for the inference copy: a contrib op of ONNX Runtime as the standard op with its
+    shape rule (``contrib``), one per output that rule covers; any other node as it is."""
+    rule = standard(node)
+    if rule is None:
+        return [OnnxExporter.export_node(node)]
+    inputs = [node.inputs[i].name if i < len(node.inputs) else "" for i in rule.inputs]
+    while inputs and not inputs[-1]:
+        inputs.pop()  # optional inputs left out
+    attrs = {key: node.attrs[key] for key in rule.attrs if key in node.attrs}
+    return [
+        onnx.helper.make_node(rule.op, inputs, [node.outputs[o].name], name=f"{node.name}/{rule.op}{o}", **attrs)
+        for o in rule.outputs
+        if o < len(node.outputs) and node.outputs[o].name
+    ]
 
 
 #: How often inference is re-run with Reshape hints (each round can unblock a chain).

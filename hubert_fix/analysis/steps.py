@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from hubert_fix.analysis.contrib import standard
 from hubert_fix.analysis.graph import input_at, int_list, node_axes, producer
 from hubert_fix.analysis.vectors import element_array, scalar_element, shape_element, vector_length
 from hubert_fix.analysis.walk import Facts, Step
@@ -60,6 +61,11 @@ def walk_step(facts: Facts, tensor: gs.Tensor, axis: int) -> Step:
         return None
     out_index = next(i for i, t in enumerate(node.outputs) if t is tensor)
     op = node.op
+    rule = standard(node)  # a contrib op of ONNX Runtime: walked as the standard op with its shape rule
+    if rule is not None:
+        if out_index not in rule.outputs:
+            return None
+        op, out_index = rule.op, 0
     first = input_at(node, 0)
     if first is None:
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state
@@ -48,8 +49,8 @@ def _probe(model: bytes | str, name: str, weights_folder: str | None = None) -> 
     child comes back as RuntimeError (exit 4).
     """
 
-    def answer() -> bytes:
-        reason = _cpu_load_error(model, weights_folder)
+    def answer(level: ort.GraphOptimizationLevel | None = None) -> bytes:
+        reason = _cpu_load_error(model, weights_folder, level)
         return b"ok" if reason is None else b"no" + reason.encode()
 
     try:
@@ -61,15 +62,32 @@ def _probe(model: bytes | str, name: str, weights_folder: str | None = None) -> 
             ) from None
         raise OrtCrash(
             f"{name}: ONNX Runtime crashed while loading {name} ({crash.signal} in session creation, onnxruntime "
-            f"{ort.__version__}; isolated): this model cannot be deployed with it"
+            f"{ort.__version__}; isolated): this model cannot be deployed with it at its default optimization level "
+            f"on this CPU{_below_default(answer)}"
         ) from None
     except ChildError as exc:
         raise RuntimeError(f"session probe for {name} failed: {exc}") from None
     return None if reply == b"ok" else reply[2:].decode(errors="replace")
 
 
-def _options(weights_folder: str | None) -> ort.SessionOptions:
+def _below_default(answer: Callable[[ort.GraphOptimizationLevel], bytes]) -> str:
+    """Whether a model that crashed ORT at its default level loads at the level below (in a child).
+
+    The default (ORT_ENABLE_ALL) adds layout optimizations that depend on the CPU (NCHWc
+    blocks where it has AVX2 or AVX-512); 1.31 crashes in them on a float16 Transpose feeding
+    a MatMul, which every float16 transformer has.
+    """
+    try:
+        loads = in_child(lambda: answer(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)) == b"ok"
+    except (Crashed, ChildError):
+        loads = False
+    return "; it loads with graph_optimization_level=ORT_ENABLE_EXTENDED" if loads else ""
+
+
+def _options(weights_folder: str | None, level: ort.GraphOptimizationLevel | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
+    if level is not None:
+        options.graph_optimization_level = level
     options.log_severity_level = 4  # run failures are caught and reported by us, as one line each
     # No CPU arena: it keeps the largest case's activations (and rounds them up) for the
     # session's life; plain allocations free them between cases. Only where buffers come
@@ -80,9 +98,11 @@ def _options(weights_folder: str | None) -> ort.SessionOptions:
     return options
 
 
-def _cpu_load_error(model: bytes | str, weights_folder: str | None) -> str | None:
+def _cpu_load_error(
+    model: bytes | str, weights_folder: str | None, level: ort.GraphOptimizationLevel | None = None
+) -> str | None:
     try:
-        ort.InferenceSession(model, _options(weights_folder), providers=[CPU])
+        ort.InferenceSession(model, _options(weights_folder, level), providers=[CPU])
     except ORT_ERRORS as exc:
         return ort_message(exc)
     return None
