@@ -14,12 +14,13 @@ PyTorch in the export-marked test.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import onnx
 import pytest
 from catalog import EXPORTS, Export
-from conftest import FIXTURES, run_main
+from conftest import FIXTURES, float16_crash_here, run_main
 
 IDS = [e.file for e in EXPORTS]
 STORED = [e for e in EXPORTS if e.cases_file]
@@ -37,11 +38,23 @@ def _inputs(report: dict) -> list[dict]:
     return [c for c in report["cases"] if c["kind"] == "case"]
 
 
+def _crashes(spec: Export) -> bool:
+    """The repaired file crashes this ONNX Runtime's default CPU session (float16 Transpose -> MatMul)."""
+    return spec.ort_crash and float16_crash_here()
+
+
+#: What check and repair say of a float16 model whose repair crashes ONNX Runtime here: the route that loads.
+ROUTE = "the route that loads: repair the float32 export (hubert-fix repair), then hubert-fix optimize --fp16"
+
+
 @pytest.mark.parametrize("spec", EXPORTS, ids=IDS)
 def test_check_finds_the_catalogued_edits(spec: Export) -> None:
     code, out, err = run_main("check", FIXTURES / spec.file, "--json")
     report = json.loads(out)
-    assert code == (3 if spec.unrepairable else 1 if spec.edits else 0), err  # 3: repair would refuse
+    if _crashes(spec):
+        assert code == 2 and ROUTE in err and err.count("\n") == 1, err
+    else:
+        assert code == (3 if spec.unrepairable else 1 if spec.edits else 0), err  # 3: repair would refuse
     assert _edits(report) == spec.edits
     assert bool(report["unrepairable"]) == spec.unrepairable
     assert _blocking(report) == ({spec.refusal} if spec.refusal else set())
@@ -51,6 +64,9 @@ def test_check_finds_the_catalogued_edits(spec: Export) -> None:
 def test_repair_then_validate(spec: Export, tmp_path: Path) -> None:
     out = tmp_path / "repaired.onnx"
     code, stdout, err = run_main("repair", FIXTURES / spec.file, "-o", out, "--json")
+    if _crashes(spec):
+        assert code == 2 and ROUTE in err and not out.exists()
+        return
     if spec.unrepairable:
         assert code == 3 and not out.exists() and len(err.strip().splitlines()) == 1
         assert _blocking(json.loads(stdout)) == {spec.refusal}
@@ -70,8 +86,14 @@ def test_repair_then_validate(spec: Export, tmp_path: Path) -> None:
         return  # validated against fairseq in test_repaired_matches_fairseq
     code, stdout, err = run_main("validate", out, "--reference", FIXTURES / spec.cases_file, "--json")
     report = json.loads(stdout)
-    assert code == 0 and report["ok"], stdout
     assert report["precision"] == spec.precision
+    if not spec.parity:  # a lossy quantization: every case runs, in shape; only the numbers miss int8's bounds
+        assert code == 1 and not report["ok"], stdout
+        failed = [c for c in report["cases"] if c["status"] == "FAIL"]
+        assert failed and all(c["shape"] and c["compared"] for c in failed), stdout
+        assert all(re.search(r"vs reference|between alone and in the batch", f) for c in failed for f in c["failures"])
+        return
+    assert code == 0 and report["ok"], stdout
     assert {c["status"] for c in report["cases"]} == {"PASS"}
     if spec.shape.startswith("static [1"):
         assert len(_inputs(report)) <= 2 and report["skipped"]
@@ -81,8 +103,11 @@ def test_repair_then_validate(spec: Export, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("spec", STORED, ids=lambda e: e.file)
 def test_raw_export_validates_only_if_nothing_is_wrong(spec: Export) -> None:
-    code, stdout, _ = run_main("validate", FIXTURES / spec.file, "--reference", FIXTURES / spec.cases_file, "--json")
-    broken = bool(spec.edits) or spec.unrepairable
+    code, stdout, err = run_main("validate", FIXTURES / spec.file, "--reference", FIXTURES / spec.cases_file, "--json")
+    if _crashes(spec):  # neither the file nor its repair loads in this ONNX Runtime
+        assert code == 2 and ROUTE in err, err
+        return
+    broken = bool(spec.edits) or spec.unrepairable or not spec.parity
     assert code == (1 if broken else 0) and json.loads(stdout)["ok"] is not broken
 
 
