@@ -21,21 +21,16 @@ onnx-graphsurgeon, numpy and onnxruntime; torch and fairseq are imported lazily,
 import importlib
 
 from hubert_fix._version import __version__
-from hubert_fix.errors import (  # light: no third-party import
-    DeviceUnavailableError,
-    HubertFixError,
-    MissingExtraError,
-    UnrepairableError,
-    UnusableInputError,
-    UsageError,
-)
 
 #: Imported on first use (PEP 562), so that ``import hubert_fix.errors`` or the console
-#: script's start-up does not load onnx, onnxruntime and numpy.
+#: script's start-up does not load onnx, onnxruntime and numpy (nor, before its Ctrl-C
+#: handler is in place, even the error classes).
 _LAZY = {
     "check": "api", "export": "api", "optimize": "api", "repair": "api", "validate": "api",
     "OptimizeReport": "deploy.optimize", "Report": "runner", "ExportReport": "api",
     "CaseResult": "validation.report", "Tolerance": "validation.report", "ValidationReport": "validation.report",
+    "DeviceUnavailableError": "errors", "HubertFixError": "errors", "MissingExtraError": "errors",
+    "UnrepairableError": "errors", "UnusableInputError": "errors", "UsageError": "errors",
 }  # fmt: skip
 
 

@@ -6,16 +6,18 @@ Ctrl-C then is exit 130 with one line once they are done, as at any later moment
 (``hubert_fix.interrupts``).
 """
 
-import json
 import signal
 import sys
 
-from hubert_fix import interrupts
-from hubert_fix.errors import EXIT_INTERRUPTED, INTERRUPTED
+from hubert_fix import interrupts  # the least that runs before the handler is in place
 
 
 def main(argv: list[str] | None = None) -> int:
     interrupts.install()
+    import json
+
+    from hubert_fix.errors import EXIT_INTERRUPTED, INTERRUPTED
+
     argv = sys.argv[1:] if argv is None else argv
     try:
         # No interrupt inside the native modules' initialisation (onnx's protobuf, numpy,
@@ -28,10 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # cli.main answers once it runs: this is start-up
         if not (isinstance(exc, KeyboardInterrupt) or interrupts.received()):
             raise
-        with interrupts.deferred(raise_after=False):  # a second Ctrl-C cannot cut the answer short
-            if "--json" in argv:  # a saved report is never empty
-                print(json.dumps({"error": INTERRUPTED, "exit_code": EXIT_INTERRUPTED}, indent=2, sort_keys=True))
-            print(f"hubert-fix: {INTERRUPTED}", file=sys.stderr)
+        if "--json" in argv:  # a saved report is never empty (a second Ctrl-C here is not raised: interrupts)
+            print(json.dumps({"error": INTERRUPTED, "exit_code": EXIT_INTERRUPTED}, indent=2, sort_keys=True))
+        print(f"hubert-fix: {INTERRUPTED}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         # The answer is given: a Ctrl-C while the interpreter shuts down (ONNX Runtime's

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
-from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType, TracebackType
+
+TYPE_CHECKING = False  # imported before the handler is in place: not even typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import FrameType, TracebackType
 
 _received = False
 
@@ -72,11 +74,14 @@ def deferred(*, raise_after: bool = True) -> Iterator[None]:
     forked inside the block the note is all that happens until the child sets its own.
     """
     previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
-        yield  # only the main thread runs handlers; SIG_IGN or SIG_DFL raise nothing
-        return
     arrived: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    try:
+        if not callable(previous):  # SIG_IGN or SIG_DFL: nothing raises
+            raise ValueError
+        signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    except ValueError:  # not the main thread: only the main thread runs handlers
+        yield
+        return
     try:
         yield
     finally:
