@@ -10,6 +10,7 @@ not match expected type (tensor(float))").
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,15 +18,23 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
-from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import unique_name
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, Scope, node_label
 
 _FLOATS = frozenset(
     {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 )
 #: The route that works where this pass cannot make the types agree.
 _ROUTE = "repair the float32 export (hubert-fix repair), then convert it with hubert-fix optimize --fp16"
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A Cast, the type it computes and the type its output is declared to have."""
+
+    cast: gs.Node
+    computed: int
+    declared: int
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,21 @@ class CastTypes(RewritePass):
 
     name = "cast-types"
 
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
-        taken = taken_names(graph)
-        outputs = {t.name for t in graph.outputs}
-        return [_examine(node, outputs, taken) for node in graph.nodes if node.op == "Cast"]
+    def match(self, scope: Scope) -> Iterator[_Candidate | None]:
+        return (_match(node) for node in scope.graph.nodes if node.op == "Cast")
+
+    def prove(self, candidate: _Candidate, scope: Scope) -> _Candidate | Declined:
+        """A float conversion explains the contradiction: both types floats, and not the model's output."""
+        c = candidate
+        output = c.cast.outputs[0].name in {t.name for t in scope.graph.outputs}
+        if output or c.computed not in _FLOATS or c.declared not in _FLOATS:
+            why = "the model's output: its declared type is the interface" if output else "not both floats"
+            reason = f"to={_type(c.computed)}, output declared {_type(c.declared)} ({why}): no float conversion explains it; {_ROUTE}"
+            return Declined(node_label(c.cast), "Cast", reason, blocking=True)
+        return c
+
+    def plan(self, candidate: _Candidate, proof: _Candidate, scope: Scope) -> _Plan:
+        return _plan(candidate, scope.taken)
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         out = plan.cast.outputs[0]
@@ -99,31 +119,29 @@ def _declared(tensor: gs.Tensor) -> int | None:
         return int(dtype_to_onnx(tensor.dtype))
 
 
-def _examine(cast: gs.Node, outputs: set[str], taken: set[str]) -> _Plan | Declined | None:
-    """A Cast whose target contradicts its output's declared type: planned, or refused with the route."""
+def _match(cast: gs.Node) -> _Candidate | None:
+    """A Cast whose ``to`` differs from its output's declared element type."""
+    declared = _declared(cast.outputs[0])
     computed = int(cast.attrs.get("to", 0))
-    out = cast.outputs[0]
-    declared = _declared(out)
-    if declared is None or declared == computed:
-        return None
-    name = node_label(cast)
-    types = f"to={_type(computed)}, output declared {_type(declared)}"
-    if out.name in outputs or computed not in _FLOATS or declared not in _FLOATS:
-        why = "the model's output: its declared type is the interface" if out.name in outputs else "not both floats"
-        return Declined(name, "Cast", f"{types} ({why}): no float conversion explains it; {_ROUTE}", blocking=True)
+    return None if declared is None or declared == computed else _Candidate(cast, computed, declared)
+
+
+def _plan(c: _Candidate, taken: set[str]) -> _Plan:
+    """Name the Cast to the declared type, and report it."""
+    name, out = node_label(c.cast), c.cast.outputs[0]
     node_name = unique_name(f"{name}/to_declared", taken)
     edit = Edit(
         node=name,
         op="Cast",
         before=(
-            f"Cast computes {_type(computed)} but its output is declared {_type(declared)}, the type its "
+            f"Cast computes {_type(c.computed)} but its output is declared {_type(c.declared)}, the type its "
             f"{len(out.outputs)} consumer(s) were converted for (a float16 converter left the Cast's target as it "
             "was); ONNX Runtime refuses the file"
         ),
-        after=f"{out.name} is {_type(computed)} as computed; its consumers read a {_type(declared)} copy",
-        action=f"inserted Cast '{node_name}' (to={_type(declared)}) after it",
+        after=f"{out.name} is {_type(c.computed)} as computed; its consumers read a {_type(c.declared)} copy",
+        action=f"inserted Cast '{node_name}' (to={_type(c.declared)}) after it",
     )
-    return _Plan(cast, declared, computed, node_name, unique_name(f"{node_name}_output_0", taken), edit)
+    return _Plan(c.cast, c.declared, c.computed, node_name, unique_name(f"{node_name}_output_0", taken), edit)
 
 
 def _type(elem: int) -> str:

@@ -2,7 +2,8 @@
 
 A pass (a ``RewritePass``) finds one kind of defect in an onnx-graphsurgeon graph and,
 when asked, repairs it in place. Finding and fixing share one code path: ``find`` matches,
-proves and plans each candidate without editing, ``rewrite`` carries out a plan; ``check``
+proves and plans each candidate (the pass's ``match``, ``prove`` and ``plan``) without
+editing, ``rewrite`` carries out a plan; ``check``
 and ``repair`` both run the passes with ``apply=True`` on their own copy of the graph, so
 ``check`` reports exactly what ``repair`` does. Every candidate the pass looked at and did
 not repair is reported with the reason. ``RewritePass.run`` checks each pass's pre- and
@@ -14,7 +15,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import onnx_graphsurgeon as gs
 
@@ -104,25 +105,14 @@ def settle(
     return result
 
 
-C = TypeVar("C")  # a matched candidate
-Proof = TypeVar("Proof")  # what its repair may rest on
+@dataclass
+class Scope:
+    """What one pass's steps read while finding: the graph, its facts, and the node and tensor
+    names in use (a plan reserves the names it will add, ``analysis.graph.unique_name``)."""
 
-
-def examine(
-    candidates: Iterable[C | Declined | None],
-    prove: Callable[[C], Declined | Proof],
-    plan: Callable[[C, Proof], P],
-) -> list[P | Declined]:
-    """Per matched candidate: prove it, then plan the repair the proof allows (pattern, check,
-    rewrite); a candidate declined while matching, or while proving, is reported as such."""
-    outcomes: list[P | Declined] = []
-    for candidate in candidates:
-        if isinstance(candidate, Declined):
-            outcomes.append(candidate)
-        elif candidate is not None:
-            proof = prove(candidate)
-            outcomes.append(proof if isinstance(proof, Declined) else plan(candidate, proof))
-    return outcomes
+    graph: gs.Graph
+    facts: GraphFacts
+    taken: set[str]
 
 
 class PassContractError(AssertionError):
@@ -161,24 +151,52 @@ def _dangling(graph: gs.Graph) -> list[str]:
 
 
 class RewritePass(abc.ABC):
-    """The contract of every pass (after onnx-ir's ``PassBase``: its ``requires`` and ``ensures``).
+    """The contract of every pass: a rule in three steps (onnxscript's rewrite rules: ``pattern``,
+    ``check``, ``rewrite``), with onnx-ir's ``requires`` and ``ensures`` around them.
 
-    A pass finds candidates and, for each, matches, proves and plans (``find``: no edits),
-    then carries out the plans (``rewrite``) when asked. ``run`` checks before the pass
-    that the graph is well formed (``requires``) and after it (``ensures``) that it still
-    is, that finding edited nothing, and that ``modified`` says whether the graph changed.
-    A broken contract raises PassContractError: a bug in the pass, reported as one.
+    ``match`` finds the pattern, ``prove`` establishes what a repair may rest on, ``plan``
+    decides the repair, all before any edit (``find`` runs the three over every candidate);
+    ``rewrite`` carries out a plan. ``run`` checks before the pass that the graph is well
+    formed (``requires``) and after it (``ensures``) that it still is, that finding edited
+    nothing, and that ``modified`` says whether the graph changed. A broken contract raises
+    PassContractError: a bug in the pass, reported as one.
     """
 
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> Iterable[Plan | Declined | None]:
-        """Per candidate: a plan to repair it, a Declined (with why), or None (not a candidate)."""
+    def match(self, scope: Scope) -> Iterable[Any]:
+        """The pattern: per candidate, the candidate, a Declined (a defect the pass cannot even
+        examine, with why), or None (not a candidate)."""
+
+    def prove(self, candidate: Any, scope: Scope) -> Any:
+        """What a repair of ``candidate`` may rest on, a Declined (with why, and whether it blocks),
+        or None (not the defect after all: nothing to report). By default the match is the proof."""
+        return candidate
+
+    def plan(self, candidate: Any, proof: Any, scope: Scope) -> Plan:
+        """The repair the proof allows, with its ``edit`` for the report (a pass that only reports has none)."""
+        raise PassContractError(f"{self.name}: proved a candidate it has no plan for")
 
     def rewrite(self, plan: Plan, graph: gs.Graph) -> None:
         """Carry out one plan (a pass that only reports has none)."""
         raise PassContractError(f"{self.name}: planned an edit it cannot make")
+
+    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[Plan | Declined]:
+        """Match, prove and plan every candidate; a candidate declined while matching or while
+        proving is reported as such. Nothing is edited."""
+        scope = Scope(graph, facts, taken_names(graph))
+        outcomes: list[Plan | Declined] = []
+        for candidate in self.match(scope):
+            if isinstance(candidate, Declined):
+                outcomes.append(candidate)
+            elif candidate is not None:
+                proof = self.prove(candidate, scope)
+                if isinstance(proof, Declined):
+                    outcomes.append(proof)
+                elif proof is not None:
+                    outcomes.append(self.plan(candidate, proof, scope))
+        return outcomes
 
     def run(self, graph: gs.Graph, facts: GraphFacts, *, apply: bool) -> PassResult:
         """Find the pattern in ``graph``; with ``apply`` also repair it in place.

@@ -12,6 +12,7 @@ shape equal to indices.shape[:-1] + data.shape[indices.shape[-1]:]").
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import onnx_graphsurgeon as gs
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import input_at, int_list, node_axes, producer, unique_name
 from hubert_fix.analysis.vectors import shape_element
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, examine, node_label, taken_names
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, Scope, node_label
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,14 @@ class CtcMaskScatter(RewritePass):
 
     name = "ctc-mask-scatter"
 
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
-        taken = taken_names(graph)
-        candidates = [_match(node) for node in graph.nodes if node.op == "ScatterND"]
-        return examine(candidates, lambda c: _prove(c, facts), lambda c, proof: _plan(c, proof, facts, taken))
+    def match(self, scope: Scope) -> Iterator[_Candidate | None]:
+        return (_match(node) for node in scope.graph.nodes if node.op == "ScatterND")
+
+    def prove(self, candidate: _Candidate, scope: Scope) -> Declined | _Proof:
+        return _prove(candidate, scope.facts)
+
+    def plan(self, candidate: _Candidate, proof: _Proof, scope: Scope) -> _Plan:
+        return _plan(candidate, proof, scope.facts, scope.taken)
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)

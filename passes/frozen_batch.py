@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.passes.contract import Declined, RewritePass
+from hubert_fix.passes.contract import Declined, RewritePass, Scope
 
 
 class FrozenBatch(RewritePass):
@@ -37,11 +37,12 @@ class FrozenBatch(RewritePass):
 
     name = "frozen-batch"
 
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[Declined | None]:
-        batched = [t for t in graph.inputs if (facts.rank(t) or 0) >= 2]
+    def match(self, scope: Scope) -> list[Declined | None]:
+        """Only refusals: nothing here can be proven or planned."""
+        facts = scope.facts
+        batched = [t for t in scope.graph.inputs if (facts.rank(t) or 0) >= 2]
         dynamic = all(not isinstance(facts.shape(t)[0], int) for t in batched)
-        outcomes = [_examine(out, batched[0], facts) for out in graph.outputs] if batched and dynamic else []
-        return outcomes
+        return [_examine(out, batched[0], facts) for out in scope.graph.outputs] if batched and dynamic else []
 
 
 def _examine(output: gs.Tensor, batched: gs.Tensor, facts: GraphFacts) -> Declined | None:

@@ -11,15 +11,17 @@ output is truncated to about K frames, silently.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.analysis.graph import const_value, int_list, producer, unique_name, unwrapped
+from hubert_fix.analysis.graph import producer, unique_name
+from hubert_fix.analysis.lengths import frozen_total
 from hubert_fix.analysis.shapes import Dim
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, node_label, taken_names
+from hubert_fix.passes.contract import Edit, RewritePass, Scope, node_label
 
 # How many nodes back from a Pad's ``pads`` input the pad amount is looked for (the
 # TorchScript exporter builds ``pads`` through Concat/Reshape/Slice/Transpose/Cast, about 8).
@@ -42,30 +44,6 @@ class _Plan:
     sub: gs.Node
     names: tuple[str, str, str]  # Max node, its output, the zero constant
     edit: Edit
-
-
-def frozen_total(node: gs.Node | None, facts: GraphFacts) -> int | None:
-    """K when ``node`` is ``Sub(K, T)``: a constant minus a dim proven dynamic (a frozen padded length)."""
-    if node is None or node.op != "Sub" or len(node.inputs) != 2:
-        return None
-    total = int_list(unwrapped(node.inputs[0]))
-    dim = node.inputs[1]
-    if total is None or len(total) != 1 or const_value(dim) is not None:
-        return None
-    size = facts.scalar_dim(dim)
-    return total[0] if size is not None and not isinstance(size, int) else None
-
-
-def clamped_total(tensor: gs.Tensor, facts: GraphFacts) -> int | None:
-    """K when ``tensor`` is ``Max(Sub(K, T), 0)``: a frozen padded length this pass clamped."""
-    node = producer(unwrapped(tensor))
-    if node is None or node.op != "Max" or len(node.inputs) != 2:
-        return None
-    first, second = node.inputs
-    zero = const_value(second)
-    if zero is None or zero.size != 1 or zero.reshape(-1)[0] != 0:
-        return None
-    return frozen_total(producer(first), facts)
 
 
 class FrozenPad(RewritePass):
@@ -99,11 +77,16 @@ class FrozenPad(RewritePass):
 
     name = "frozen-pad"
 
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
-        totals = {total for pad in graph.nodes if pad.op == "Pad" for total in _totals_into(pad, facts)}
-        taken = taken_names(graph)
-        candidates = [_match(node, facts, totals) for node in graph.nodes if node.op == "Sub"]
-        return [_plan(candidate, taken) for candidate in candidates if candidate is not None]
+    def match(self, scope: Scope) -> Iterator[_Candidate | None]:
+        return (_match(node, scope.facts) for node in scope.graph.nodes if node.op == "Sub")
+
+    def prove(self, candidate: _Candidate, scope: Scope) -> _Candidate | None:
+        """The K is a padded length: a Sub with that K builds some Pad's ``pads`` (else K - T is an
+        ordinary constant minus a dim, nothing to report)."""
+        return candidate if candidate.total in _padded_totals(scope) else None
+
+    def plan(self, candidate: _Candidate, proof: _Candidate, scope: Scope) -> _Plan:
+        return _plan(candidate, scope.taken)
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)
@@ -133,10 +116,15 @@ def _clamped(sub: gs.Node) -> bool:
     return bool(consumers) and all(c.op == "Max" and c.inputs[0] is sub.outputs[0] for c in consumers)
 
 
-def _match(sub: gs.Node, facts: GraphFacts, totals: set[int]) -> _Candidate | None:
-    """A Sub whose frozen K reaches a Pad is a candidate, unless every consumer already clamps it."""
+def _padded_totals(scope: Scope) -> set[int]:
+    """Every K that a ``Sub(K, T)`` feeds into a Pad's ``pads`` with."""
+    return {total for pad in scope.graph.nodes if pad.op == "Pad" for total in _totals_into(pad, scope.facts)}
+
+
+def _match(sub: gs.Node, facts: GraphFacts) -> _Candidate | None:
+    """``Sub(K, T)``, K a constant and T a dim proven dynamic, is a candidate unless every consumer clamps it."""
     total = frozen_total(sub, facts)
-    if total not in totals or _clamped(sub):
+    if total is None or _clamped(sub):
         return None
     return _Candidate(sub, total, facts.scalar_dim(sub.inputs[1]))
 

@@ -16,6 +16,7 @@ None: padding_mask[:, -pad_length:] = True``; traced (dynamo), pad 0 makes the s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,15 +25,11 @@ from onnx_graphsurgeon.exporters.onnx_exporter import dtype_to_onnx
 
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import VALUE_KEEPING, const_value, input_at, int_list, producer, unique_name, unwrapped
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, examine, node_label, taken_names
-
-from .frozen_pad import clamped_total, frozen_total
+from hubert_fix.analysis.lengths import clamped_total, describe_value, frozen_total, proven_nonnegative
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, Scope, node_label
 
 # Ops that pass a one-element value through unchanged (value-wise) on its way to a Slice bound.
 _WRAPPERS = frozenset({"Unsqueeze", "Reshape", "Squeeze", "Cast", "Identity", "Concat"})
-# Ops whose output is >= 0 when all their inputs are (for Concat/Gather/Slice: the data input).
-_NONNEG_IF_INPUTS = frozenset({"Add", "Mul", "Max", "Min", "Div", "Cast", "Identity", "Sum"})
-_NONNEG_IF_FIRST = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Gather", "Slice", "Expand", "Concat"})
 
 
 _BOUNDS = {1: "starts", 2: "ends"}  # Slice input index -> name
@@ -60,7 +57,7 @@ class _Candidate:
     @property
     def pattern(self) -> str:
         """The bound as reports show it, e.g. ``ends = -(Mod(...)) via Neg '/Neg'``."""
-        return f"{self.which} = -({_describe_value(self.n)}) via {self.neg.op} '{node_label(self.neg)}'"
+        return f"{self.which} = -({describe_value(self.n)}) via {self.neg.op} '{node_label(self.neg)}'"
 
 
 @dataclass(frozen=True)
@@ -128,10 +125,14 @@ class FrozenSlice(RewritePass):
 
     name = "frozen-slice"
 
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
-        taken = taken_names(graph)
-        candidates = [_match(node, index) for node in graph.nodes if node.op == "Slice" for index in _BOUNDS]
-        return examine(candidates, lambda c: _prove(c, facts), lambda c, proof: _plan(c, proof, facts, taken))
+    def match(self, scope: Scope) -> Iterator[_Candidate | None]:
+        return (_match(node, index) for node in scope.graph.nodes if node.op == "Slice" for index in _BOUNDS)
+
+    def prove(self, candidate: _Candidate, scope: Scope) -> Declined | int:
+        return _prove(candidate, scope.facts)
+
+    def plan(self, candidate: _Candidate, axis: int, scope: Scope) -> _Plan:
+        return _plan(candidate, axis, scope.facts, scope.taken)
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)
@@ -233,39 +234,11 @@ def _frozen_length(n: gs.Tensor, facts: GraphFacts) -> str:
     if total is None:
         return ""
     return (
-        f"n = {total} - {_describe_value(sub.inputs[1])}: a padded length the trace froze at "
+        f"n = {total} - {describe_value(sub.inputs[1])}: a padded length the trace froze at "
         f"{total} (fairseq's pad_to_multiple traced with a float multiple, fairseq issue #5596's workaround), not "
         "clamped by frozen-pad (no Pad uses it, or the pass was skipped); inputs longer than that are truncated. "
         "Re-export with the sample axis static, or export with hubert-fix export (which traces without the padding)"
     )
-
-
-def proven_nonnegative(tensor: gs.Tensor, depth: int = 0) -> bool:
-    """True when every element of ``tensor`` is >= 0 for every input of the model.
-
-    Sizes from ``Shape``/``Size`` are >= 0; ONNX ``Mod`` with ``fmod=0`` takes the sign of
-    the divisor (with ``fmod=1`` the dividend's); the rest keep the sign of their inputs.
-    """
-    if depth > 32:
-        return False
-    values = const_value(tensor)
-    if values is not None:
-        return values.size > 0 and bool(np.all(values >= 0))
-    node = producer(tensor)
-    if node is None:
-        return False
-    inputs = [t for t in node.inputs if t.name != ""]
-    if node.op in ("Shape", "Size"):
-        return True
-    if node.op == "Mod":
-        sign_from = inputs[0] if node.attrs.get("fmod", 0) else inputs[1]
-        return proven_nonnegative(sign_from, depth + 1)
-    if node.op in _NONNEG_IF_INPUTS:
-        return all(proven_nonnegative(t, depth + 1) for t in inputs)
-    if node.op in _NONNEG_IF_FIRST:
-        data = inputs if node.op == "Concat" else inputs[:1]
-        return all(proven_nonnegative(t, depth + 1) for t in data)
-    return False
 
 
 def _match(node: gs.Node, index: int) -> _Candidate | None:
@@ -332,7 +305,7 @@ def _unguarded(c: _Candidate, facts: GraphFacts, axis: int) -> Declined | None:
     if mod is not None and not (facts.value_is_dim(mod.inputs[0], c.data, axis) or proven_nonnegative(c.n)):
         return _blocked(
             c,
-            f"n = {_describe_value(c.n)}: its dividend is not proven to be the sliced dim "
+            f"n = {describe_value(c.n)}: its dividend is not proven to be the sliced dim "
             f"{facts.dim_str(c.data, axis)}, nor n proven >= 0, so dim - n may differ from -n; cannot repair safely",
         )
     return None
@@ -381,23 +354,3 @@ def _apply(plan: _Plan, graph: gs.Graph) -> None:
     new_nodes.append(gs.Node("Add", names["Add"], inputs=[dim, bound], outputs=[new_bound]))
     plan.slice_node.inputs[plan.index] = new_bound
     graph.nodes.extend(new_nodes)
-
-
-def _describe_value(tensor: gs.Tensor, depth: int = 0) -> str:
-    """A short formula for a scalar, e.g. ``Mod(Shape(padding_mask)[1], Shape(x)[1])``."""
-    values = const_value(tensor)
-    if values is not None:
-        if values.size > 4:
-            return f"<constant {list(values.shape)}>"
-        return str(values.reshape(-1).tolist()[0] if values.size == 1 else values.tolist())
-    node = producer(tensor)
-    if node is None or depth > 4:
-        return tensor.name
-    if node.op == "Gather" and producer(node.inputs[0]) is not None and producer(node.inputs[0]).op == "Shape":
-        index = int_list(node.inputs[1])
-        source = producer(node.inputs[0]).inputs[0].name
-        return f"Shape({source})[{index[0] if index and len(index) == 1 else '?'}]"
-    if node.op in VALUE_KEEPING:
-        return _describe_value(node.inputs[0], depth + 1)
-    args = ", ".join(_describe_value(t, depth + 1) for t in node.inputs if t.name != "")
-    return f"{node.op}({args})"

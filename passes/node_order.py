@@ -13,8 +13,18 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
-from hubert_fix.analysis.dims import GraphFacts
-from hubert_fix.passes.contract import Edit, RewritePass, node_label
+from hubert_fix.passes.contract import Edit, RewritePass, Scope, node_label
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """The first node that reads what a later node writes."""
+
+    index: int
+    node: gs.Node
+    writer: gs.Node
+    writer_index: int
+    tensor: gs.Tensor
 
 
 @dataclass(frozen=True)
@@ -42,24 +52,31 @@ class NodeOrder(RewritePass):
 
     name = "node-order"
 
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan]:
-        position = {id(node): index for index, node in enumerate(graph.nodes)}
-        for index, node in enumerate(graph.nodes):
+    def match(self, scope: Scope) -> list[_Candidate]:
+        """One candidate for the whole graph: its first node read before it is written (the match
+        is the proof: order carries no meaning beyond producers first)."""
+        nodes = scope.graph.nodes
+        position = {id(node): index for index, node in enumerate(nodes)}
+        for index, node in enumerate(nodes):
             late = [t for t in node.inputs if t.inputs and position.get(id(t.inputs[0]), -1) > index]
             if late:
                 writer = late[0].inputs[0]
-                edit = Edit(
-                    node=node_label(node),
-                    op=node.op,
-                    before=(
-                        f"node {index} reads {late[0].name}, which node {position[id(writer)]} "
-                        f"({node_label(writer)}) writes: not in topological order (onnx.checker refuses it)"
-                    ),
-                    after="every node after the nodes it reads from",
-                    action=f"sorted the {len(graph.nodes)} nodes topologically",
-                )
-                return [_Plan(edit)]
+                return [_Candidate(index, node, writer, position[id(writer)], late[0])]
         return []
+
+    def plan(self, candidate: _Candidate, proof: _Candidate, scope: Scope) -> _Plan:
+        c = candidate
+        edit = Edit(
+            node=node_label(c.node),
+            op=c.node.op,
+            before=(
+                f"node {c.index} reads {c.tensor.name}, which node {c.writer_index} ({node_label(c.writer)}) "
+                "writes: not in topological order (onnx.checker refuses it)"
+            ),
+            after="every node after the nodes it reads from",
+            action=f"sorted the {len(scope.graph.nodes)} nodes topologically",
+        )
+        return _Plan(edit)
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         graph.toposort(mode="nodes")

@@ -20,7 +20,7 @@ from hubert_fix.analysis.dims import GraphFacts, analyze
 from hubert_fix.analysis.graph import unique_name
 from hubert_fix.analysis.shapes import Dim
 from hubert_fix.analysis.walk import Root
-from hubert_fix.passes.contract import Edit, RewritePass, node_label
+from hubert_fix.passes.contract import Edit, RewritePass, Scope, node_label
 
 _Port = tuple[str, int]  # (graph input name, axis)
 
@@ -33,6 +33,18 @@ class _Candidate:
     value: int
     ports: tuple[_Port, ...]  # every input dim declared v
     where: gs.Node
+
+
+@dataclass(frozen=True)
+class _Proof:
+    """The candidate's ports that the Where's leading axes come from, the relaxed copy that proves
+    them merged (with its facts), the symbol S they get back, and the dim names in use."""
+
+    candidate: _Candidate
+    copy: gs.Graph
+    relaxed: GraphFacts
+    symbol: str
+    dims: set[str]
 
 
 @dataclass(frozen=True)
@@ -84,8 +96,14 @@ class PinnedDims(RewritePass):
 
     name = "pinned-dims"
 
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | None]:
-        return [_prove_and_plan(candidate, graph, facts) for candidate in _match(graph, facts)]
+    def match(self, scope: Scope) -> list[_Candidate]:
+        return _match(scope.graph, scope.facts)
+
+    def prove(self, candidate: _Candidate, scope: Scope) -> _Proof | None:
+        return _prove(candidate, scope.graph)
+
+    def plan(self, candidate: _Candidate, proof: _Proof, scope: Scope) -> _Plan:
+        return _plan(proof, scope.graph)
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         for tensor, shape in plan.shapes:
@@ -175,16 +193,16 @@ def _key(facts: GraphFacts, tensor: gs.Tensor, axis: int) -> Root:
     return root if root is not None else (tensor.name, axis)
 
 
-def _prove_and_plan(candidate: _Candidate, graph: gs.Graph, facts: GraphFacts) -> _Plan | None:
-    """Restore v when the relaxed copy proves the Where left-aligned on S and a merge of its
-    right-aligned pairs ties S to v; None otherwise (the declared size stands)."""
+def _prove(candidate: _Candidate, graph: gs.Graph) -> _Proof | None:
+    """v is a merge when the relaxed copy proves the Where left-aligned on S and a merge of its
+    right-aligned pairs ties S to v; None otherwise (the declared size stands, nothing to report)."""
     ports = _carried(graph, candidate)
     if not ports:
         return None
     candidate = _Candidate(candidate.value, ports, candidate.where)
-    taken = {d for t in [*graph.inputs, *graph.outputs] for d in (t.shape or ()) if isinstance(d, str)}
+    dims = {d for t in [*graph.inputs, *graph.outputs] for d in (t.shape or ()) if isinstance(d, str)}
     axes = {axis for _, axis in ports}
-    symbol = unique_name("batch" if axes == {0} else f"dim{min(axes)}", taken)
+    symbol = unique_name("batch" if axes == {0} else f"dim{min(axes)}", dims)
     copy, relaxed = _relaxed(graph, dict.fromkeys(ports, symbol))
     found = _where_in(copy, relaxed, candidate.where)
     if found is None:
@@ -193,15 +211,12 @@ def _prove_and_plan(candidate: _Candidate, graph: gs.Graph, facts: GraphFacts) -
     left = all(relaxed.same_dim(cond, i, data, i) for i in range(rc))
     has_symbol = any(relaxed.root(cond, i) == symbol for i in range(rc))
     tied = any(symbol in c and candidate.value in c for c in _merged_classes(relaxed, cond, data, rc, rd))
-    if not (left and has_symbol and tied):
-        return None
-    return _plan(candidate, graph, copy, relaxed, symbol, taken)
+    return _Proof(candidate, copy, relaxed, symbol, dims) if left and has_symbol and tied else None
 
 
-def _plan(
-    candidate: _Candidate, graph: gs.Graph, copy: gs.Graph, relaxed: GraphFacts, symbol: str, taken: set[str]
-) -> _Plan:
+def _plan(proof: _Proof, graph: gs.Graph) -> _Plan:
     """The restored interface: inputs with S, outputs as the relaxed copy proves them."""
+    candidate, copy, relaxed, symbol, taken = proof.candidate, proof.copy, proof.relaxed, proof.symbol, proof.dims
     v = candidate.value
     names: dict[Root, str] = {}
     shapes: list[tuple[gs.Tensor, tuple[Dim, ...]]] = []

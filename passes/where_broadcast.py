@@ -9,6 +9,7 @@ broadcast on dim 1"), or, when T == C, silently masks channels instead of frames
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import unique_name
-from hubert_fix.passes.contract import Declined, Edit, RewritePass, examine, node_label, taken_names
+from hubert_fix.passes.contract import Declined, Edit, RewritePass, Scope, node_label
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,16 @@ class WhereBroadcast(RewritePass):
 
     name = "where-broadcast"
 
-    def find(self, graph: gs.Graph, facts: GraphFacts) -> list[_Plan | Declined | None]:
-        taken = taken_names(graph)
-        return examine(
-            (_match(where, facts) for where in graph.nodes if where.op == "Where"),  # or Declined: a rank unknown
-            lambda candidate: _prove(candidate, facts),
-            lambda candidate, assumption: _plan(candidate, assumption, facts, graph.opset, taken),
-        )
+    def match(self, scope: Scope) -> Iterator[_Candidate | Declined | None]:
+        return (
+            _match(where, scope.facts) for where in scope.graph.nodes if where.op == "Where"
+        )  # Declined: rank unknown
+
+    def prove(self, candidate: _Candidate, scope: Scope) -> Declined | str:
+        return _prove(candidate, scope.facts)
+
+    def plan(self, candidate: _Candidate, assumption: str, scope: Scope) -> _Plan:
+        return _plan(candidate, assumption, scope.facts, scope.graph.opset, scope.taken)
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)

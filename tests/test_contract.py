@@ -20,9 +20,14 @@ def _graph() -> gs.Graph:
 class _EditsWhileFinding(RewritePass):
     name = "edits-while-finding"
 
-    def find(self, graph, facts):
-        graph.nodes[0].name = "renamed"  # finding must never edit
+    def match(self, scope):
+        scope.graph.nodes[0].name = "renamed"  # finding must never edit
         return []
+
+
+class _Plan:
+    def __init__(self, action: str) -> None:
+        self.edit = Edit("n", "Where", "before", "after", action)
 
 
 class _ClaimsAnEdit(RewritePass):
@@ -30,11 +35,11 @@ class _ClaimsAnEdit(RewritePass):
 
     name = "claims-an-edit"
 
-    def find(self, graph, facts):
-        class Plan:
-            edit = Edit("n", "Where", "before", "after", "nothing")
+    def match(self, scope):
+        return ["a candidate"]
 
-        return [Plan()]
+    def plan(self, candidate, proof, scope):
+        return _Plan("nothing")
 
     def rewrite(self, plan, graph):
         pass
@@ -43,11 +48,11 @@ class _ClaimsAnEdit(RewritePass):
 class _CutsAWire(RewritePass):
     name = "cuts-a-wire"
 
-    def find(self, graph, facts):
-        class Plan:
-            edit = Edit("n", "Where", "before", "after", "drops the condition's producer")
+    def match(self, scope):
+        return ["a candidate"]
 
-        return [Plan()]
+    def plan(self, candidate, proof, scope):
+        return _Plan("drops the condition's producer")
 
     def rewrite(self, plan, graph):
         where = next(n for n in graph.nodes if n.op == "Where")
@@ -57,8 +62,21 @@ class _CutsAWire(RewritePass):
 class _OnlyReports(RewritePass):
     name = "only-reports"
 
-    def find(self, graph, facts):
+    def match(self, scope):
         return [Declined("n", "Where", "looked, left alone"), None]
+
+
+class _ProvesWithoutAPlan(RewritePass):
+    name = "proves-without-a-plan"
+
+    def match(self, scope):
+        return ["a candidate"]
+
+
+def test_a_proof_needs_a_plan() -> None:
+    graph = _graph()
+    with pytest.raises(PassContractError, match="no plan for"):
+        _ProvesWithoutAPlan().run(graph, analyze(graph), apply=False)
 
 
 @pytest.mark.parametrize("apply", [False, True])
