@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RAW, SCRIPT
+from conftest import CHECKPOINT, RAW, SCRIPT
 
 from hubert_fix.onnxio import isolation
 
@@ -92,6 +92,20 @@ def check(*args, **kwargs):
 hubert_fix.api.check = check
 """
 
+#: fairseq registers its configs while it is imported (``hydra_init``) and logs what
+#: interrupts that ("ERROR: common - <class ...CommonConfig>") before it re-raises.
+IN_FAIRSEQ_IMPORT = """
+from hydra.core.config_store import ConfigStore
+real_store = ConfigStore.store
+def store(self, *args, **kwargs):
+    if kwargs.get("name") == "common" and not os.path.exists(FIRED):
+        open(FIRED, "w").close()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+    return real_store(self, *args, **kwargs)
+ConfigStore.store = store
+"""
+
 #: A finalizer that runs as the interrupt arrives swallows it ("Exception ignored in
 #: __del__"), and the command goes on to a verdict.
 IN_A_FINALIZER = """
@@ -151,6 +165,13 @@ def test_ctrl_c_inside_onnx_runtime_native_import(tmp_path: Path, args: list) ->
     assert not (tmp_path / "out.onnx").exists()
     if "--json" in args:  # the saved report is one JSON object that says so
         assert json.loads(result.stdout) == {"error": "interrupted; nothing written", "exit_code": 130}
+
+
+def test_ctrl_c_inside_fairseqs_import(tmp_path: Path, repaired_raw: Path) -> None:
+    """torch and fairseq are imported by the command (validate --checkpoint), interrupts deferred."""
+    pytest.importorskip("fairseq")
+    result = _run_with(IN_FAIRSEQ_IMPORT, tmp_path, "validate", repaired_raw, "--quick", "--checkpoint", CHECKPOINT)
+    assert_interrupted(result)
 
 
 @pytest.mark.parametrize("side", ["after_in_parent", "after_in_child"])

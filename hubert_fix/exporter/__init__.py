@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from hubert_fix import interrupts
 from hubert_fix.errors import MissingExtraError, install_hint
 
 
@@ -22,7 +23,8 @@ def require() -> None:
     Call it before importing ``hubert_fix.exporter.loading``, ``.modules`` or ``.trace``.
     """
     try:
-        from hubert_fix.exporter import trace  # noqa: F401 - imports loading and modules too
+        with interrupts.deferred():  # torch's and fairseq's import-time code is not cut by a Ctrl-C (raised after)
+            from hubert_fix.exporter import trace  # noqa: F401 - imports loading and modules too
     except ImportError as exc:
         absent = [name for name in ("torch", "fairseq") if importlib.util.find_spec(name) is None]
         root = (exc.name or "").split(".")[0]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hubert_fix import interrupts
 from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint, one_line
 from hubert_fix.onnxio import isolation
 from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
@@ -37,7 +38,8 @@ class OpenVinoCrash(UnusableInputError):
 def require_openvino() -> Any:
     """The openvino module (MissingExtraError if it is not installed)."""
     try:
-        import openvino
+        with interrupts.deferred():  # its native init is not cut by a Ctrl-C (raised after)
+            import openvino
     except ImportError:
         raise MissingExtraError(
             f"{argument('runtime', 'openvino')} needs OpenVINO, which is not installed: {install_hint('openvino')}"

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hubert_fix import interrupts
 from hubert_fix.errors import MissingExtraError, UnusableInputError, install_hint, one_line
 from hubert_fix.validation.matrix import SAMPLE_RATE, Case
 from hubert_fix.validation.report import Stored
@@ -34,8 +35,9 @@ MAX_FILE_SECONDS = 600
 
 def _libraries() -> tuple[Any, Any]:
     try:
-        import soundfile
-        import soxr
+        with interrupts.deferred():  # their native inits are not cut by a Ctrl-C (raised after)
+            import soundfile
+            import soxr
     except ImportError:
         raise MissingExtraError(
             f"reading audio files needs soundfile and soxr, which are not installed: {install_hint('audio')}"
