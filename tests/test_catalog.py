@@ -1,4 +1,4 @@
-"""Every fixture export in ``fixtures/catalog.py``, end to end through the CLI.
+"""Every fixture export in ``fixtures/catalog/``, end to end through the CLI.
 
 Architectures (HuBERT base/large, ContentVec, wav2vec 2.0 base/large, data2vec-audio,
 transformers' HuBERT/wav2vec 2.0/WavLM/SEW/SEW-D/Conformer and their classification
