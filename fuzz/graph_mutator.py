@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hubert_fix.onnxio.files import checkable
+from hubert_fix.onnxio.checking import checkable
 from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 
 BOOL, FLOAT, INT64 = TensorProto.BOOL, TensorProto.FLOAT, TensorProto.INT64

@@ -31,7 +31,7 @@ import onnx
 from packing import SIDE_NAME
 
 from fixtures.after_tools import TOOLS as CALLS
-from hubert_fix.onnxio.files import checkable
+from hubert_fix.onnxio.checking import checkable
 from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 
 #: The tools, by the names ``fixtures/after_tools.TOOLS`` gives their calls.

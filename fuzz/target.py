@@ -74,8 +74,8 @@ def import_project(instrument: bool = False) -> None:
         from onnx_graphsurgeon.logger import G_LOGGER
 
         from hubert_fix import errors, runner
-        from hubert_fix.onnxio import files as model_io
-    _api.update(errors=errors, model_io=model_io, runner=runner)
+        from hubert_fix.onnxio import reading, writing
+    _api.update(errors=errors, reading=reading, writing=writing, runner=runner)
     analyze = runner.analyze
 
     def counted(graph):  # runner calls it before each pass: the input reached the passes
@@ -101,7 +101,7 @@ def _on_cpu_timeout(signum, frame):  # noqa: ARG001
 
 def run_one(data: bytes) -> str:
     """Load, check, repair, save one input; return the expected outcome or raise a finding."""
-    errors, model_io, runner = _api["errors"], _api["model_io"], _api["runner"]
+    errors, reading, writing, runner = _api["errors"], _api["reading"], _api["writing"], _api["runner"]
     model_bytes, side = unpack(data)
     del _records.records[:]
     with tempfile.TemporaryDirectory(prefix="hfx-fuzz-") as tmp:
@@ -115,16 +115,16 @@ def run_one(data: bytes) -> str:
         signal.setitimer(signal.ITIMER_PROF, TIMEOUT_S)
         try:
             try:
-                loaded = model_io.load_model(path)
+                loaded = reading.load_model(path)
                 runner.check(loaded.proto, str(path))
                 runner.repair(loaded.proto, str(path))
-                model_io.save_model(loaded, out)
+                writing.save_model(loaded, out)
                 outcome = "repaired"
             except errors.HubertFixError as exc:
                 outcome = type(exc).__name__
             else:
                 try:
-                    model_io.load_model(out)
+                    reading.load_model(out)
                 except errors.HubertFixError as exc:
                     raise Finding(f"repair wrote a model that load_model refuses: {exc}") from None
         finally:

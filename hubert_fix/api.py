@@ -25,17 +25,9 @@ from hubert_fix.deploy.optimize import OptimizeReport
 from hubert_fix.deploy.optimize import optimize as run_optimize
 from hubert_fix.errors import UnusableInputError, argument
 from hubert_fix.exporter import pytorch_reference, require
-from hubert_fix.onnxio.files import (
-    ModelFile,
-    check_model_output,
-    check_output_path,
-    data_path,
-    load_model,
-    read_files,
-    same_file,
-    save_model,
-    write_bytes,
-)  # fmt: skip
+from hubert_fix.onnxio.outputs import check_model_output, check_output_path, data_path, read_files, same_file
+from hubert_fix.onnxio.reading import ModelFile, load_model
+from hubert_fix.onnxio.writing import save_model, write_bytes  # fmt: skip
 from hubert_fix.validation.audio import audio_cases
 from hubert_fix.validation.cases import load_reference_cases
 from hubert_fix.validation.junit import junit_xml as junit

@@ -21,7 +21,7 @@ from hubert_fix.analysis.dims import analyze
 from hubert_fix.analysis.interface import graph_precision
 from hubert_fix.analysis.shapes import INFERENCE_BUDGET
 from hubert_fix.errors import UnrepairableError, UnusableInputError, UsageError, argument, one_line
-from hubert_fix.onnxio.files import checkable
+from hubert_fix.onnxio.checking import checkable
 from hubert_fix.onnxio.isolation import Crashed
 from hubert_fix.onnxio.session import OrtCrash, load_error
 from hubert_fix.onnxio.skeleton import weightless

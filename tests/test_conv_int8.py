@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hubert_fix.deploy import conv_int8
 from hubert_fix.deploy.names import Names
-from hubert_fix.onnxio.files import load_model
+from hubert_fix.onnxio.reading import load_model
 from hubert_fix.onnxio.weights import Weights
 
 C, CO = 256, 64

@@ -19,7 +19,7 @@ from conftest import CASES, FIXTURES, RAW, run_main
 from onnx import TensorProto, helper
 
 from hubert_fix.onnxio import skeleton
-from hubert_fix.onnxio.files import load_model
+from hubert_fix.onnxio.reading import load_model
 
 EXTERNAL = FIXTURES / "hubert_base_tiny.external"
 
@@ -208,7 +208,7 @@ def test_model_over_2gb_is_repaired_without_loading_its_weights(tmp_path: Path) 
 
 
 def test_failed_write_leaves_the_previous_out_and_its_data(tmp_path: Path, monkeypatch) -> None:
-    from hubert_fix.onnxio import files
+    from hubert_fix.onnxio import writing
 
     out = tmp_path / "out" / "repaired.onnx"
     out.parent.mkdir()
@@ -219,9 +219,9 @@ def test_failed_write_leaves_the_previous_out_and_its_data(tmp_path: Path, monke
     def fail(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(files.os, "fsync", fail)
-    with pytest.raises(files.UnusableInputError, match="No space left"):
-        files.save_model(model, out)
+    monkeypatch.setattr(writing.os, "fsync", fail)
+    with pytest.raises(writing.UnusableInputError, match="No space left"):
+        writing.save_model(model, out)
     assert out.read_bytes() == b"previous model"
     assert out.with_name("repaired.onnx.data").read_bytes() == b"previous weights"
     assert sorted(p.name for p in out.parent.iterdir()) == ["repaired.onnx", "repaired.onnx.data"]

@@ -92,7 +92,7 @@ SEED = ROOT / "fuzz" / "corpus" / "hubert_base_tiny.raw.onnx"
 @pytest.mark.parametrize("tool", ["ssi", "onnxsim", "onnxsim_static", "ort_basic", "ort_extended", "onnxslim",
                                   "fp16_onnxconverter"])  # fmt: skip
 def test_each_deployment_tool_makes_a_changed_model_that_loads(tmp_path: Path, tool: str) -> None:
-    from hubert_fix.onnxio.files import load_model
+    from hubert_fix.onnxio.reading import load_model
 
     post_tools = _fuzz_module("post_tools")
     assert tool in post_tools.TOOLS
@@ -106,7 +106,7 @@ def test_each_deployment_tool_makes_a_changed_model_that_loads(tmp_path: Path, t
 def test_the_post_processing_mutation_is_deterministic_and_counted(tmp_path: Path) -> None:
     import random
 
-    from hubert_fix.onnxio.files import load_model
+    from hubert_fix.onnxio.reading import load_model
 
     mutation, target = _fuzz_module("mutation"), _fuzz_module("target")
     model = SEED.read_bytes()
@@ -255,7 +255,8 @@ def test_an_initializer_defined_twice_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_written_graph_length_counts_every_weight_it_copies(tmp_path: Path) -> None:
-    from hubert_fix.onnxio.files import load_model, save_model
+    from hubert_fix.onnxio.reading import load_model
+    from hubert_fix.onnxio.writing import save_model
 
     loaded = load_model(RAW)
     stub = next(t for t in loaded.proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)

@@ -11,7 +11,8 @@ import pytest
 from conftest import RAW
 
 import hubert_fix
-from hubert_fix.onnxio import files
+from hubert_fix.onnxio import writing
+from hubert_fix.onnxio.reading import load_model
 
 
 def test_check_repair_validate_never_import_torch_or_fairseq(tmp_path: Path) -> None:
@@ -37,23 +38,23 @@ class Boom(KeyboardInterrupt):
 def test_interrupted_write_leaves_the_previous_output(tmp_path: Path, monkeypatch, failure) -> None:
     out = tmp_path / "out.onnx"
     out.write_bytes(b"previous")
-    model = files.load_model(RAW)
-    real_fsync = files.os.fsync
+    model = load_model(RAW)
+    real_fsync = writing.os.fsync
 
     def fail(fd: int) -> None:
         real_fsync(fd)
         raise failure("interrupted mid-write")
 
-    monkeypatch.setattr(files.os, "fsync", fail)
-    with pytest.raises((Boom, files.UnusableInputError)):
-        files.save_model(model, out)
+    monkeypatch.setattr(writing.os, "fsync", fail)
+    with pytest.raises((Boom, writing.UnusableInputError)):
+        writing.save_model(model, out)
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
 
 
 def test_write_is_complete_and_keeps_permissions_sane(tmp_path: Path) -> None:
     out = tmp_path / "out.onnx"
-    files.save_model(files.load_model(RAW), out)
+    writing.save_model(load_model(RAW), out)
     assert onnx.load(str(out)) == onnx.load(str(RAW))
     assert out.stat().st_mode & 0o644 == 0o644
 

@@ -10,7 +10,7 @@ import onnx_builders as ob
 from conftest import run_main
 from onnx import TensorProto, helper
 
-from hubert_fix.onnxio.files import load_model
+from hubert_fix.onnxio.reading import load_model
 from hubert_fix.passes import NodeOrder
 
 PASS = NodeOrder()

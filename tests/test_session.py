@@ -13,7 +13,7 @@ import pytest
 import hubert_fix
 from hubert_fix.analysis.interface import describe
 from hubert_fix.deploy.optimize import _reference_outputs
-from hubert_fix.onnxio.files import load_model
+from hubert_fix.onnxio.reading import load_model
 from hubert_fix.onnxio.session import CPU, create_session
 from hubert_fix.validation.cases import plan_cases
 

@@ -18,7 +18,8 @@ from hubert_fix.cli.console import Console
 from hubert_fix.cli.reports import format_report, format_validation
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError, one_line
 from hubert_fix.exporter import require
-from hubert_fix.onnxio.files import check_output_path, write_bytes
+from hubert_fix.onnxio.outputs import check_output_path
+from hubert_fix.onnxio.writing import write_bytes
 from hubert_fix.validation.report import ValidationReport
 
 

@@ -37,7 +37,7 @@ from onnx import helper
 
 from hubert_fix.analysis.interface import Interface
 from hubert_fix.deploy.names import Names
-from hubert_fix.onnxio.files import ModelFile
+from hubert_fix.onnxio.reading import ModelFile
 from hubert_fix.onnxio.session import create_session
 from hubert_fix.onnxio.weights import Weights, attribute
 from hubert_fix.validation.matrix import SAMPLE_RATE

@@ -28,7 +28,7 @@ from onnx import helper
 from hubert_fix.analysis.shapes import INFERENCE_BUDGET, memory_budget
 from hubert_fix.deploy.names import Names
 from hubert_fix.errors import UnrepairableError
-from hubert_fix.onnxio.files import checkable
+from hubert_fix.onnxio.checking import checkable
 from hubert_fix.onnxio.weights import Weights
 
 FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint
-from hubert_fix.onnxio.files import process_umask
 from hubert_fix.onnxio.isolation import ChildError
 from hubert_fix.onnxio.openvino import float_precisions, isolated, message, require_openvino
+from hubert_fix.onnxio.writing import process_umask
 
 PRECISIONS = ("fp32", "bf16", "int8")
 #: NNCF's default calibration subset: more segments are not read.

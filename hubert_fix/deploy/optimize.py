@@ -44,18 +44,12 @@ from hubert_fix.deploy.half import to_half
 from hubert_fix.deploy.names import Names
 from hubert_fix.deploy.quantize import quantize
 from hubert_fix.errors import DeviceUnavailableError, UnrepairableError, UnusableInputError, UsageError, argument
-from hubert_fix.onnxio.files import (
-    ModelFile,
-    check_model_output,
-    check_output_path,
-    data_path,
-    load_model,
-    read_files,
-    save_model,
-)
 from hubert_fix.onnxio.openvino import HINTS, require_openvino
+from hubert_fix.onnxio.outputs import check_model_output, check_output_path, data_path, read_files
+from hubert_fix.onnxio.reading import ModelFile, load_model
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.onnxio.weights import Weights
+from hubert_fix.onnxio.writing import save_model
 from hubert_fix.validation.audio import audio_cases
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Expected, Reference, Stored, Tolerance, ValidationReport

@@ -52,7 +52,7 @@ from hubert_fix.exporter.modules import (
     is_ctc,
     on_device,
 )
-from hubert_fix.onnxio.files import ModelFile, load_model
+from hubert_fix.onnxio.reading import ModelFile, load_model
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def export_model(
     ``static`` = (batch, samples) exports with that fixed input shape (no dynamic axes);
     ``final_proj`` adds the model's ``final_proj`` after the features (output width changes).
 
-    Returns the file's skeleton (``files.load_model``): torch writes a model over 2 GB
+    Returns the file's skeleton (``reading.load_model``): torch writes a model over 2 GB
     with external data beside ``path``, and its weights are never loaded here.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:

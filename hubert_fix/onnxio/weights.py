@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hubert_fix.onnxio.files import ModelFile
+from hubert_fix.onnxio.reading import ModelFile
 
 
 class Weights:

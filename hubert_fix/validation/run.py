@@ -31,8 +31,8 @@ import onnxruntime as ort
 from hubert_fix.analysis.convstack import frames
 from hubert_fix.analysis.interface import Interface, describe
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError, argument
-from hubert_fix.onnxio.files import ModelFile
 from hubert_fix.onnxio.openvino import OpenVinoError, OpenVinoSession, create_openvino_session
+from hubert_fix.onnxio.reading import ModelFile
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.matrix import SAMPLE_RATE, Case
