@@ -129,13 +129,31 @@ def invalid_utf8_attribute(
     return f"{target.name}.{attr.name}"
 
 
-#: The fixture each reproducer was made for (fixtures/<name>); all but the last two work on raw.onnx too.
+def output_rank_past_the_graph(path_in: str | Path, path_out: str | Path, *, dim: int = 32) -> str:
+    """Declare one more dim (``dim``) on the first graph output than the graph computes; returns its name.
+
+    Found by fuzz_load (atheris, seed 2701, issue 27's run) on hubert_base_tiny.issue5596.onnx:
+    ``logits`` declared ``[.., .., .., 32]`` where the Slice that makes it has rank 3. onnx.checker
+    and shape inference keep the declared rank; the provenance walk stops at the Slice's
+    rank-3 input with axis 3 (the guard for shapes that contradict each other), and
+    ``GraphFacts._label`` then indexed that input's inferred shape at 3: IndexError, from
+    frozen-batch's look at the outputs.
+    """
+    model = _load(path_in)
+    output = model.graph.output[0]
+    output.type.tensor_type.shape.dim.add(dim_value=dim)
+    _save(model, path_out)
+    return output.name
+
+
+#: The fixture each reproducer was made for (fixtures/<name>); all but the last three work on raw.onnx too.
 FIXTURE = {
     "unknown_data_type": "hubert_base_tiny.raw.onnx",
     "absurd_reshape_constant": "hubert_base_tiny.raw.onnx",
     "constant_size_mismatch": "hubert_base_tiny.raw.onnx",
     "gather_index_overflow": "hubert_base_tiny.issue5596.onnx",
     "invalid_utf8_attribute": "hubert_base_tiny.issue5596.onnx",
+    "output_rank_past_the_graph": "hubert_base_tiny.issue5596.onnx",
 }
 
 if __name__ == "__main__":  # python fuzz/known.py OUTDIR [FIXTURES_DIR]: writes every reproducer

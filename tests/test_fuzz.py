@@ -138,6 +138,20 @@ def test_a_tool_that_fails_or_hangs_does_not_apply(monkeypatch) -> None:
     assert post_tools.run("copies", model, side) is None
 
 
+# ---------------------------------------------------------------- the findings of issue 27's fuzz run
+
+
+def test_an_output_declared_with_more_dims_than_it_has_is_no_internal_error(tmp_path: Path) -> None:
+    """Fuzz finding (atheris, seed 2701): ``logits`` declared with a fourth dim its rank-3 Slice
+    does not have. The walk stops at the Slice's input with axis 3 (shapes that contradict each
+    other); naming that dim indexed past the input's shape (was: IndexError, exit 4)."""
+    path = tmp_path / "damaged.onnx"
+    known.output_rank_past_the_graph(ISSUE5596, path)
+    result = run_cli("check", path)
+    assert result.returncode == 1 and "internal error" not in result.stderr, result.stderr
+    assert "[where-broadcast]" in result.stdout  # the defect the export has is still found
+
+
 # ---------------------------------------------------------------- the findings of issue 15's fuzz run
 
 

@@ -179,8 +179,9 @@ class GraphFacts:
         if isinstance(raw, str):
             return raw
         if root is not None:
-            root_raw = self.inferred.get(root[0])
-            if root_raw is not None and isinstance(root_raw[root[1]], str):
+            root_raw = self.inferred.get(root[0]) or ()
+            # a walk stopped by shapes that contradict each other ends on an axis its tensor lacks
+            if -len(root_raw) <= root[1] < len(root_raw) and isinstance(root_raw[root[1]], str):
                 return root_raw[root[1]]
             return f"{root[0]}[{root[1]}]"
         return "?"
