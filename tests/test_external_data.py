@@ -88,7 +88,7 @@ def test_in_place_with_another_output_is_refused_and_leaves_the_input_whole(tmp_
     model = _copy_external(tmp_path)
     before = {p.name: p.read_bytes() for p in model.parent.iterdir()}
     out = tmp_path / "elsewhere.onnx"
-    assert run_main("repair", model, "-o", out, "--in-place")[0] == 2  # contradictory: which one?
+    assert run_main("repair", model, "-o", out, "--in-place")[0] == 64  # contradictory: which one? (a usage error)
     assert {p.name: p.read_bytes() for p in model.parent.iterdir()} == before and not out.exists()
 
 
