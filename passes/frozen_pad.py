@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 
 from hubert_fix.analysis.dims import GraphFacts
 from hubert_fix.analysis.graph import producer, unique_name
-from hubert_fix.analysis.lengths import frozen_total
+from hubert_fix.analysis.lengths import clamped, frozen_total
 from hubert_fix.analysis.shapes import Dim
 from hubert_fix.passes.contract import Edit, RewritePass, Scope, node_label
 
@@ -42,7 +42,8 @@ class _Plan:
     """One planned clamp, decided before any edit."""
 
     sub: gs.Node
-    names: tuple[str, str, str]  # Max node, its output, the zero constant
+    names: dict[str, str]  # the clamp's node, its output and the zero constant; at opset 11 the Less too
+    opset: int
     edit: Edit
 
 
@@ -86,7 +87,7 @@ class FrozenPad(RewritePass):
         return candidate if candidate.total in _padded_totals(scope) else None
 
     def plan(self, candidate: _Candidate, proof: _Candidate, scope: Scope) -> _Plan:
-        return _plan(candidate, scope.taken)
+        return _plan(candidate, scope.taken, scope.graph.opset)
 
     def rewrite(self, plan: _Plan, graph: gs.Graph) -> None:
         _apply(plan, graph)
@@ -111,9 +112,16 @@ def _totals_into(pad: gs.Node, facts: GraphFacts) -> set[int]:
 
 
 def _clamped(sub: gs.Node) -> bool:
-    """True when every consumer of the Sub is a ``Max(sub, 0)`` (this pass ran before)."""
-    consumers = sub.outputs[0].outputs
-    return bool(consumers) and all(c.op == "Max" and c.inputs[0] is sub.outputs[0] for c in consumers)
+    """True when every consumer of the Sub clamps it at 0 (this pass ran before): a ``Max(sub, 0)``,
+    or at opset 11 the ``Less(sub, 0)`` and ``Where(less, 0, sub)`` that compute it."""
+    out = sub.outputs[0]
+
+    def clamps(node: gs.Node) -> bool:
+        if clamped(node) is out:
+            return True  # Max(sub, 0), or the Where of the opset-11 form
+        return node.op == "Less" and all(clamped(user) is out for user in node.outputs[0].outputs)
+
+    return bool(out.outputs) and all(clamps(node) for node in out.outputs)
 
 
 def _padded_totals(scope: Scope) -> set[int]:
@@ -129,11 +137,15 @@ def _match(sub: gs.Node, facts: GraphFacts) -> _Candidate | None:
     return _Candidate(sub, total, facts.scalar_dim(sub.inputs[1]))
 
 
-def _plan(c: _Candidate, taken: set[str]) -> _Plan:
-    """Name the Max that clamps the pad at 0, and report it."""
+def _plan(c: _Candidate, taken: set[str], opset: int) -> _Plan:
+    """Name the clamp at 0 (``Max``; below opset 12, which gives Max no integers, ``Where(Less(pad, 0), 0,
+    pad)``), and report it."""
     total, dim, name = c.total, c.dim, node_label(c.sub)
     node_name = unique_name(f"{name}/clamp", taken)
-    names = (node_name, unique_name(f"{node_name}_output_0", taken), unique_name(f"{node_name}_zero", taken))
+    keys = ["node", "output", "zero"] + (["less", "less_output"] if opset < 12 else [])
+    suffix = {"node": "", "output": "_output_0", "zero": "_zero", "less": "_less", "less_output": "_less_output_0"}
+    names = {key: unique_name(f"{node_name}{suffix[key]}", taken) for key in keys}
+    op = "Max" if opset >= 12 else "Where(Less(pad, 0), 0, pad)"
     edit = Edit(
         node=name,
         op="Sub",
@@ -142,19 +154,24 @@ def _plan(c: _Candidate, taken: set[str]) -> _Plan:
             f"float multiple); negative for inputs over {total} frames, which Pad then crops"
         ),
         after=f"pad = max({total} - {dim}, 0): padded to {total} as exported up to {total} frames, unpadded beyond",
-        action=f"inserted Max '{node_name}' between the Sub and its {len(c.sub.outputs[0].outputs)} consumer(s)",
+        action=f"inserted {op} '{node_name}' between the Sub and its {len(c.sub.outputs[0].outputs)} consumer(s)",
     )
-    return _Plan(c.sub, names, edit)
+    return _Plan(c.sub, names, opset, edit)
 
 
 def _apply(plan: _Plan, graph: gs.Graph) -> None:
-    """``Max(sub, 0)`` takes the Sub's place in every consumer."""
-    out = plan.sub.outputs[0]
+    """``max(sub, 0)`` takes the Sub's place in every consumer."""
+    out, names = plan.sub.outputs[0], plan.names
     dtype = np.dtype(out.dtype) if out.dtype is not None else np.dtype(np.int64)
-    clamped = gs.Variable(plan.names[1], dtype=dtype)
+    clamp = gs.Variable(names["output"], dtype=dtype)
     for consumer in list(out.outputs):
         for index, tensor in enumerate(consumer.inputs):
             if tensor is out:
-                consumer.inputs[index] = clamped
-    zero = gs.Constant(plan.names[2], np.zeros((), dtype=dtype))
-    graph.nodes.append(gs.Node("Max", plan.names[0], inputs=[out, zero], outputs=[clamped]))
+                consumer.inputs[index] = clamp
+    zero = gs.Constant(names["zero"], np.zeros((), dtype=dtype))
+    if plan.opset >= 12:
+        graph.nodes.append(gs.Node("Max", names["node"], inputs=[out, zero], outputs=[clamp]))
+        return
+    negative = gs.Variable(names["less_output"], dtype=np.bool_)
+    graph.nodes.append(gs.Node("Less", names["less"], inputs=[out, zero], outputs=[negative]))
+    graph.nodes.append(gs.Node("Where", names["node"], inputs=[negative, zero, out], outputs=[clamp]))

@@ -78,15 +78,16 @@ def test_a_frozen_padded_length_is_clamped_at_0(opset: int) -> None:
     _relu_of_every_length(repaired)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="frozen-pad clamps with Max on int64, which ONNX defines from opset 12: at opset 11 the result fails "
-    "onnx.checker, so repair refuses a model it could repair (Where(Less(pad, 0), 0, pad) is valid at 11)",
-)
 def test_a_frozen_padded_length_is_clamped_at_opset_11() -> None:
+    """Max takes no integers below opset 12: the clamp is Where(Less(pad, 0), 0, pad), valid at 11, and
+    recognised as a clamp (idempotent; frozen-slice then fixes the trim)."""
     fixed, result = ob.run_pass(PASS, ob.pad_trim_model(frozen=8, opset=11))
-    assert result.modified
+    assert result.modified and "Where(Less(pad, 0), 0, pad)" in result.edits[0].action
     onnx.checker.check_model(fixed, full_check=True)
+    _, again = ob.run_pass(PASS, fixed)
+    assert not again.edits and not again.declined
+    repaired, _ = ob.run_pass(FrozenSlice(), fixed)
+    _relu_of_every_length(repaired)
 
 
 def test_the_clamp_is_idempotent() -> None:

@@ -32,16 +32,30 @@ def frozen_total(node: gs.Node | None, facts: GraphFacts) -> int | None:
     return total[0] if size is not None and not isinstance(size, int) else None
 
 
+def _is_zero(tensor: gs.Tensor) -> bool:
+    value = const_value(tensor)
+    return value is not None and value.size == 1 and value.reshape(-1)[0] == 0
+
+
+def clamped(node: gs.Node | None) -> gs.Tensor | None:
+    """x when ``node`` computes ``max(x, 0)``: ``Max(x, 0)`` (frozen-pad's clamp from opset 12), or
+    ``Where(Less(x, 0), 0, x)`` (its clamp at opset 11, where Max takes no integers)."""
+    if node is None or len(node.inputs) < 2:
+        return None
+    if node.op == "Max" and len(node.inputs) == 2 and _is_zero(node.inputs[1]):
+        return node.inputs[0]
+    if node.op == "Where" and len(node.inputs) == 3 and _is_zero(node.inputs[1]):
+        less = producer(node.inputs[0])
+        x = node.inputs[2]
+        if less is not None and less.op == "Less" and less.inputs[0] is x and _is_zero(less.inputs[1]):
+            return x
+    return None
+
+
 def clamped_total(tensor: gs.Tensor, facts: GraphFacts) -> int | None:
-    """K when ``tensor`` is ``Max(Sub(K, T), 0)``: a frozen padded length this pass clamped."""
-    node = producer(unwrapped(tensor))
-    if node is None or node.op != "Max" or len(node.inputs) != 2:
-        return None
-    first, second = node.inputs
-    zero = const_value(second)
-    if zero is None or zero.size != 1 or zero.reshape(-1)[0] != 0:
-        return None
-    return frozen_total(producer(first), facts)
+    """K when ``tensor`` is ``max(Sub(K, T), 0)`` (see ``clamped``): a frozen padded length frozen-pad clamped."""
+    x = clamped(producer(unwrapped(tensor)))
+    return None if x is None else frozen_total(producer(x), facts)
 
 
 def proven_nonnegative(tensor: gs.Tensor, depth: int = 0) -> bool:
