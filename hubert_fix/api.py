@@ -27,7 +27,8 @@ from hubert_fix.errors import UnusableInputError, argument
 from hubert_fix.exporter import pytorch_reference, require
 from hubert_fix.onnxio.outputs import check_model_output, check_output_path, data_path, read_files, same_file
 from hubert_fix.onnxio.reading import ModelFile, load_model
-from hubert_fix.onnxio.writing import save_model, write_bytes  # fmt: skip
+from hubert_fix.onnxio.runtimes import ONNXRUNTIME
+from hubert_fix.onnxio.writing import save_model, write_bytes
 from hubert_fix.validation.audio import audio_cases
 from hubert_fix.validation.cases import load_reference_cases
 from hubert_fix.validation.junit import junit_xml as junit
@@ -80,7 +81,7 @@ def validate(
     dict_dir: StrPath | None = None,
     junit_xml: StrPath | None = None,
     progress: Callable[[str], None] | None = None,
-    runtime: str = "onnxruntime",
+    runtime: str = ONNXRUNTIME,
     audio: Sequence[StrPath] = (),
 ) -> ValidationReport:
     """Run ``model`` on ONNX Runtime over the cases its interface admits (see the README).
@@ -130,7 +131,7 @@ def optimize(
     out: StrPath,
     *,
     precision: str | None = None,
-    runtime: str = "onnxruntime",
+    runtime: str = ONNXRUNTIME,
     calibration_audio: Sequence[StrPath] = (),
     checkpoint: StrPath | None = None,
     tolerance: Tolerance | None = None,

@@ -8,19 +8,43 @@ included, and each step is printed as the command that does the same, ready to c
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import shutil
+from importlib import resources
 from pathlib import Path
 
 from hubert_fix import api
 from hubert_fix.cli.console import Console
 from hubert_fix.cli.reports import format_report, format_validation
+from hubert_fix.cli.tool import Tool
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UnusableInputError, one_line
 from hubert_fix.exporter import require
 from hubert_fix.onnxio.outputs import check_output_path
 from hubert_fix.onnxio.writing import write_bytes
 from hubert_fix.validation.report import ValidationReport
+
+#: The embedded default checkpoint, shipped in this package (a link to fixtures/hubert_base_tiny.pt).
+DEMO_CHECKPOINT = "hubert_base_tiny.pt"
+
+
+class Demo(Tool):
+    """the whole job on the embedded tiny HuBERT checkpoint
+
+    Every step is printed as the command that does it. Needs the [export] extra.
+    """
+
+    name = "demo"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--out-dir", type=Path, default=Path("hubert-fix-demo"), metavar="DIR", help="default ./hubert-fix-demo"
+        )
+
+    def run(self, args: argparse.Namespace, console: Console) -> int:
+        with resources.as_file(resources.files("hubert_fix.cli") / DEMO_CHECKPOINT) as checkpoint:
+            return run_demo(checkpoint, args.out_dir, console)
 
 
 def _command(*words: object) -> str:

@@ -47,13 +47,14 @@ from hubert_fix.errors import DeviceUnavailableError, UnrepairableError, Unusabl
 from hubert_fix.onnxio.openvino import HINTS, require_openvino
 from hubert_fix.onnxio.outputs import check_model_output, check_output_path, data_path, read_files
 from hubert_fix.onnxio.reading import ModelFile, load_model
+from hubert_fix.onnxio.runtimes import ONNXRUNTIME, OPENVINO, known
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.onnxio.weights import Weights
 from hubert_fix.onnxio.writing import save_model
 from hubert_fix.validation.audio import audio_cases
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Expected, Reference, Stored, Tolerance, ValidationReport
-from hubert_fix.validation.run import RUNTIMES, validate
+from hubert_fix.validation.run import validate
 
 PRECISIONS = ("fp32", "int8", "fp16")
 
@@ -70,7 +71,7 @@ class OptimizeReport:
     model: str
     output: str
     precision: str
-    runtime: str = "onnxruntime"
+    runtime: str = ONNXRUNTIME
     openvino_config: dict[str, str] | None = None  # what compile_model must be given to compute as validated
     dropped: list[str] = field(default_factory=list)  # steps tried and left out, with the failure that did it
     steps: list[Step] = field(default_factory=list)
@@ -99,7 +100,7 @@ def optimize(
     out: Path,
     *,
     precision: str | None = None,
-    runtime: str = "onnxruntime",
+    runtime: str = ONNXRUNTIME,
     calibration_audio: Sequence[Path] = (),
     tolerance: Tolerance | None = None,
     device: str = "auto",
@@ -121,11 +122,11 @@ def optimize(
     """
     precision = _target(precision, runtime, out, device, calibration_audio)
     say = progress or (lambda message: None)
-    outputs = [out, out.with_suffix(".bin")] if runtime == "openvino" else [out]
+    outputs = [out, out.with_suffix(".bin")] if runtime == OPENVINO else [out]
     for target in outputs:
         check_output_path(target, reads=[path, *reads, *calibration_audio])  # before any work
     loaded = load_model(path)
-    if runtime == "openvino":
+    if runtime == OPENVINO:
         for target in outputs:
             check_output_path(target, reads=read_files(loaded, files=[*reads, *calibration_audio]))
     else:
@@ -141,7 +142,7 @@ def optimize(
     started = time.perf_counter()
     stored = _reference_outputs(loaded, face, quick=quick, name=name, audio=audio)
     report.validate_seconds = time.perf_counter() - started
-    if runtime == "openvino":
+    if runtime == OPENVINO:
         return _for_openvino(
             loaded, report, stored, face, tol, checkpoint_reference, audio=audio, quick=quick, progress=progress
         )
@@ -199,24 +200,23 @@ def _first_failure(report: OptimizeReport) -> str:
 
 def _target(precision: str | None, runtime: str, out: Path, device: str, audio: Sequence[Path]) -> str:
     """The precision to write (refusing a contradictory request, exit 64, and what this CPU cannot do, exit 2)."""
-    if runtime == "onnxruntime":
+    if runtime == ONNXRUNTIME:
         if precision == "bf16":
             raise UsageError(
                 f"{argument('precision', 'bf16')}: ONNX Runtime has no bfloat16 kernels on x86 CPUs; "
-                f"bf16 is for {argument('runtime', 'openvino')}"
+                f"bf16 is for {argument('runtime', OPENVINO)}"
             )
         if precision not in (None, *PRECISIONS):
             raise UsageError(f"{argument('precision', precision)}: unknown precision (one of {', '.join(PRECISIONS)})")
         return precision or "fp32"
-    if runtime not in RUNTIMES:
-        raise UsageError(f"{argument('runtime', runtime)}: one of {', '.join(RUNTIMES)}")
+    known(runtime)
     if precision == "fp16":
         raise UsageError(
             f"{argument('precision', 'fp16')}: OpenVINO's CPU plugin computes in bf16 or fp32; fp16 is for "
-            f"{argument('runtime', 'onnxruntime')} on GPUs"
+            f"{argument('runtime', ONNXRUNTIME)} on GPUs"
         )
     if device == "cuda":
-        raise DeviceUnavailableError(f"{argument('runtime', 'openvino')} targets OpenVINO's CPU plugin, not CUDA")
+        raise DeviceUnavailableError(f"{argument('runtime', OPENVINO)} targets OpenVINO's CPU plugin, not CUDA")
     if out.suffix != ".xml":
         raise UnusableInputError(f"{out}: an OpenVINO model is written as OUT.xml (its weights in OUT.bin beside it)")
     chosen = openvino_ir.choose(precision)
@@ -389,7 +389,7 @@ def _same_interface(now: Interface, before: Interface, name: str) -> None:
 def _record(report: OptimizeReport, tol: Tolerance) -> dict[str, object]:
     """What was done and how it was validated (stored in the written model)."""
     compared = [c for c in report.validation.cases if c.kind == "case" and c.compared]
-    runtime = {"openvino": _openvino_version()} if report.runtime == "openvino" else {"onnxruntime": ort.__version__}
+    runtime = {OPENVINO: _openvino_version()} if report.runtime == OPENVINO else {ONNXRUNTIME: ort.__version__}
     return {
         "tool": "hubert-fix",
         "version": __version__,

@@ -26,14 +26,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from hubert_fix.analysis.convstack import frames
 from hubert_fix.analysis.interface import Interface, describe
-from hubert_fix.errors import DeviceUnavailableError, UnusableInputError, argument
-from hubert_fix.onnxio.openvino import OpenVinoError, OpenVinoSession, create_openvino_session
+from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
 from hubert_fix.onnxio.reading import ModelFile
-from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
+from hubert_fix.onnxio.runtimes import ONNXRUNTIME, RUNTIME_ERRORS, Session, failure, open_session
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.matrix import SAMPLE_RATE, Case
 from hubert_fix.validation.report import (
@@ -60,7 +58,7 @@ def validate(
     device: str = "auto",
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
-    runtime: str = "onnxruntime",
+    runtime: str = ONNXRUNTIME,
     hint: str | None = None,
     audio: Stored = (),
 ) -> ValidationReport:
@@ -87,12 +85,13 @@ def validate(
         )
         report.cases.append(check)
     try:
-        session = _session(model, name, saved=saved, device=device, runtime=runtime, hint=hint)
+        session = open_session(model, name, saved=saved, device=device, runtime=runtime, hint=hint)
     except (DeviceUnavailableError, UnusableInputError):
         raise
     except RUNTIME_ERRORS as exc:
-        failure = f"{RUNTIMES[runtime]} rejects the model: {_message(exc)}"
-        report.cases.append(CaseResult("session creation", 0, 0, False, [failure], kind="session"))
+        runtime_name, _, why = failure(exc).partition(": ")
+        rejected = f"{runtime_name} rejects the model: {why}"
+        report.cases.append(CaseResult("session creation", 0, 0, False, [rejected], kind="session"))
         return report
     computes = getattr(session, "inference_precision", face.precision)
     if computes != face.precision and face.precision == "fp32":  # OpenVINO chose a lower precision
@@ -101,8 +100,8 @@ def validate(
     report.provider = session.get_providers()[0]
     entries, report.skipped = plan_cases(face, quick=quick, stored=expected.cases, audio=audio)
     if not entries:
-        failure = "no stored case fits the model's interface; validate with a checkpoint, or without a reference"
-        report.cases.append(CaseResult("fitting cases", 0, 0, False, [failure]))
+        missing = "no stored case fits the model's interface; validate with a checkpoint, or without a reference"
+        report.cases.append(CaseResult("fitting cases", 0, 0, False, [missing]))
     for index, (case, source, mask, outputs) in enumerate(entries, 1):
         if progress:
             progress(f"[{index}/{len(entries)}] {case.name}: batch {case.batch}, {case.samples} samples")
@@ -131,34 +130,6 @@ def validate(
     return report
 
 
-Session = ort.InferenceSession | OpenVinoSession  # what validation calls: run, get_providers
-RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
-RUNTIME_ERRORS = (*ORT_ERRORS, OpenVinoError)  # the runtimes' own errors: failed checks, not our bugs
-
-
-def _session(
-    model: ModelFile, name: str, *, saved: Path | None, device: str, runtime: str, hint: str | None
-) -> Session:
-    """An ONNX Runtime session (on ``device``) or an OpenVINO CPU model for ``model``."""
-    if runtime == "openvino":
-        if device == "cuda":
-            raise DeviceUnavailableError(f"{name}: {argument('runtime', 'openvino')} runs on the CPU here, not CUDA")
-        if saved is None:
-            raise ValueError("OpenVINO validates a model file: give saved")
-        return create_openvino_session(str(saved), name, precision=hint)
-    if runtime != "onnxruntime":
-        raise UnusableInputError(f"{argument('runtime', runtime)}: one of {', '.join(RUNTIMES)}")
-    folder = model.source.parent if model.source is not None and saved is None else None
-    return create_session(
-        str(saved) if saved else model.proto.SerializeToString(), name, device=device,
-        weights_folder=str(folder) if folder else None,
-    )  # fmt: skip
-
-
-def _message(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, OpenVinoError) else ort_message(exc)
-
-
 def _run(session: Session, feeds: dict[str, np.ndarray], result: CaseResult) -> list[np.ndarray] | None:
     """All outputs, or None with the failure recorded in ``result``."""
     start = time.perf_counter()
@@ -166,8 +137,8 @@ def _run(session: Session, feeds: dict[str, np.ndarray], result: CaseResult) -> 
         return session.run(None, feeds)
     except RUNTIME_ERRORS as exc:  # the check that it runs
         result.ok = False
-        runtime = "OpenVINO" if isinstance(exc, OpenVinoError) else "ONNX Runtime"
-        result.failures.append(f"{runtime} failed: {_message(exc)}")
+        runtime_name, _, why = failure(exc).partition(": ")
+        result.failures.append(f"{runtime_name} failed: {why}")
         return None
     finally:
         result.seconds = round(result.seconds + time.perf_counter() - start, 4)
