@@ -53,10 +53,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from hubert_fix.analysis.convstack import SAMPLE_RATE
 from hubert_fix.errors import HubertFixError
 from hubert_fix.exporter import loading, modules  # first: it imports fairseq without fairseq's DEBUG logging
 from hubert_fix.onnxio.session import CPU, create_session
-from hubert_fix.validation.matrix import SAMPLE_RATE, Case
+from hubert_fix.validation.matrix import Case
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"  # README.md shows its results.md

@@ -11,6 +11,8 @@ import json
 
 import onnx
 
+from hubert_fix._version import __version__
+
 #: (kernel, stride) per conv layer of the feature extractor, input first, as JSON
 CONV_STACK = "hubert_fix.conv_stack"
 #: the encoder width C
@@ -43,6 +45,11 @@ LOGITS = "hubert_fix.logits"
 REPAIR = "hubert_fix.repair"
 #: what optimize did (JSON; earlier runs in history)
 OPTIMIZE = "hubert_fix.optimize"
+
+
+def stamp() -> dict[str, object]:
+    """What every record of ours begins with: the tool and its version."""
+    return {"tool": "hubert-fix", "version": __version__}
 
 
 def read(model: onnx.ModelProto) -> dict[str, str]:

@@ -16,7 +16,6 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hubert_fix import metadata
-from hubert_fix._version import __version__
 from hubert_fix.analysis.dims import analyze
 from hubert_fix.analysis.interface import graph_precision
 from hubert_fix.analysis.shapes import INFERENCE_BUDGET
@@ -171,8 +170,7 @@ def _record(model: onnx.ModelProto, report: Report, skip: Sequence[str]) -> None
     """Store tool version, passes and edits in metadata_props (an earlier repair's record
     moves into ``history``, so a second repair, 0 edits, does not erase what the first did)."""
     record: dict[str, object] = {
-        "tool": "hubert-fix",
-        "version": __version__,
+        **metadata.stamp(),
         "passes": [p.name for p in select_passes(skip)],
         "edits": [edit.to_dict() for edit in report.edits],
     }

@@ -123,11 +123,12 @@ def test_out_data_is_never_a_file_the_command_reads(tmp_path: Path, read: str, h
 def test_the_api_refuses_the_same(tmp_path: Path, read: str, how: str) -> None:
     inputs = _inputs(tmp_path)
     target = _name(inputs[read], how, tmp_path)
-    model, ckpt, vocab = inputs["model"], inputs["checkpoint"], inputs["dict"].parent
+    model = inputs["model"]
+    ckpt = hubert_fix.Checkpoint(inputs["checkpoint"], dict_dir=inputs["dict"].parent)
     calls = [
-        (lambda: hubert_fix.validate(model, checkpoint=ckpt, dict_dir=vocab, junit_xml=target), {"checkpoint", "dict"}),
+        (lambda: hubert_fix.validate(model, checkpoint=ckpt, junit_xml=target), {"checkpoint", "dict"}),
         (lambda: hubert_fix.validate(model, reference=inputs["reference"], junit_xml=target), {"reference"}),
-        (lambda: hubert_fix.optimize(model, target, checkpoint=ckpt, dict_dir=vocab), {"checkpoint", "dict"}),
+        (lambda: hubert_fix.optimize(model, target, checkpoint=ckpt), {"checkpoint", "dict"}),
         (lambda: hubert_fix.repair(model, target), set()),
     ]
     before = _snapshot(tmp_path)

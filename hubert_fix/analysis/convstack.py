@@ -4,6 +4,11 @@ from __future__ import annotations
 
 ConvStack = tuple[tuple[int, int], ...]  # (kernel, stride) per conv layer, input first
 
+#: Samples per second of the audio these encoders take, unless the export recorded another
+#: (``metadata.SAMPLE_RATE``, read by ``interface.describe``): every fairseq speech encoder here
+#: was trained at 16 kHz.
+SAMPLE_RATE = 16000
+
 
 def frames(samples: int, stack: ConvStack) -> int:
     """Number of output frames for ``samples`` input samples (no padding, dilation 1)."""

@@ -29,7 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hubert_fix import metadata
-from hubert_fix.analysis.convstack import ConvStack, frames
+from hubert_fix.analysis.convstack import SAMPLE_RATE, ConvStack, frames
 from hubert_fix.analysis.dims import GraphFacts, analyze
 from hubert_fix.errors import UnusableInputError, argument
 from hubert_fix.onnxio.skeleton import weightless
@@ -64,6 +64,7 @@ class Interface:
     stack: ConvStack
     width: int | None  # C for the frames == C cases; None when the graph does not say
     precision: str
+    sample_rate: int = SAMPLE_RATE  # what the export recorded (metadata.SAMPLE_RATE); speech is resampled to it
     ctc: bool = False  # the first output is CTC logits [B, frames, V] (a fine-tuned recogniser's export)
     blank: int = 0  # CTC: the blank symbol's index (fairseq's bos, index 0, unless the vocabulary has <ctc_blank>)
 
@@ -189,7 +190,8 @@ def describe(model: onnx.ModelProto, name: str, roles: dict[str, str] | None = N
     precision = "fp16" if audio[0].dtype == np.float16 else graph_precision(model)
     ctc = meta.get(metadata.KIND) == "ctc"
     blank = int(meta[metadata.BLANK_INDEX]) if (meta.get(metadata.BLANK_INDEX) or "").isdigit() else 0
-    return Interface(audio[0], mask, mask_role, outputs, stack, width, precision, ctc, blank)
+    rate = int(meta[metadata.SAMPLE_RATE]) if (meta.get(metadata.SAMPLE_RATE) or "").isdigit() else SAMPLE_RATE
+    return Interface(audio[0], mask, mask_role, outputs, stack, width, precision, rate, ctc, blank)
 
 
 def _guess_role(port: Port) -> str | None:

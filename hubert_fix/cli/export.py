@@ -8,7 +8,7 @@ from pathlib import Path
 from hubert_fix import api
 from hubert_fix.cli.console import Console, emit
 from hubert_fix.cli.reports import format_report, format_validation
-from hubert_fix.cli.tool import Tool, add_checkpoint_loading, add_json
+from hubert_fix.cli.tool import Tool, add_checkpoint_loading, add_json, checkpoint
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK
 
 
@@ -57,9 +57,8 @@ class Export(Tool):
 
     def run(self, args: argparse.Namespace, console: Console) -> int:
         report = api.export(
-            args.checkpoint, args.output, opset=args.opset, output_layer=args.output_layer,
-            final_proj=args.final_proj, fp16=args.fp16, device=args.device, raw=args.raw,
-            trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, progress=console.progress,
+            checkpoint(args), args.output, opset=args.opset, fp16=args.fp16, device=args.device, raw=args.raw,
+            progress=console.progress,
         )  # fmt: skip
         human = []
         if report.repair is not None:

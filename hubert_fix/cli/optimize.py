@@ -9,7 +9,15 @@ from pathlib import Path
 from hubert_fix import api
 from hubert_fix.cli.console import Console, emit
 from hubert_fix.cli.reports import format_validation
-from hubert_fix.cli.tool import MODEL_HELP, Tool, add_checkpoint_loading, add_json, add_quick, add_speech_files
+from hubert_fix.cli.tool import (
+    MODEL_HELP,
+    Tool,
+    add_checkpoint_loading,
+    add_json,
+    add_quick,
+    add_speech_files,
+    checkpoint,
+)
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UsageError
 from hubert_fix.onnxio.runtimes import RUNTIMES
 from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Tolerance
@@ -92,9 +100,8 @@ class Optimize(Tool):
             console.progress("importing torch and fairseq (a few seconds)")
         report = api.optimize(
             args.model, args.output, precision=precision, runtime=args.runtime,
-            calibration_audio=args.calibration_audio, checkpoint=args.checkpoint, tolerance=tolerance,
-            device=args.device, quick=args.quick, trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir,
-            progress=console.progress,
+            calibration_audio=args.calibration_audio, checkpoint=checkpoint(args), tolerance=tolerance,
+            device=args.device, quick=args.quick, progress=console.progress,
         )  # fmt: skip
         precision = report.precision
         steps = ", ".join(f"{s.name} x{s.count}" for s in report.steps)

@@ -16,6 +16,7 @@ from typing import ClassVar, NoReturn
 
 from hubert_fix.cli.console import Console
 from hubert_fix.errors import EXIT_INTERNAL, EXIT_USAGE, EXITS, UsageError
+from hubert_fix.exporter.reference import Checkpoint
 
 MODEL_HELP = "the ONNX model (a file; its external data files, if any, beside it)"
 
@@ -92,6 +93,16 @@ def add_checkpoint_loading(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="a CTC fine-tune that does not carry its vocabulary: the folder holding its dict.ltr.txt",
     )
+
+
+def checkpoint(args: argparse.Namespace) -> Checkpoint | None:
+    """The checkpoint the options name, read as ``add_checkpoint_loading``'s options say (None without one)."""
+    if getattr(args, "checkpoint", None) is None:
+        return None
+    return Checkpoint(
+        args.checkpoint, trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir,
+        output_layer=getattr(args, "output_layer", None), final_proj=getattr(args, "final_proj", False) or None,
+    )  # fmt: skip
 
 
 def add_speech_files(parser: argparse.ArgumentParser, flag: str, what: str) -> None:

@@ -9,7 +9,15 @@ from hubert_fix import api
 from hubert_fix.analysis.interface import ROLES
 from hubert_fix.cli.console import Console, emit
 from hubert_fix.cli.reports import format_validation
-from hubert_fix.cli.tool import MODEL_HELP, Tool, add_checkpoint_loading, add_json, add_quick, add_speech_files
+from hubert_fix.cli.tool import (
+    MODEL_HELP,
+    Tool,
+    add_checkpoint_loading,
+    add_json,
+    add_quick,
+    add_speech_files,
+    checkpoint,
+)
 from hubert_fix.errors import EXIT_FOUND, EXIT_OK, UsageError
 from hubert_fix.onnxio.runtimes import RUNTIMES
 
@@ -78,10 +86,9 @@ class Validate(Tool):
         if args.checkpoint:
             console.progress("importing torch and fairseq (a few seconds)")
         report = api.validate(
-            args.model, checkpoint=args.checkpoint, reference=args.reference, device=args.device, quick=args.quick,
-            roles=parse_roles(args.input), output_layer=args.output_layer, final_proj=args.final_proj or None,
-            trust_checkpoint=args.trust_checkpoint, dict_dir=args.dict_dir, junit_xml=args.junit_xml,
-            progress=console.progress, runtime=args.runtime, audio=args.audio,
+            args.model, checkpoint=checkpoint(args), reference=args.reference, device=args.device,
+            quick=args.quick, roles=parse_roles(args.input), junit_xml=args.junit_xml, progress=console.progress,
+            runtime=args.runtime, audio=args.audio,
         )  # fmt: skip
         emit(console, report.to_dict(), format_validation(report))
         return EXIT_OK if report.ok else EXIT_FOUND

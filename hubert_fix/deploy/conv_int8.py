@@ -35,12 +35,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from hubert_fix.analysis.convstack import SAMPLE_RATE
 from hubert_fix.analysis.interface import Interface
 from hubert_fix.deploy.names import Names
 from hubert_fix.onnxio.reading import ModelFile
 from hubert_fix.onnxio.session import create_session
 from hubert_fix.onnxio.weights import Weights, attribute
-from hubert_fix.validation.matrix import SAMPLE_RATE
 
 #: Narrower convolutions stay float (quantizing them saves less than it costs).
 MIN_CHANNELS = 256

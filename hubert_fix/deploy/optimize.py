@@ -35,7 +35,6 @@ import numpy as np
 import onnxruntime as ort
 
 from hubert_fix import metadata, runner
-from hubert_fix._version import __version__
 from hubert_fix.analysis.interface import Interface, describe
 from hubert_fix.deploy import openvino_ir
 from hubert_fix.deploy.conv_int8 import conv_int8, measure_silence
@@ -136,7 +135,7 @@ def optimize(
     face = describe(loaded.proto, name)
     report = OptimizeReport(name, str(out), precision, runtime=runtime, input_bytes=_size(loaded))
     tol = tolerance or OPTIMIZED_TOLERANCES[precision]
-    audio = audio_cases(calibration_audio) if calibration_audio else []
+    audio = audio_cases(calibration_audio, rate=face.sample_rate) if calibration_audio else []
 
     say("running the input model over the matrix (the reference)")
     started = time.perf_counter()
@@ -391,8 +390,7 @@ def _record(report: OptimizeReport, tol: Tolerance) -> dict[str, object]:
     compared = [c for c in report.validation.cases if c.kind == "case" and c.compared]
     runtime = {OPENVINO: _openvino_version()} if report.runtime == OPENVINO else {ONNXRUNTIME: ort.__version__}
     return {
-        "tool": "hubert-fix",
-        "version": __version__,
+        **metadata.stamp(),
         **runtime,
         "precision": report.precision,
         **({"compile_config": report.openvino_config} if report.openvino_config else {}),

@@ -30,6 +30,7 @@ try:  # the module (torch.nn.utils.weight_norm is the function); deprecated, may
 except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use it either
     WeightNorm = None
 
+from hubert_fix.analysis.convstack import SAMPLE_RATE
 from hubert_fix.errors import HubertFixError, UnusableInputError, argument, one_line
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,6 @@ from fairseq import checkpoint_utils  # noqa: E402
 
 from hubert_fix.exporter import finetuned  # noqa: E402 - imports fairseq's ASR models: after the quiet import
 from hubert_fix.exporter.modules import speech_encoder  # noqa: E402
-
-DEFAULT_SAMPLE_RATE = 16000
 
 
 def _numpy_globals() -> tuple[Any, ...]:
@@ -312,6 +311,6 @@ def load_checkpoint(
     task_cfg = getattr(cfg, "task", None)
     sample_rate = getattr(task_cfg, "sample_rate", None) if task_cfg is not None else None
     # Kept on the module (it survives copies) because the model alone does not know it.
-    model._hubert_fix_sample_rate = int(sample_rate or DEFAULT_SAMPLE_RATE)
+    model._hubert_fix_sample_rate = int(sample_rate or SAMPLE_RATE)
     log.debug("loaded %s: %s, sample rate %d", path, type(model).__name__, model._hubert_fix_sample_rate)
     return model

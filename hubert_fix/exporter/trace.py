@@ -39,9 +39,9 @@ except ImportError:  # pragma: no cover - newer torch: fairseq then cannot use i
     WeightNorm = None
 
 from hubert_fix import metadata
-from hubert_fix.analysis.convstack import ConvStack, frames
+from hubert_fix.analysis.convstack import SAMPLE_RATE, ConvStack, frames
 from hubert_fix.errors import HubertFixError, UnusableInputError, argument, one_line
-from hubert_fix.exporter.loading import DEFAULT_SAMPLE_RATE, fairseq_wav2vec2  # imports fairseq quietly
+from hubert_fix.exporter.loading import fairseq_wav2vec2  # imports fairseq quietly
 from hubert_fix.exporter.modules import (
     check_final_proj,
     check_output_layer,
@@ -122,7 +122,7 @@ def _trace_example(
     the padding path (``x[padding_mask] = 0``) is recorded. ``static`` fixes the shape
     [batch, samples] instead (its last item is padded all the same).
     """
-    batch, samples = static or (2, DEFAULT_SAMPLE_RATE)
+    batch, samples = static or (2, SAMPLE_RATE)
     while static is None:
         n = frames(samples, stack)
         if n > 1 and n != channels and samples % n != 0:
@@ -248,7 +248,7 @@ def _record_facts(
         metadata.PRECISION: "fp16" if fp16 else "fp32",
         metadata.MODEL: type(model).__name__,
         metadata.EXPORTER: f"torch.onnx TorchScript, torch {torch.__version__}",
-        metadata.SAMPLE_RATE: str(getattr(model, "_hubert_fix_sample_rate", DEFAULT_SAMPLE_RATE)),
+        metadata.SAMPLE_RATE: str(getattr(model, "_hubert_fix_sample_rate", SAMPLE_RATE)),
     }
     if is_ctc(model):
         symbols, blank, pad = model._hubert_fix_ctc

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from hubert_fix import interrupts
+from hubert_fix.analysis.convstack import SAMPLE_RATE
 from hubert_fix.errors import MissingExtraError, UnusableInputError, install_hint, one_line
-from hubert_fix.validation.matrix import SAMPLE_RATE, Case
+from hubert_fix.validation.matrix import Case
 from hubert_fix.validation.report import Stored
 
 #: Segments of at most this many seconds (the matrix's longest input).

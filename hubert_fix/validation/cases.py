@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hubert_fix.analysis.convstack import SAMPLE_RATE
 from hubert_fix.analysis.interface import Interface
 from hubert_fix.errors import UnusableInputError, argument, one_line
-from hubert_fix.validation.matrix import SAMPLE_RATE, Case, cases, static_cases, unpadded_batches
+from hubert_fix.validation.matrix import Case, cases, static_cases, unpadded_batches
 from hubert_fix.validation.report import Stored
 
 

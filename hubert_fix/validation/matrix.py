@@ -19,9 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hubert_fix.analysis.convstack import ConvStack, frames, min_samples, mod_zero_samples
-
-SAMPLE_RATE = 16000
+from hubert_fix.analysis.convstack import SAMPLE_RATE, ConvStack, frames, min_samples, mod_zero_samples
 
 
 @dataclass(frozen=True)

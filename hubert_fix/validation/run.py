@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hubert_fix.analysis.convstack import frames
+from hubert_fix.analysis.convstack import SAMPLE_RATE, frames
 from hubert_fix.analysis.interface import Interface, describe
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError
 from hubert_fix.onnxio.reading import ModelFile
 from hubert_fix.onnxio.runtimes import ONNXRUNTIME, RUNTIME_ERRORS, Session, failure, open_session
 from hubert_fix.validation.cases import plan_cases
-from hubert_fix.validation.matrix import SAMPLE_RATE, Case
+from hubert_fix.validation.matrix import Case
 from hubert_fix.validation.report import (
     NEEDS_REFERENCE,
     NOTHING,
