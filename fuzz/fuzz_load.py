@@ -3,8 +3,8 @@
 
 What a finding is and how one input is judged: ``target.py``. The input format (a model,
 or a model and its ``weights.bin``): ``packing.py``. The mutations: ``mutation.py``
-(graph-aware ``graph_mutator.py``, damaging ``damage.py``). This module holds the engines
-and the command line.
+(graph-aware ``graph_mutator.py``, deployment tools ``post_tools.py``, damaging
+``damage.py``). This module holds the engines and the command line.
 
 Engines: atheris (libFuzzer, coverage-guided, with the structure-aware mutator of
 ``mutation.py``; libFuzzer's byte mutator is used for a share of the inputs) or, with
