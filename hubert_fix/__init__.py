@@ -27,7 +27,7 @@ from hubert_fix._version import __version__
 #: handler is in place, even the error classes).
 _LAZY = {
     "check": "api", "export": "api", "optimize": "api", "repair": "api", "validate": "api",
-    "Checkpoint": "exporter.reference", "OptimizeReport": "deploy.optimize", "Report": "runner", "ExportReport": "api",
+    "Checkpoint": "exporter.reference", "OptimizeReport": "deploy.report", "Report": "runner", "ExportReport": "api",
     "CaseResult": "validation.report", "Tolerance": "validation.report", "ValidationReport": "validation.report",
     "DeviceUnavailableError": "errors", "HubertFixError": "errors", "MissingExtraError": "errors",
     "UnrepairableError": "errors", "UnusableInputError": "errors", "UsageError": "errors",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from hubert_fix import runner
 from hubert_fix.analysis.interface import Interface, describe
-from hubert_fix.deploy.optimize import OptimizeReport
 from hubert_fix.deploy.optimize import optimize as run_optimize
+from hubert_fix.deploy.report import OptimizeReport
 from hubert_fix.errors import UnusableInputError, argument
 from hubert_fix.exporter import pytorch_reference, require
 from hubert_fix.exporter.reference import Checkpoint, Reference, checkpoint_reference

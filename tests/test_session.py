@@ -12,10 +12,10 @@ import pytest
 
 import hubert_fix
 from hubert_fix.analysis.interface import describe
-from hubert_fix.deploy.optimize import _reference_outputs
 from hubert_fix.onnxio.reading import load_model
 from hubert_fix.onnxio.session import CPU, create_session
 from hubert_fix.validation.cases import plan_cases
+from hubert_fix.validation.own_outputs import reference_outputs
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_reference_outputs_own_their_memory(repaired_raw: Path) -> None:
     reference that optimize keeps through validation holds copies (README: what optimize costs)."""
     loaded = load_model(repaired_raw)
     face = describe(loaded.proto, "m")
-    stored = _reference_outputs(loaded, face, quick=True, name="m", audio=[])
+    stored = reference_outputs(loaded, face, quick=True, name="m", audio=[])
     assert stored and all(output.flags.owndata for *_, output in stored)
 
 

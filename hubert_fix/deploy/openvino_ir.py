@@ -27,16 +27,22 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hubert_fix.analysis.interface import Interface
+from hubert_fix.deploy.candidate import validate_candidate
+from hubert_fix.deploy.report import OptimizeReport, Step, record
 from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint
 from hubert_fix.onnxio.isolation import ChildError
-from hubert_fix.onnxio.openvino import float_precisions, isolated, message, require_openvino
+from hubert_fix.onnxio.openvino import HINTS, float_precisions, isolated, message, require_openvino
+from hubert_fix.onnxio.reading import ModelFile
 from hubert_fix.onnxio.writing import process_umask
+from hubert_fix.validation.report import Reference, Stored, Tolerance
 
 PRECISIONS = ("fp32", "bf16", "int8")
 #: NNCF's default calibration subset: more segments are not read.
@@ -169,3 +175,59 @@ def _isolated(work: Callable[[], bytes], name: str, doing: str) -> bytes:
                 f"{name}: OpenVINO failed {doing} it: {message(str(exc).partition(': ')[2])}"
             ) from None
         raise
+
+
+def for_openvino(
+    loaded: ModelFile,
+    report: OptimizeReport,
+    stored: Stored,
+    face: Interface,
+    tol: Tolerance,
+    checkpoint_reference: Callable[[ModelFile, Interface], Reference] | None,
+    *,
+    audio: Stored,
+    quick: bool,
+    progress: Callable[[str], None] | None,
+) -> OptimizeReport:
+    """Convert (and quantize) to IR in a private folder, validate that file, then move it to OUT."""
+    say = progress or (lambda message: None)
+    out, name = Path(report.output), report.model
+    folder = staging(out)
+    try:
+        staged = folder / "model.xml"
+        speech = {entry[0] for entry in audio}
+        calibration = [face.feeds(source, mask) for case, source, mask, _ in stored if case in speech]
+        calibration = calibration[:MAX_CALIBRATION] if report.precision == "int8" else []
+        say(f"converting to OpenVINO IR ({report.precision})")
+        started = time.perf_counter()
+        quantized = convert(loaded.source, staged, calibration=calibration, name=name)
+        report.steps.append(Step("openvino-ir", 1, "converted by OpenVINO's ONNX front end, weights in fp32"))
+        if calibration:
+            report.steps.append(
+                Step("int8-static", quantized, f"FakeQuantize ops calibrated on {len(calibration)} audio segment(s)")
+            )
+        report.rewrite_seconds = round(time.perf_counter() - started, 3)
+        hint = "fp32" if report.precision == "fp32" else None  # else the plugin's choice: what a plain compile gets
+        if hint:  # the plugin would choose bf16 on a CPU with it: the user must ask for fp32 too
+            report.openvino_config = {"INFERENCE_PRECISION_HINT": HINTS[hint]}
+        validate_candidate(
+            loaded,
+            report,
+            stored,
+            face,
+            tol,
+            checkpoint_reference,
+            quick=quick,
+            progress=progress,
+            saved=staged,
+            hint=hint,
+        )
+        if not report.ok:
+            return report
+        final = folder / "final.xml"
+        annotate(staged, final, record(report, tol), name)
+        commit(final, out)
+        report.output_bytes = out.stat().st_size + out.with_suffix(".bin").stat().st_size
+        return report
+    finally:
+        discard(folder)
