@@ -56,7 +56,7 @@ def test_repair_keeps_the_interface_and_records_itself(repaired: Path) -> None:
     assert record["tool"] == "hubert-fix" and len(record["edits"]) == 2
     assert record["passes"] == [
         "node-order", "cast-types", "pinned-dims", "where-broadcast", "frozen-pad", "frozen-slice", "ctc-mask-scatter",
-        "frozen-batch",
+        "output-shapes", "frozen-batch",
     ]  # fmt: skip
     onnx.checker.check_model(fixed, full_check=True)
 
@@ -127,6 +127,7 @@ def test_passes_lists_the_registry_in_order(cli) -> None:
         "frozen-pad",
         "frozen-slice",
         "ctc-mask-scatter",
+        "output-shapes",
         "frozen-batch",
     ]
     assert cli("repair", RAW, "-o", "/nonexistent/x.onnx", "--skip", "no-such-pass").returncode == 2
@@ -141,6 +142,7 @@ def test_skip_leaves_a_pass_out(cli) -> None:
         "where-broadcast",
         "frozen-pad",
         "ctc-mask-scatter",
+        "output-shapes",
         "frozen-batch",
     ] and data["edits"] == 1
 

@@ -268,9 +268,10 @@ def test_unproven_masked_write_is_declined_blocking(kwargs, says):
     assert declined.blocking and says in declined.reason and "values may be short" in declined.reason
 
 
-def test_registered_after_frozen_slice_before_frozen_batch():
+def test_registered_after_frozen_slice_before_output_shapes():
+    """After the encoder's repairs; before output-shapes, which declares the outputs as the repaired graph computes them."""
     names = [p.name for p in DEFAULT_PASSES]
-    assert names.index("frozen-slice") + 1 == names.index(PASS.name) == names.index("frozen-batch") - 1
+    assert names.index("frozen-slice") + 1 == names.index(PASS.name) == names.index("output-shapes") - 1
 
 
 # ----------------------------------------------------------------- end to end

@@ -157,5 +157,6 @@ def test_default_order():
         "frozen-pad",
         "frozen-slice",
         "ctc-mask-scatter",
+        "output-shapes",
         "frozen-batch",
     ]

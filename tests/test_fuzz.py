@@ -150,6 +150,8 @@ def test_an_output_declared_with_more_dims_than_it_has_is_no_internal_error(tmp_
     result = run_cli("check", path)
     assert result.returncode == 1 and "internal error" not in result.stderr, result.stderr
     assert "[where-broadcast]" in result.stdout  # the defect the export has is still found
+    # and the declaration the mutation made is not written back as it was: the graph computes rank 3
+    assert "[output-shapes] output logits" in result.stdout and "declared [seq, logits_dim1, 32]" in result.stdout
 
 
 # ---------------------------------------------------------------- the findings of issue 15's fuzz run

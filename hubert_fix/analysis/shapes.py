@@ -56,9 +56,9 @@ def _inference_model(graph: gs.Graph) -> onnx.ModelProto:
                 inputs.append(_value_info(tensor.name, tensor.dtype, tensor.shape))
             else:
                 initializers.append(OnnxExporter.export_tensor_proto(tensor))
-    # outputs by rank only: a declared output dim is a claim (see ``dims``), and ONNX
-    # inference would take it as given
-    outputs = [_value_info(t.name, t.dtype, None if t.shape is None else [None] * len(t.shape)) for t in graph.outputs]
+    # outputs without their declared shapes: a declaration is a claim (see ``dims``), and ONNX
+    # inference would take it as given, its rank included
+    outputs = [_value_info(t.name, t.dtype, None) for t in graph.outputs]
     onnx_graph = onnx.helper.make_graph(nodes, graph.name or "graph", inputs, outputs, initializers)
     opsets = list(graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)])
     known = {o.domain for o in opsets}
