@@ -27,9 +27,9 @@ measures on this machine, in this one run:
    targets of issue 19. ORT fp16 is timed on CUDA only where it really runs.
 
 Writes ``results.json`` and ``results.md`` into ``--out`` (default: a new folder in the temp
-folder), with the date, the command and the CPU; ``--readme`` writes them into bench/results
-and puts ``results.md`` into README.md between its markers (``tests/test_readme.py`` fails
-when the two differ; only ``--readme`` writes bench/results). SIGTERM, like Ctrl-C, removes
+folder), with the date, the command and the CPU; ``--publish`` writes them into bench/results
+and puts ``results.md`` into docs/benchmarks.md between its markers (``tests/test_readme.py``
+fails when the two differ; only ``--publish`` writes bench/results). SIGTERM, like Ctrl-C, removes
 the work folder on the way out.
 Each command is timed by a small helper process with ``os.wait4`` (that child's rusage alone).
 """
@@ -60,7 +60,7 @@ from hubert_fix.onnxio.session import CPU, create_session
 from hubert_fix.validation.matrix import Case
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"  # README.md shows its results.md
+RESULTS = ROOT / "bench" / "results"  # docs/benchmarks.md shows its results.md
 sys.path.insert(0, str(ROOT / "fixtures"))
 
 import make_fixtures  # noqa: E402
@@ -562,23 +562,26 @@ def targets(variants: dict[str, object]) -> list[str]:
     ]
 
 
-README_START = "<!-- bench/results/results.md: written by `python bench/run.py --readme`; do not edit by hand -->"
-README_END = "<!-- end of bench/results/results.md -->"
+DOCS_START = "<!-- bench/results/results.md: written by `python bench/run.py --publish`; do not edit by hand -->"
+DOCS_END = "<!-- end of bench/results/results.md -->"
+#: The page that shows the last published run.
+PAGE = ROOT / "docs" / "benchmarks.md"
 
 
-def update_readme(table: str) -> None:
-    """Put the run's table into README.md between its markers (tests/ checks that they agree)."""
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    head, rest = text.split(README_START + "\n", 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
+def publish(table: str) -> None:
+    """Put the run's table into docs/benchmarks.md between its markers (tests/ checks that they agree)."""
+    text = PAGE.read_text()
+    head, rest = text.split(DOCS_START + "\n", 1)
+    _, tail = rest.split(DOCS_END, 1)
+    PAGE.write_text(f"{head}{DOCS_START}\n{table}{DOCS_END}{tail}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--sizes", default="base,large", help="comma-separated: base, large")
-    parser.add_argument("--runs", type=int, default=10, help="timed inference runs per cell (>= 10 for the README)")
+    parser.add_argument(
+        "--runs", type=int, default=10, help="timed inference runs per cell (>= 10 for docs/benchmarks.md)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each file-level command (the best is kept)")
     parser.add_argument(
         "--out",
@@ -586,27 +589,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="where results.json and results.md go (default: a new folder in the temp folder; bench/results, "
-        "which README.md shows, only with --readme)",
+        "which docs/benchmarks.md shows, only with --publish)",
     )
     parser.add_argument(
         "--no-variants", dest="variants", action="store_false", help="leave out the deployment variants"
     )
     parser.add_argument(
-        "--readme", action="store_true", help="write bench/results and put its table into README.md, which show one run"
+        "--publish",
+        action="store_true",
+        help="write bench/results and put its table into docs/benchmarks.md, which show one run",
     )
     return parser
 
 
-def output_folder(out: Path | None, *, readme: bool) -> Path | None:
+def output_folder(out: Path | None, *, publish: bool) -> Path | None:
     """Where a run's results go (None: a new folder in the temp folder, made when they are
-    written). bench/results is what README.md shows (tests/test_readme.py holds them equal),
-    so only ``--readme``, which writes both, writes there."""
-    if readme:
+    written). bench/results is what docs/benchmarks.md shows (tests/test_readme.py holds them
+    equal), so only ``--publish``, which writes both, writes there."""
+    if publish:
         if out is not None and out.resolve() != RESULTS:
-            raise ValueError("--readme writes bench/results, which README.md shows: leave out --out")
+            raise ValueError("--publish writes bench/results, which docs/benchmarks.md shows: leave out --out")
         return RESULTS
     if out is not None and out.resolve() == RESULTS:
-        raise ValueError("--out bench/results is what README.md shows: write it with --readme, or choose another --out")
+        raise ValueError(
+            "--out bench/results is what docs/benchmarks.md shows: write it with --publish, or choose another --out"
+        )
     return out
 
 
@@ -623,7 +630,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown size(s): {', '.join(sorted(unknown))}")
     try:
-        out = output_folder(args.out, readme=args.readme)
+        out = output_folder(args.out, publish=args.publish)
     except ValueError as exc:
         parser.error(str(exc))
     signal.signal(signal.SIGTERM, _terminate)
@@ -668,8 +675,8 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     (out / "results.md").write_text(table)
-    if args.readme:
-        update_readme(table)
+    if args.publish:
+        publish(table)
     print(table)
     print(f"bench: wrote {out}/results.json and results.md", file=sys.stderr)
 

@@ -54,6 +54,14 @@ def run_main(*args: object) -> tuple[int, str, str]:
     return code, stdout.getvalue(), stderr.getvalue()
 
 
+def run_in_process(*args: object) -> subprocess.CompletedProcess[str]:
+    """``hubert-fix ARGS`` as ``run_cli`` answers it, run in this process (``run_main``): for tests of
+    what a command does rather than of the console script, where a fresh interpreter would import
+    torch and fairseq again for every call."""
+    code, out, err = run_main(*args)
+    return subprocess.CompletedProcess(["hubert-fix", *map(str, args)], code, out, err)
+
+
 def cuda_runs() -> bool:
     """True only where CUDAExecutionProvider really runs a session (onnxruntime-gpu lists
     it even without a GPU, then falls back to CPU)."""
@@ -96,7 +104,7 @@ def float16_crash_here() -> bool:
 
 
 #: int8 bounds every CPU meets (the default tolerance's margin depends on VNNI: ONNX Runtime's
-#: u8 x s8 MatMuls saturate without it); ``tests/test_optimize.py`` has the measurement.
+#: u8 x s8 MatMuls saturate without it); ``tests/deploy/test_optimize.py`` has the measurement.
 ANY_CPU_INT8_TOLERANCE = Tolerance(max_rel_diff=0.1, min_cosine=0.98, min_mean_frame_cosine=0.98, min_frame_cosine=0.9)
 
 

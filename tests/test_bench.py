@@ -37,16 +37,16 @@ def test_help_is_quiet_and_complete(name: str) -> None:
     assert parser.description[-1] in ".?" and " ".join(parser.description.split()) in " ".join(result.stdout.split())
 
 
-def test_a_plain_run_leaves_the_readmes_results_alone(tmp_path: Path) -> None:
-    """bench/results is what README.md shows: only --readme writes it (with the README)."""
+def test_a_plain_run_leaves_the_published_results_alone(tmp_path: Path) -> None:
+    """bench/results is what docs/benchmarks.md shows: only --publish writes it (with the page)."""
     pytest.importorskip("fairseq")
     run = _script("run")
-    assert run.output_folder(None, readme=False) is None  # a new folder in the temp folder
-    assert run.output_folder(tmp_path, readme=False) == tmp_path
-    assert run.output_folder(None, readme=True) == run.RESULTS == BENCH / "results"
-    for out, readme in ((BENCH / "results", False), (tmp_path, True)):
-        with pytest.raises(ValueError, match="README.md shows"):
-            run.output_folder(out, readme=readme)
+    assert run.output_folder(None, publish=False) is None  # a new folder in the temp folder
+    assert run.output_folder(tmp_path, publish=False) == tmp_path
+    assert run.output_folder(None, publish=True) == run.RESULTS == BENCH / "results"
+    for out, publish in ((BENCH / "results", False), (tmp_path, True)):
+        with pytest.raises(ValueError, match="docs/benchmarks.md shows"):
+            run.output_folder(out, publish=publish)
 
 
 def test_sigterm_removes_the_work_folder(tmp_path: Path) -> None:

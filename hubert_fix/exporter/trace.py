@@ -11,7 +11,7 @@ One thing is shimmed while tracing, and only that: ``pad_to_multiple`` (imported
 is a traced tensor and cannot be traced. The encoder pads T to a multiple of
 ``required_seq_len_multiple`` purely for efficiency: padded keys are masked (-inf) in
 attention and the padded rows are cut off again by ``x[:, :-pad_length]``, so the
-features of the real frames do not depend on it (``tests/test_export.py`` checks this
+features of the real frames do not depend on it (``tests/exporter/test_export.py`` checks this
 for odd and even frame counts). Keeping the padding would record a second trace-frozen
 slice, so the shim returns ``(x, 0)``. The original function is restored afterwards,
 also on error.

@@ -91,7 +91,7 @@ def _options(weights_folder: str | None, level: ort.GraphOptimizationLevel | Non
     options.log_severity_level = 4  # run failures are caught and reported by us, as one line each
     # No CPU arena: it keeps the largest case's activations (and rounds them up) for the
     # session's life; plain allocations free them between cases. Only where buffers come
-    # from changes, not a kernel (outputs bit-identical, tests/test_session.py).
+    # from changes, not a kernel (outputs bit-identical, tests/onnxio/test_session.py).
     options.enable_cpu_mem_arena = False
     if weights_folder is not None:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", weights_folder)

@@ -1,6 +1,9 @@
-"""``hubert-fix export``, ``validate --checkpoint`` and ``demo`` through the console script.
+"""``hubert-fix export``, ``validate --checkpoint`` and ``demo``.
 
-These need the [export] extra (torch + fairseq) and skip cleanly without it.
+Through the console script where that is what is tested (a fresh process: what it prints on
+stderr, the demo as a user runs it); in this process otherwise (``run_in_process``: the same
+answers, without importing torch and fairseq again for each call). These need the [export]
+extra (torch + fairseq) and skip cleanly without it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 import onnx
 import pytest
 from catalog import CHECKPOINTS
-from conftest import CHECKPOINT, FIXTURES, run_main
+from conftest import CHECKPOINT, FIXTURES, run_in_process, run_main
 
 pytest.importorskip("torch")
 pytest.importorskip("fairseq")
@@ -31,39 +34,39 @@ def test_export_repairs_and_validates(cli, tmp_path: Path) -> None:
     assert cli("check", out).returncode == 0
 
 
-def test_export_raw_writes_the_broken_graph_and_validate_checkpoint_sees_it(cli, tmp_path: Path) -> None:
+def test_export_raw_writes_the_broken_graph_and_validate_checkpoint_sees_it(tmp_path: Path) -> None:
     raw = tmp_path / "raw.onnx"
-    assert cli("export", CHECKPOINT, "-o", raw, "--raw", "--output-layer", "1").returncode == 0
+    assert run_in_process("export", CHECKPOINT, "-o", raw, "--raw", "--output-layer", "1").returncode == 0
     meta = {p.key: p.value for p in onnx.load(str(raw)).metadata_props}
     assert meta["hubert_fix.output_layer"] == "1" and "hubert_fix.repair" not in meta
-    assert cli("check", raw).returncode == 1
-    assert cli("validate", raw, "--checkpoint", CHECKPOINT, "--quick", "--device", "cpu").returncode == 1
+    assert run_in_process("check", raw).returncode == 1
+    assert run_in_process("validate", raw, "--checkpoint", CHECKPOINT, "--quick", "--device", "cpu").returncode == 1
     fixed = tmp_path / "fixed.onnx"
-    assert cli("repair", raw, "-o", fixed).returncode == 0
+    assert run_in_process("repair", raw, "-o", fixed).returncode == 0
     # The layer comes from the model's metadata: layer 1, not the last layer.
-    result = cli("validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--device", "cpu", "--json")
+    result = run_in_process("validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--device", "cpu", "--json")
     assert result.returncode == 0, result.stdout
     assert json.loads(result.stdout)["ok"]
-    wrong_layer = cli(
+    wrong_layer = run_in_process(
         "validate", fixed, "--checkpoint", CHECKPOINT, "--quick", "--output-layer", "2", "--device", "cpu"
     )
     assert wrong_layer.returncode == 2 and "2 transformer layers vs the model's 1" in wrong_layer.stderr  # it has 1
 
 
-def test_cuda_without_cuda_is_one_clear_line(cli, tmp_path: Path) -> None:
+def test_cuda_without_cuda_is_one_clear_line(tmp_path: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     out = tmp_path / "half.onnx"
-    result = cli("export", CHECKPOINT, "-o", out, "--fp16", "--device", "cuda")
+    result = run_in_process("export", CHECKPOINT, "-o", out, "--fp16", "--device", "cuda")
     assert result.returncode == 2 and not out.exists()
     assert len(result.stderr.strip().splitlines()) == 1 and "--device cuda needs a CUDA GPU" in result.stderr
 
 
-def test_fp16_export_on_cpu_validates_at_fp16_tolerance(cli, tmp_path: Path) -> None:
+def test_fp16_export_on_cpu_validates_at_fp16_tolerance(tmp_path: Path) -> None:
     out = tmp_path / "half.onnx"
-    result = cli("export", CHECKPOINT, "-o", out, "--fp16", "--json")
+    result = run_in_process("export", CHECKPOINT, "-o", out, "--fp16", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["repair"]["edits"] == 2
@@ -75,11 +78,11 @@ def test_fp16_export_on_cpu_validates_at_fp16_tolerance(cli, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04garbage"], ids=["empty", "text", "bad zip"])
-def test_bad_checkpoint_is_one_clear_line(cli, tmp_path: Path, content: bytes) -> None:
+def test_bad_checkpoint_is_one_clear_line(tmp_path: Path, content: bytes) -> None:
     checkpoint = tmp_path / "bad.pt"
     checkpoint.write_bytes(content)
     out = tmp_path / "out.onnx"
-    result = cli("export", checkpoint, "-o", out)
+    result = run_in_process("export", checkpoint, "-o", out)
     assert result.returncode == 2 and not out.exists()
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(checkpoint) in lines[0] and "Traceback" not in result.stderr
@@ -94,16 +97,16 @@ def test_demo_runs_with_no_arguments(cli, tmp_path: Path) -> None:
     assert report["repaired"]["ok"] and not report["raw"]["ok"]
 
 
-def test_contentvec_middle_layer_with_final_proj(cli, tmp_path: Path) -> None:
+def test_contentvec_middle_layer_with_final_proj(tmp_path: Path) -> None:
     out = tmp_path / "contentvec.onnx"
     checkpoint = FIXTURES / "contentvec_tiny.pt"
-    result = cli("export", checkpoint, "-o", out, "--output-layer", "1", "--final-proj", "--json")
+    result = run_in_process("export", checkpoint, "-o", out, "--output-layer", "1", "--final-proj", "--json")
     assert result.returncode == 0, result.stderr
     validation = json.loads(result.stdout)["validation"]
     assert validation["ok"] and {tuple(c["shape"][2:]) for c in validation["cases"] if c["shape"]} == {
         (16,)
     }  # final_dim
-    again = cli("validate", out, "--checkpoint", checkpoint, "--quick", "--device", "cpu")
+    again = run_in_process("validate", out, "--checkpoint", checkpoint, "--quick", "--device", "cpu")
     assert again.returncode == 0, again.stdout  # layer and final_proj come from the metadata
 
 
@@ -143,9 +146,9 @@ def test_export_of_every_architecture(cli, tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("opset", [9, 10])
-def test_opsets_the_encoder_cannot_use_are_one_line(cli, tmp_path: Path, opset: int) -> None:
+def test_opsets_the_encoder_cannot_use_are_one_line(tmp_path: Path, opset: int) -> None:
     out = tmp_path / "x.onnx"
-    result = cli("export", CHECKPOINT, "-o", out, "--opset", opset)
+    result = run_in_process("export", CHECKPOINT, "-o", out, "--opset", opset)
     assert result.returncode == 2 and result.stdout == "" and not out.exists()
     assert (
         result.stderr.strip()
@@ -173,20 +176,20 @@ def test_an_exporter_failure_is_one_line_and_keeps_stdout_clean(
 
 def test_verbose_export_shows_no_internal_paths(cli, tmp_path: Path) -> None:
     out = tmp_path / "v.onnx"
-    result = cli("export", CHECKPOINT, "-o", out, "-v")
+    result = cli("export", CHECKPOINT, "-o", out, "-v")  # a fresh process: its logging is configured by -v
     assert result.returncode == 0 and f".{out.name}." not in result.stderr
 
 
-def test_a_checkpoint_of_another_model_is_named(cli, tmp_path: Path) -> None:
+def test_a_checkpoint_of_another_model_is_named(tmp_path: Path) -> None:
     repaired = tmp_path / "w2v.onnx"
-    assert cli("repair", FIXTURES / "wav2vec2_base_tiny.raw.onnx", "-o", repaired).returncode == 0
-    result = cli("validate", repaired, "--checkpoint", CHECKPOINT, "--quick")  # HuBERT's, same sizes
+    assert run_in_process("repair", FIXTURES / "wav2vec2_base_tiny.raw.onnx", "-o", repaired).returncode == 0
+    result = run_in_process("validate", repaired, "--checkpoint", CHECKPOINT, "--quick")  # HuBERT's, same sizes
     assert result.returncode == 2 and "a HubertModel vs the model's Wav2Vec2Model" in result.stderr
-    stored = cli(
+    stored = run_in_process(
         "validate", repaired, "--reference", FIXTURES / "hubert_base_tiny.cases.npz", "--quick"
     )  # HuBERT's cases
     assert stored.returncode == 1 and "is the reference file the one this model was exported from?" in stored.stdout
-    larger = cli("validate", repaired, "--checkpoint", FIXTURES / "hubert_large_tiny.pt")  # other width
+    larger = run_in_process("validate", repaired, "--checkpoint", FIXTURES / "hubert_large_tiny.pt")  # other width
     assert larger.returncode == 2 and "does not match" in larger.stderr and "encoder width 48" in larger.stderr
 
 

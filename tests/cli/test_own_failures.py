@@ -2,7 +2,7 @@
 
 A failure the code did not anticipate is exit 4 (internal error) with one line naming the
 file and the report that holds the traceback, never 0 or 1; the API lets it propagate.
-(Ctrl-C: ``tests/test_interrupts.py``.)
+(Ctrl-C: ``tests/cli/test_interrupts.py``.)
 """
 
 from __future__ import annotations

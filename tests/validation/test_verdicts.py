@@ -3,7 +3,7 @@
 Every wrong model elsewhere in the suite is wrong by far more than a tolerance (or
 crashes), so a tolerance made 100 times looser, or a bound never applied, would pass
 there. Here each model's reference is its own output moved by a chosen amount, so the
-difference validate sees is exactly that amount; the bounds are the ones the README
+difference validate sees is exactly that amount; the bounds are the ones docs/validation.md
 documents (``| fp32 | <= 1e-3 | >= 0.9999 |``), not read back from the code.
 Also: the repair record is the report, and a mask sliced on the time axis is no proof.
 """
@@ -28,12 +28,13 @@ from hubert_fix.analysis.interface import describe
 from hubert_fix.passes import WhereBroadcast
 from hubert_fix.validation.cases import load_reference_cases, save_reference_cases
 
-README = (ROOT / "README.md").read_text()
+VALIDATION = (ROOT / "docs" / "validation.md").read_text()  # validate's tolerance table
+DEPLOYMENT = (ROOT / "docs" / "deployment.md").read_text()  # optimize's
 
 
 def _documented(precision: str) -> tuple[float, float]:
-    """The README's validation tolerance for ``precision``: (max abs diff, min cosine)."""
-    row = re.search(rf"^\| {precision} \| <= (\S+) \| >= (\S+) \|$", README, re.M)
+    """docs/validation.md's tolerance for ``precision``: (max abs diff, min cosine)."""
+    row = re.search(rf"^\| {precision} \| <= (\S+) \| >= (\S+) \|$", VALIDATION, re.M)
     return float(row.group(1)), float(row.group(2))
 
 
@@ -181,7 +182,7 @@ def _bounds(text: str) -> dict[str, float]:
     return {field: float(m.group(1)) for pattern, field in _BOUNDS.items() if (m := re.search(pattern, text))}
 
 
-def test_the_tolerance_tables_are_the_readmes() -> None:
+def test_the_tolerance_tables_are_the_documented_ones() -> None:
     """validate's table (Validation) and optimize's (Deployment) say what the code holds models to."""
     from dataclasses import asdict
 
@@ -195,7 +196,7 @@ def test_the_tolerance_tables_are_the_readmes() -> None:
         assert held(TOLERANCES[precision]) == {"max_abs_diff": bound, "min_cosine": cosine}, precision
     rows = [
         (line[2:6], line.split(" | ")[-1].removesuffix(" |"))  # cells part at " | " ("\|value\|" stays whole)
-        for line in README.splitlines()
+        for line in DEPLOYMENT.splitlines()
         if re.match(r"\| (fp32|int8|fp16) \| ", line) and " | max abs diff <= " in line
     ]
     assert [p for p, _ in rows] == ["fp32", "int8", "fp16"]
