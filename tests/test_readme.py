@@ -40,7 +40,7 @@ def test_the_set_up_commands_are_the_ones_ci_runs() -> None:
 def test_the_benchmark_block_is_the_benchmarks_own_output() -> None:
     """Figures on the benchmarks page come from bench/results/results.md, which bench/run.py writes."""
     start, end = "<!-- bench/results/results.md: written by", "<!-- end of bench/results/results.md -->"
-    assert start in (ROOT / "bench" / "run.py").read_text() and end in (ROOT / "bench" / "run.py").read_text()
+    assert start in (ROOT / "bench" / "tables.py").read_text() and end in (ROOT / "bench" / "tables.py").read_text()
     block = _page("docs/benchmarks.md").split(start, 1)[1].split("-->\n", 1)[1].split(end, 1)[0]
     written = (ROOT / "bench" / "results" / "results.md").read_text()
     assert block == written
