@@ -49,6 +49,12 @@ class Optimize(Tool):
         )
         precision = parser.add_mutually_exclusive_group()
         precision.add_argument(
+            "--fp32",
+            action="store_true",
+            help="float32 (ONNX Runtime's default; with --runtime openvino: an fp32 IR on every CPU, validated with "
+            "INFERENCE_PRECISION_HINT=f32, which the report says to pass to compile_model)",
+        )
+        precision.add_argument(
             "--int8",
             action="store_true",
             help="int8 for CPU: int8 weights and dynamically quantized MatMuls (ONNX Runtime), static int8 "
@@ -64,7 +70,8 @@ class Optimize(Tool):
             default="onnxruntime",
             help="onnxruntime (default: OUT.onnx), or openvino (the [openvino] extra): OpenVINO IR OUT.xml + "
             "OUT.bin, validated on its CPU plugin; by default in the fastest float precision of this CPU (bf16 "
-            "where it has it); --int8: static, calibrated on --calibration-audio",
+            "where it has it, fp32 where bf16 misses its tolerance); --int8: static, calibrated on "
+            "--calibration-audio",
         )
         add_speech_files(
             parser,
@@ -91,10 +98,11 @@ class Optimize(Tool):
         )
 
     def run(self, args: argparse.Namespace, console: Console) -> int:
-        precision = "int8" if args.int8 else "fp16" if args.fp16 else "bf16" if args.bf16 else None
+        flags = {"fp32": args.fp32, "int8": args.int8, "fp16": args.fp16, "bf16": args.bf16}
+        precision = next((name for name, given in flags.items() if given), None)
         default = OPTIMIZED_TOLERANCES[precision or "fp32"]  # OpenVINO's default: bf16's, set after the CPU is asked
         if args.tolerance and precision is None and args.runtime == "openvino":
-            raise UsageError("--tolerance with --runtime openvino: name the precision too (--bf16 or --int8)")
+            raise UsageError("--tolerance with --runtime openvino: name the precision too (--fp32, --bf16 or --int8)")
         tolerance = parse_tolerance(args.tolerance, default) if args.tolerance else None
         if args.checkpoint:
             console.progress("importing torch and fairseq (a few seconds)")
@@ -107,6 +115,7 @@ class Optimize(Tool):
         steps = ", ".join(f"{s.name} x{s.count}" for s in report.steps)
         human = [f"optimize {args.model} ({precision}): {steps}"]
         human += [format_validation(v) for v in (report.validation, report.checkpoint_validation) if v is not None]
+        human += [f"left out: {why}" for why in report.dropped]
         if report.ok:
             size = (
                 f"{report.output_bytes / 1e6:.1f} MB, {report.output_bytes / report.input_bytes:.2f}x the input's "

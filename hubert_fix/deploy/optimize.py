@@ -65,7 +65,8 @@ def optimize(
     """Optimize ``path`` for ``precision`` on ``runtime`` and write ``out`` if it validates (see the module doc).
 
     ``precision`` None: fp32 for ONNX Runtime, the fastest float precision of this CPU for
-    OpenVINO (``openvino_ir``; OUT is then an ``.xml`` with its ``.bin`` beside it).
+    OpenVINO (``openvino_ir``; OUT is then an ``.xml`` with its ``.bin`` beside it), fp32 there
+    where bf16 misses its tolerance (``report.dropped`` says why).
     ``calibration_audio``: speech files, cases of the validation for every precision and
     the calibration of OpenVINO's static int8 (which needs them).
     ``checkpoint_reference`` builds a PyTorch reference for the loaded model and its
@@ -73,6 +74,7 @@ def optimize(
     needs repair first, UnusableInputError (exit 2) for unusable input; a candidate
     that misses its tolerance is not written and the report says why (``ok`` False).
     """
+    asked = precision
     precision = checked_precision(precision, runtime, out, device, calibration_audio)
     say = progress or (lambda message: None)
     outputs = [out, out.with_suffix(".bin")] if runtime == OPENVINO else [out]
@@ -96,9 +98,12 @@ def optimize(
     stored = reference_outputs(loaded, face, quick=quick, name=name, audio=audio)
     report.validate_seconds = time.perf_counter() - started
     if runtime == OPENVINO:
+        # the default bf16 falls back to fp32 on a miss; a precision asked for by name does not
+        fallback = (tolerance or OPTIMIZED_TOLERANCES["fp32"]) if asked is None and precision == "bf16" else None
         return openvino_ir.for_openvino(
-            loaded, report, stored, face, tol, checkpoint_reference, audio=audio, quick=quick, progress=progress
-        )
+            loaded, report, stored, face, tol, checkpoint_reference, audio=audio, quick=quick, progress=progress,
+            fallback=fallback,
+        )  # fmt: skip
 
     candidate = _rewritten(loaded, report, face, rows=precision == "int8")
     on = "cpu" if precision == "int8" else device  # int8 weights are for CPU

@@ -157,7 +157,7 @@ def test_int8_that_misses_its_tolerance_writes_nothing(repaired: dict[str, Path]
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("precision", ["", "--fp16"])
+@pytest.mark.parametrize("precision", ["", "--fp32", "--fp16"])
 def test_a_broken_tolerance_refuses_to_write(repaired: dict[str, Path], tmp_path: Path, precision: str) -> None:
     out = tmp_path / "opt.onnx"
     args = [
@@ -171,6 +171,7 @@ def test_a_broken_tolerance_refuses_to_write(repaired: dict[str, Path], tmp_path
     ]
     code, stdout, _ = run_main(*args)
     assert code == 1 and "min frame cosine" in stdout and "nothing written" in stdout
+    assert f"({precision.lstrip('-') or 'fp32'}): " in stdout  # --fp32 is ONNX Runtime's default
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -71,6 +71,51 @@ def test_fp32_is_validated_and_recorded_with_its_hint(repaired_raw: Path, tmp_pa
     assert _record(tmp_path / "m.xml")["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
 
 
+def test_the_fp32_flag_writes_an_fp32_ir_on_every_cpu(repaired_raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.xml"
+    code, stdout, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "--fp32", "-o", out, "--quick")
+    assert code == 0, err
+    assert "compile it with {'INFERENCE_PRECISION_HINT': 'f32'}" in stdout
+    assert _record(out)["precision"] == "fp32" and _record(out)["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+@pytest.fixture
+def bf16_misses(openvino_in_fp32: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU with bf16 (as OpenVINO reports it), and a bf16 tolerance no output meets: the miss seen on
+    an Intel Xeon with AMX (tiny fixture, frame cosine 0.85), on any CPU."""
+    from hubert_fix.deploy import optimize
+    from hubert_fix.validation.report import Tolerance
+
+    monkeypatch.setattr(openvino_ir, "float_precisions", lambda: ["bf16", "fp32"])
+    monkeypatch.setitem(optimize.OPTIMIZED_TOLERANCES, "bf16", Tolerance(max_abs_diff=0.0, min_frame_cosine=1.1))
+
+
+@pytest.mark.usefixtures("bf16_misses")
+def test_the_default_falls_back_to_fp32_when_bf16_misses(repaired_raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.xml"
+    code, stdout, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", out, "--quick", "--json")
+    report = json.loads(stdout)
+    assert code == 0, err
+    assert report["precision"] == "fp32" and report["openvino_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert report["validation"]["tolerance"]["max_abs_diff"] == 1e-3  # fp32's own tolerance, not bf16's
+    assert len(report["dropped"]) == 1 and report["dropped"][0].startswith("bf16: "), report["dropped"]
+    record = _record(out)
+    assert record["precision"] == "fp32" and record["dropped"] == report["dropped"]
+    assert record["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    code, stdout, _ = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", tmp_path / "h.xml", "--quick")
+    assert code == 0 and "left out: bf16: " in stdout  # the human report says why too
+
+
+@pytest.mark.usefixtures("bf16_misses")
+def test_bf16_asked_for_by_name_is_refused_on_a_miss(repaired_raw: Path, tmp_path: Path) -> None:
+    code, stdout, _ = run_main(
+        "optimize", repaired_raw, "--runtime", "openvino", "--bf16", "-o", tmp_path / "m.xml", "--quick", "--json"
+    )
+    report = json.loads(stdout)
+    assert code == 1 and not report["ok"] and report["precision"] == "bf16" and not report["dropped"]
+    assert _left(tmp_path) == []
+
+
 def test_bf16_on_a_cpu_without_it_is_refused(
     repaired_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
