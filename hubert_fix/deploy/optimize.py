@@ -12,9 +12,12 @@ file stays standard ONNX and portable between ORT versions and execution provide
 fastest precision of this CPU, or int8 calibrated on speech), validated the same way
 on OpenVINO's CPU plugin.
 
-Nothing is written before the candidate passes validation: the input model's outputs
-on CPU over the matrix its interface admits are the reference (and fairseq's, with a
-checkpoint), compared with the precision's tolerance (``validation.report.OPTIMIZED_TOLERANCES``), plus the static
+Nothing is written to OUT before the candidate passes validation. The candidate is
+written to a private folder beside OUT and read back with its weights left on disk, so
+that what is validated is the file (and the rewrite's weights leave memory before the
+validation's session needs it); once it passes, it is written to OUT with its record and
+the folder removed. The reference is the input model's outputs on CPU over the matrix
+its interface admits (and fairseq's, with a checkpoint), compared with the precision's tolerance (``validation.report.OPTIMIZED_TOLERANCES``), plus the static
 check and batch consistency. Inputs, outputs, their element types and dims are kept
 (proven before validation). What was done is recorded in the metadata
 (``hubert_fix.optimize``).
@@ -42,9 +45,9 @@ from hubert_fix.onnxio.outputs import check_model_output, check_output_path, dat
 from hubert_fix.onnxio.reading import ModelFile, load_model
 from hubert_fix.onnxio.runtimes import ONNXRUNTIME, OPENVINO
 from hubert_fix.onnxio.weights import Weights
-from hubert_fix.onnxio.writing import save_model
+from hubert_fix.onnxio.writing import discard, save_model, staging
 from hubert_fix.validation.audio import audio_cases
-from hubert_fix.validation.own_outputs import reference_outputs
+from hubert_fix.validation.own_outputs import reference_outputs, release_memory
 from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Reference, Tolerance
 
 
@@ -105,28 +108,43 @@ def optimize(
             fallback=fallback,
         )  # fmt: skip
 
-    candidate = _rewritten(loaded, report, face, rows=precision == "int8")
     on = "cpu" if precision == "int8" else device  # int8 weights are for CPU
-    validate_candidate(
-        candidate, report, stored, face, tol, checkpoint_reference, quick=quick, progress=progress, device=on
-    )
-    if not report.ok and any(step.name == "int8-conv-rows" and step.count for step in report.steps):
-        missed = first_failure(report)
-        say(f"int8 convolutions missed the tolerance ({missed}): again with them in float")
-        report.dropped.append(f"int8-conv-rows: {missed}")
-        report.checkpoint_validation = None
-        candidate = _rewritten(load_model(path), report, face, rows=False)
+    folder = staging(out)
+    try:
+        staged = folder / out.name
+        candidate = _staged(_rewritten(loaded, report, face, rows=precision == "int8"), staged)
+        del loaded  # the rewrite's weights leave memory before the candidate's session needs it
+        release_memory()
         validate_candidate(
             candidate, report, stored, face, tol, checkpoint_reference, quick=quick, progress=progress, device=on
         )
-    if not report.ok:
-        return report
-    # a re-optimized output keeps this run's record
-    metadata.set_record(candidate.proto, metadata.OPTIMIZE, record(report, tol))
-    metadata.set_metadata(candidate.proto, {metadata.PRECISION: report.precision})
-    save_model(candidate, out)
+        if not report.ok and any(step.name == "int8-conv-rows" and step.count for step in report.steps):
+            missed = first_failure(report)
+            say(f"int8 convolutions missed the tolerance ({missed}): again with them in float")
+            report.dropped.append(f"int8-conv-rows: {missed}")
+            report.checkpoint_validation = None
+            candidate = _staged(_rewritten(load_model(path), report, face, rows=False), staged)
+            release_memory()
+            validate_candidate(
+                candidate, report, stored, face, tol, checkpoint_reference, quick=quick, progress=progress, device=on
+            )
+        if not report.ok:
+            return report
+        # a re-optimized output keeps this run's record
+        metadata.set_record(candidate.proto, metadata.OPTIMIZE, record(report, tol))
+        metadata.set_metadata(candidate.proto, {metadata.PRECISION: report.precision})
+        save_model(candidate, out)  # the validated file's weights, copied file to file
+    finally:
+        discard(folder)
     report.output_bytes = out.stat().st_size + (data_path(out).stat().st_size if candidate.external_data else 0)
     return report
+
+
+def _staged(candidate: ModelFile, staged: Path) -> ModelFile:
+    """``candidate`` written to ``staged`` and read back with its weights left on disk: what is
+    validated is what was written, and the rewrite's weights can leave memory."""
+    save_model(candidate, staged)
+    return load_model(staged)
 
 
 def _rewritten(loaded: ModelFile, report: OptimizeReport, face: Interface, *, rows: bool) -> ModelFile:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -92,6 +93,16 @@ def write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise UnusableInputError(f"{path}: cannot write: {one_line(exc.strerror or exc)}") from None
         raise
+
+
+def staging(out: Path) -> Path:
+    """A private folder beside OUT (same file system: the final rename is atomic), for files
+    written and checked before OUT is; ``discard`` removes it."""
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else "."))
+
+
+def discard(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _temp_beside(target: Path) -> tuple[int, str]:
