@@ -150,6 +150,8 @@ def test_int8_writes_a_quantized_model_once_it_validates(
     model = ov.Core().read_model(out)
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
     assert _record(out)["precision"] == "int8"
+    (projection,) = [op for op in model.get_ordered_ops() if op.get_friendly_name() == "/post_extract_proj/MatMul"]
+    assert projection.input(0).get_source_output().get_node().get_type_name() != "FakeQuantize"  # kept float
 
 
 def test_int8_that_misses_writes_nothing(repaired_raw: Path, speech: list[Path], tmp_path: Path) -> None:
@@ -221,6 +223,22 @@ def test_attention_output_projections_are_found_by_structure(fixture: str) -> No
 
     names = openvino_ir.attention_outputs(ov.Core().read_model(FIXTURES / fixture))
     assert len(names) == 2 and all(".0/" in n or ".1/" in n for n in names), names
+
+
+@pytest.mark.parametrize(
+    ("fixture", "name"),
+    [
+        ("hubert_base_tiny.raw.onnx", "/post_extract_proj/MatMul"),
+        ("hf_wavlm.onnx", "/model/feature_projection/projection/MatMul"),
+        ("hf_sew.onnx", "/model/feature_projection/MatMul"),
+        ("torchaudio_hubert.onnx", "/model/encoder/feature_projection/projection/MatMul"),
+    ],
+)
+def test_the_feature_projection_is_found_by_structure(fixture: str, name: str) -> None:
+    """The one MatMul reading the convolutions' features: not the layers', whose padding mask reads the features' shape."""
+    from conftest import FIXTURES
+
+    assert openvino_ir.feature_projections(ov.Core().read_model(FIXTURES / fixture)) == [name]
 
 
 def test_int8_without_nncf_names_the_extra(
