@@ -9,10 +9,16 @@ rows, one uint8 scale and zero point per row (per output frame), and a
     Conv(x [B, C, T], W [Co, C, k], stride s) -> y [B, Co, T']
     =>
     d    = Transpose(x) - z                       z: the conv's input for silent audio
-    rows = Reshape(Concat(Reshape(d[:, :s T'], [B, T', s C]), d[:, s::s], ..), [-1, k*C])
-    lo, hi per row -> scale, zero point (uint8); q = QuantizeLinear(rows, scale, zp, axis=0)
-    y    = Transpose(Reshape((Cast(MatMulInteger(q, Wq)) - zp * colsum(Wq)) * scale * w_scale
+    rows = [Reshape(d[:, :s T'], [-1, s C]), Reshape(d[:, s::s], [-1, C]), ..]   taps 0..s-1, s, .., k-1
+    lo, hi per row over all the parts -> scale, zero point (uint8)
+    q_i  = QuantizeLinear(rows_i, scale, zp, axis=0)
+    y    = Transpose(Reshape((Cast(Sum_i MatMulInteger(q_i, Wq_i)) - zp * colsum(Wq)) * scale * w_scale
                              + W.z + bias, [B, T', Co]))
+
+The row of a frame is its taps side by side; kept as parts with one scale per row, each
+multiplied by its rows of the weight (``Wq_i``) and the int32 products added, it gives
+the same integers as one MatMulInteger over the concatenated row without copying the
+rows into one tensor (measured on base: the Concat was 5% of the int8 model's time).
 
 Subtracting ``z`` (the extractor's constant response to silence, measured by running the
 model on zeros) keeps a quiet frame's small deviations from drowning in the channels'
@@ -155,18 +161,26 @@ def _rewrite(
             emit("Slice", [deviation, add(f"start_{j}", np.array([j], np.int64)), end, s.one,
                            add(f"step_{j}", np.array([stride], np.int64))], f"tap_{j}")
         )  # fmt: skip
-    columns = emit("Concat", taps, "columns", axis=2) if len(taps) > 1 else taps[0]
-    rows = emit("Reshape", [columns, add("rows_shape", np.array([-1, k * channels], np.int64))], "rows")
-    high = emit("Max", [emit("ReduceMax", [rows, *s.reduce_inputs], "row_max", keepdims=0, **s.reduce_axes),
-                        s.fzero], "high")  # fmt: skip
-    low = emit("Min", [emit("ReduceMin", [rows, *s.reduce_inputs], "row_min", keepdims=0, **s.reduce_axes),
-                       s.fzero], "low")  # fmt: skip
+    # the parts of the rows stay apart (see the module doc): one scale per row, the int32 products added
+    widths = [stride * channels] + [channels] * (k - stride)
+    parts = [emit("Reshape", [tap, add(f"part_shape_{i}", np.array([-1, width], np.int64))], f"part_{i}")
+             for i, (tap, width) in enumerate(zip(taps, widths))]  # fmt: skip
+    high, low = s.fzero, s.fzero
+    for i, part in enumerate(parts):
+        high = emit("Max", [emit("ReduceMax", [part, *s.reduce_inputs], f"part_max_{i}", keepdims=0,
+                                 **s.reduce_axes), high], f"high_{i}")  # fmt: skip
+        low = emit("Min", [emit("ReduceMin", [part, *s.reduce_inputs], f"part_min_{i}", keepdims=0,
+                                **s.reduce_axes), low], f"low_{i}")  # fmt: skip
     row_scale = emit("Max", [emit("Div", [emit("Sub", [high, low], "range"), s.levels], "step"), s.tiny], "row_scale")
     zero_float = emit("Clip", [emit("Round", [emit("Div", [emit("Neg", [low], "minus_low"), row_scale], "zp_real")],
                                     "zp_round"), s.fzero, s.levels], "zp_float")  # fmt: skip
     zero_point = emit("Cast", [zero_float], "zero_point", to=onnx.TensorProto.UINT8)
-    quantized = emit("QuantizeLinear", [rows, row_scale, zero_point], "quantized", axis=0)
-    product = emit("MatMulInteger", [quantized, add("weight", levels)], "int32")
+    product, first = None, 0
+    for i, (part, width) in enumerate(zip(parts, widths)):
+        quantized = emit("QuantizeLinear", [part, row_scale, zero_point], f"quantized_{i}", axis=0)
+        partial = emit("MatMulInteger", [quantized, add(f"weight_{i}", levels[first : first + width])], f"int32_{i}")
+        product = partial if product is None else emit("Add", [product, partial], f"int32_sum_{i}")
+        first += width
     floats = emit("Cast", [product], "float", to=onnx.TensorProto.FLOAT)
     correction = emit(
         "Mul", [emit("Unsqueeze", [zero_float, s.one], "zp_column"),
