@@ -41,13 +41,14 @@ from hubert_fix.deploy.quantize import quantize
 from hubert_fix.deploy.report import OptimizeReport, Step, record
 from hubert_fix.deploy.target import checked_precision, refuse_unfit
 from hubert_fix.errors import UnrepairableError
+from hubert_fix.onnxio.heap import release_memory
 from hubert_fix.onnxio.outputs import check_model_output, check_output_path, data_path, read_files
 from hubert_fix.onnxio.reading import ModelFile, load_model
 from hubert_fix.onnxio.runtimes import ONNXRUNTIME, OPENVINO
 from hubert_fix.onnxio.weights import Weights
 from hubert_fix.onnxio.writing import discard, save_model, staging
 from hubert_fix.validation.audio import audio_cases
-from hubert_fix.validation.own_outputs import reference_outputs, release_memory
+from hubert_fix.validation.own_outputs import reference_outputs
 from hubert_fix.validation.report import OPTIMIZED_TOLERANCES, Reference, Tolerance
 
 

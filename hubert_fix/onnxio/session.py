@@ -22,6 +22,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state
 
 from hubert_fix.errors import DeviceUnavailableError, UnusableInputError, argument, one_line
 from hubert_fix.onnxio import isolation
+from hubert_fix.onnxio.heap import map_large_allocations
 from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def create_session(
     ``weights_folder``: where the external data of a model given as bytes is (the
     folder of the file a skeleton's stubs point into).
     """
+    map_large_allocations()  # activations freed between cases leave the process (see heap)
     _probe(model, name, weights_folder)  # OrtCrash; ORT's own errors come from the session below
     options = _options(weights_folder)
     if device == "cpu" or (device == "auto" and CUDA not in ort.get_available_providers()):
@@ -138,8 +140,10 @@ def create_session(
             f"{name}: {argument('device', 'cuda')}: CUDAExecutionProvider did not start (no usable GPU/CUDA libraries); "
             f"use {argument('device', 'cpu')} or auto"
         )
+    # ONNX Runtime fell back to its CPU provider alone: the session is a CPU session already
+    # (a second one would hold the weights twice while it is created: 450 MB more at base in fp16)
     log.info("CUDA is not usable here; validating on CPU")
-    return ort.InferenceSession(model, options, providers=[CPU])
+    return session
 
 
 def ort_message(exc: Exception) -> str:

@@ -75,14 +75,15 @@ class Weights:
             for attribute in subgraph_node.attribute:
                 if attribute.type == onnx.AttributeProto.GRAPH:
                     used.update(name for node in attribute.g.node for name in node.input)
-        kept = [t for t in self.graph.initializer if used[t.name]]
-        if len(kept) != len(self.graph.initializer):
-            del self.graph.initializer[:]
-            self.graph.initializer.extend(kept)
-        nodes = [n for n in self.graph.node if n.op_type != "Constant" or used[n.output[0]]]
-        if len(nodes) != len(self.graph.node):
-            del self.graph.node[:]
-            self.graph.node.extend(nodes)
+        # deleted in place: rebuilding the list would copy every kept tensor (a protobuf arena
+        # frees nothing before the model goes: 180 MB more at base in fp16)
+        for index in reversed(range(len(self.graph.initializer))):
+            if not used[self.graph.initializer[index].name]:
+                del self.graph.initializer[index]
+        for index in reversed(range(len(self.graph.node))):
+            node = self.graph.node[index]
+            if node.op_type == "Constant" and not used[node.output[0]]:
+                del self.graph.node[index]
         declared = {t.name for t in self.graph.initializer}
         inputs = [i for i in self.graph.input if i.name not in self._initializers or i.name in declared]
         if len(inputs) != len(self.graph.input):

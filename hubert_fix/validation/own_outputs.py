@@ -3,13 +3,11 @@ from): its first output on CPU for every case of the matrix it admits."""
 
 from __future__ import annotations
 
-import ctypes
-import gc
-
 import numpy as np
 
 from hubert_fix.analysis.interface import Interface
 from hubert_fix.errors import UnusableInputError
+from hubert_fix.onnxio.heap import release_memory
 from hubert_fix.onnxio.reading import ModelFile
 from hubert_fix.onnxio.session import ORT_ERRORS, create_session, ort_message
 from hubert_fix.validation.cases import plan_cases
@@ -33,12 +31,3 @@ def reference_outputs(loaded: ModelFile, face: Interface, *, quick: bool, name: 
     del session
     release_memory()  # the reference's weights and buffers leave before the candidate's arrive
     return stored
-
-
-def release_memory() -> None:
-    """Collect, and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the pages are reused by the process instead
-        pass

@@ -3,17 +3,21 @@ what validation keeps of a run does not keep the run's memory (``onnxio.session`
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import cuda_runs
 
 import hubert_fix
 from hubert_fix.analysis.interface import describe
 from hubert_fix.onnxio.reading import load_model
-from hubert_fix.onnxio.session import CPU, create_session
+from hubert_fix.onnxio.session import CPU, CUDA, create_session
 from hubert_fix.validation.cases import plan_cases
 from hubert_fix.validation.own_outputs import reference_outputs
 
@@ -66,3 +70,40 @@ def test_a_cpu_build_is_not_asked_for_cuda(repaired_raw: Path, monkeypatch: pyte
         warnings.simplefilter("always")
         session = create_session(str(repaired_raw), "model", device="auto")
     assert session.get_providers() == [CPU] and not [str(w.message) for w in caught]
+
+
+def test_auto_without_a_usable_gpu_creates_one_session(repaired_raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime-gpu without a usable GPU falls back to its CPU provider: that session is the
+    CPU session (a second one would hold the weights twice while it is created)."""
+    if cuda_runs():
+        pytest.skip("CUDA runs here: auto gives a CUDA session")
+    created = []
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: created.append(k["providers"]) or real(*a, **k))
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])  # as the GPU build lists them
+    session = create_session(str(repaired_raw), "model", device="auto")
+    assert session.get_providers() == [CPU] and created == [[CUDA, CPU]]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the mmap threshold is glibc's")
+@pytest.mark.parametrize("mapped", [False, True])
+def test_freed_large_blocks_leave_the_process(mapped: bool) -> None:
+    """glibc keeps a freed 20 MB block in its heap once its threshold has risen past it (the
+    activations of every case of a validation, otherwise); ``heap.map_large_allocations``
+    (which session creation calls) hands such blocks back when freed."""
+    code = f"""
+import numpy as np
+from hubert_fix.onnxio.heap import map_large_allocations
+def rss():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")) / 1024
+if {mapped}:
+    map_large_allocations()
+start = rss()
+for _ in range(3):
+    block = np.ones(20 << 20, dtype=np.uint8)
+    above = np.ones(1 << 10, dtype=np.uint8)
+    del block
+print(rss() - start)
+"""
+    kept_mb = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert (kept_mb < 2) if mapped else (kept_mb > 15), kept_mb
