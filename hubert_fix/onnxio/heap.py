@@ -3,14 +3,15 @@
 ONNX Runtime's sessions here run without their arena (``session``), so each activation is
 a ``malloc`` and a ``free``. glibc serves a block of 128 KiB or more with its own mapping
 at first, but raises that threshold to the size of each such block freed (up to 32 MiB),
-after which activations come from the heap and stay in it when freed. Fixed at 16 MiB,
-the feature extractor's activations (100-400 MB at the matrix's longest cases) are
-unmapped when freed and the transformer's smaller ones reuse the heap. Measured at base
-(``validate`` of the optimized fp32 model over the matrix, 4 runs each, AMD EPYC, 2 busy
-cores): peak RSS 997-1141 MB with glibc's default, 919-997 MB at 16 MiB with the same CPU
-time (23.8-25.2 s against 23.5-25.8 s); 1 MiB gave 864-874 MB but 35% more CPU time
-(page faults). Neither call changes what is computed (the outputs are bit-identical);
-on a C library other than glibc both do nothing.
+after which activations come from the heap and stay in it when freed, and the heap grows
+past what is live. Fixed at 1 MiB, every activation of that size is unmapped when freed.
+Measured at base on an AMD EPYC with both cores busy (peak RSS of the whole process, as
+``bench/run.py`` measures it for each precision): ``optimize`` fp32 1057-1244 MB with
+glibc's default against 877-887 MB (2.3x the file) at 1 MiB, CPU time 56-61 s against
+62-68 s; at 4 MiB 1099 MB, at 16 MiB 1223-1295 MB (the reference session's peak). So
+1 MiB: the peak becomes what is live, for about a tenth more CPU time in validation.
+Neither call changes what is computed (allocation only: the outputs are bit-identical,
+``tests/onnxio/test_session.py``); on a C library other than glibc both do nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import gc
 #: mallopt's parameter number for the mmap threshold (glibc's malloc.h).
 _M_MMAP_THRESHOLD = -3
 #: Blocks of this size and more get their own mapping, unmapped when freed.
-MAPPED_FROM = 16 << 20
+MAPPED_FROM = 1 << 20
 
 
 def _libc() -> ctypes.CDLL | None:
