@@ -29,8 +29,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,7 +43,7 @@ from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, i
 from hubert_fix.onnxio.isolation import ChildError
 from hubert_fix.onnxio.openvino import HINTS, float_precisions, isolated, message, require_openvino
 from hubert_fix.onnxio.reading import ModelFile
-from hubert_fix.onnxio.writing import process_umask
+from hubert_fix.onnxio.writing import discard, process_umask, staging
 from hubert_fix.validation.report import Reference, Stored, Tolerance
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -76,11 +74,6 @@ def choose(precision: str | None) -> str:
     return precision
 
 
-def staging(out: Path) -> Path:
-    """A private folder beside OUT (same file system: the final rename is atomic)."""
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else "."))
-
-
 def convert(source: Path, staged: Path, *, calibration: Sequence[dict[str, np.ndarray]], name: str) -> int:
     """Write ``source`` (ONNX) as IR to ``staged``, quantized when ``calibration`` is given;
     the number of quantized operations."""
@@ -106,10 +99,6 @@ def commit(staged: Path, out: Path) -> None:
     for suffix in (".bin", ".xml"):
         os.chmod(staged.with_suffix(suffix), 0o666 & ~process_umask())
         os.replace(staged.with_suffix(suffix), out.with_suffix(suffix))
-
-
-def discard(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndarray]]) -> int:
