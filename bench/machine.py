@@ -38,11 +38,17 @@ def _peak_gflops() -> float | None:
 
 
 def _cpu_name() -> str:
-    """The CPU model (Linux /proc/cpuinfo), else what platform knows."""
+    """The CPU model with its family and model numbers (Linux /proc/cpuinfo: a virtual machine's
+    name may be just "AMD EPYC", whose generations differ by their family: 25 Zen 3/4, 26 Zen 5),
+    else what platform knows."""
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        fields = {}
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    numbers = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else ""
+    return fields["model name"] + numbers
