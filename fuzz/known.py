@@ -96,6 +96,27 @@ def constant_size_mismatch(
     return target.name
 
 
+def typed_values_mismatch(path_in: str | Path, path_out: str | Path) -> str:
+    """Store the first scalar int64 Constant's value in ``int64_data`` with one value too many.
+
+    Found by fuzz_load (random engine, seed 60712): a tensor whose typed field holds more
+    numbers than its shape has (raw_data's length was checked, the typed fields' was not);
+    onnx.checker lets it through and reading the value raised ValueError ("cannot reshape
+    array of size 2 into shape ()"): exit 4.
+    """
+    model = _load(path_in)
+    for target in model.graph.node:
+        value = next((a.t for a in target.attribute if a.name == "value"), None)
+        if target.op_type == "Constant" and value is not None and value.data_type == onnx.TensorProto.INT64:
+            if not value.dims:
+                break
+    number = int(numpy_helper.to_array(value))
+    value.ClearField("raw_data")
+    value.int64_data.extend([number, number])
+    _save(model, path_out)
+    return target.name
+
+
 def gather_index_overflow(
     path_in: str | Path, path_out: str | Path, *, node: str = "/Constant_1", value: int = 0x0000000100000001
 ) -> str:
@@ -151,6 +172,7 @@ FIXTURE = {
     "unknown_data_type": "hubert_base_tiny.raw.onnx",
     "absurd_reshape_constant": "hubert_base_tiny.raw.onnx",
     "constant_size_mismatch": "hubert_base_tiny.raw.onnx",
+    "typed_values_mismatch": "hubert_base_tiny.raw.onnx",
     "gather_index_overflow": "hubert_base_tiny.issue5596.onnx",
     "invalid_utf8_attribute": "hubert_base_tiny.issue5596.onnx",
     "output_rank_past_the_graph": "hubert_base_tiny.issue5596.onnx",

@@ -28,6 +28,7 @@ TINY = sorted((ROOT / "fuzz" / "findings").glob("*.onnx"))
         (known.absurd_reshape_constant, RAW, "larger than any tensor dimension"),
         (known.constant_size_mismatch, RAW, "bytes where its type and shape need"),
         (known.invalid_utf8_attribute, ISSUE5596, "string attribute"),
+        (known.typed_values_mismatch, RAW, "holds 2 values where its shape needs 1"),
     ],
     ids=lambda v: getattr(v, "__name__", None) if callable(v) else "",
 )

@@ -81,6 +81,9 @@ def first_damaged_value(graph: onnx.GraphProto) -> str | None:
             expected = skeleton.nbytes(tensor)
             if expected is not None and expected != len(tensor.raw_data):
                 return f"{label} holds {len(tensor.raw_data)} bytes where its type and shape need {expected}"
+        held, needed = _typed_values(tensor)
+        if held and held != needed:
+            return f"{label} holds {held} values where its shape needs {needed}"
         if tensor.data_type in _INTS and tensor.data_location != onnx.TensorProto.EXTERNAL and len(tensor.dims) <= 1:
             values = onnx.numpy_helper.to_array(tensor).reshape(-1) if _size(tensor) <= 64 else ()
             absurd = [int(v) for v in values if _ABSURD_INT < abs(int(v)) < 1 << 62]
@@ -91,6 +94,24 @@ def first_damaged_value(graph: onnx.GraphProto) -> str | None:
         if elem not in _DATA_TYPES:
             return f"value {info.name} has element type {elem}, which ONNX does not define"
     return None
+
+
+#: Element types whose typed field holds two numbers per element; sub-byte types (packed) are left out.
+_PAIRS = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
+_PACKED = {
+    getattr(onnx.TensorProto, name)
+    for name in ("UINT4", "INT4", "FLOAT4E2M1", "UINT2", "INT2", "FLOAT6E2M3", "FLOAT6E3M2")
+    if hasattr(onnx.TensorProto, name)
+}
+
+
+def _typed_values(tensor: onnx.TensorProto) -> tuple[int, int]:
+    """How many numbers a tensor stored in its typed field (``int64_data``, ...) holds, and how many its
+    shape needs; (0, 0) where its values are raw, external or packed below a byte."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.HasField("raw_data") or tensor.data_type in _PACKED:
+        return 0, 0
+    held = len(getattr(tensor, onnx.helper.tensor_dtype_to_field(tensor.data_type)))
+    return held, _size(tensor) * (2 if tensor.data_type in _PAIRS else 1)
 
 
 def _size(tensor: onnx.TensorProto) -> int:
