@@ -31,13 +31,15 @@ def int8(repaired_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("which", ["fp32", "int8"])
 def test_validation_sessions_give_a_default_sessions_bits(which: str, repaired_raw: Path, int8: Path) -> None:
-    """Validation runs without ORT's CPU arena (its peak memory stays with the session); only
-    where buffers come from differs, so every output of the matrix is bit-identical."""
+    """Validation runs without ORT's CPU arena (its peak memory stays with the session) and
+    with threads that sleep between operators; only where buffers come from and how threads
+    wait differ, so every output of the matrix is bit-identical."""
     path = repaired_raw if which == "fp32" else int8
     ours = create_session(str(path), str(path), device="cpu")
     default = ort.InferenceSession(str(path), providers=[CPU])
     assert ours.get_session_options().enable_cpu_mem_arena is False
     assert default.get_session_options().enable_cpu_mem_arena is True
+    assert ours.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     face = describe(onnx.load(path), str(path))
     entries, _ = plan_cases(face, quick=False, stored=None)
     assert len(entries) >= 8
