@@ -155,6 +155,16 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as if it had answered nothing in a child yet (``isolation.in_child``'s kept
+    answers): for tests that make the child crash or fail on a graph an earlier test may have
+    had answered already."""
+    from hubert_fix.onnxio import isolation
+
+    monkeypatch.setattr(isolation, "_answers", type(isolation._answers)())
+
+
 def assert_one_clear_line(result, path: Path, code: int = 2) -> None:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()

@@ -135,7 +135,8 @@ def inferred_shapes(graph: gs.Graph) -> dict[str, tuple[Dim | None, ...] | None]
     shapes: dict[str, tuple[Dim | None, ...] | None] = {}
     for _ in range(HINT_ROUNDS):
         try:
-            inferred = onnx.ModelProto.FromString(in_child(lambda: _infer(model)))
+            key = b"onnx shape inference\0" + model.SerializeToString()
+            inferred = onnx.ModelProto.FromString(in_child(lambda: _infer(model), key=key))
         except ChildError as err:
             if err.kind == "MemoryError":
                 raise MemoryError from None  # a damaged or hostile shape value: the caller refuses the file

@@ -7,15 +7,22 @@ that the fuzzer reached. Run in a child, such a crash is ``Crashed`` (the caller
 it exit 2, naming the file), not a dead hubert-fix. The cost is one fork per call (a
 few ms, see the README). Without ``os.fork`` (not Linux/macOS) the work runs in this
 process.
+
+A process asks the same question more than once (check's passes, repair's proof that
+its result loads, then validate, or export's repair and validation, meet the same graph):
+an answer is kept by what it depends on (``in_child``'s ``key``) and given again without
+a child. Only answers are kept, never a crash or an error: those are met again each time.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import hashlib
 import os
 import select
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -23,6 +30,13 @@ from hubert_fix import interrupts
 
 #: A child that neither answers nor dies in this long is stopped (a hang is not an answer).
 TIMEOUT_S = 600
+
+#: How many answers this process keeps (the least recently used goes first): a few
+#: commands' worth of graphs, each answer the size of a weightless model at most.
+KEPT_ANSWERS = 32
+
+#: Answers given, by the SHA-256 of their ``key``.
+_answers: OrderedDict[bytes, bytes] = OrderedDict()
 
 
 class Crashed(Exception):
@@ -41,14 +55,31 @@ class ChildError(Exception):
         self.kind = kind
 
 
-def in_child(work: Callable[[], bytes]) -> bytes:
+def in_child(work: Callable[[], bytes], *, key: bytes | None = None) -> bytes:
     """``work()``, computed in a forked child, or Crashed / ChildError.
+
+    ``key``: everything the answer depends on (what the work is and the bytes it reads);
+    an answer already given for the same key in this process is given again, without a child.
 
     Ctrl-C is the parent's to answer: no interrupt is raised in the fork's at-fork hooks
     (in either process: one there would be printed as "Exception ignored" and lost), the
     child ignores SIGINT from its first instruction, and a parent interrupted while it
     waits stops the child before it goes on.
     """
+    digest = None if key is None else hashlib.sha256(key).digest()
+    if digest in _answers:
+        _answers.move_to_end(digest)
+        return _answers[digest]
+    answer = _computed(work)
+    if digest is not None:
+        _answers[digest] = answer
+        while len(_answers) > KEPT_ANSWERS:
+            _answers.popitem(last=False)
+    return answer
+
+
+def _computed(work: Callable[[], bytes]) -> bytes:
+    """``work()`` in a forked child (see ``in_child``)."""
     if not hasattr(os, "fork"):
         return work()
     read_end, write_end = os.pipe()

@@ -70,6 +70,7 @@ def test_the_api_lets_a_bug_propagate(monkeypatch) -> None:
     assert not issubclass(AttributeError, hubert_fix.HubertFixError)
 
 
+@pytest.mark.usefixtures("fresh_process")
 def test_a_crash_of_onnx_shape_inference_is_exit_2(monkeypatch) -> None:
     """onnx's shape inference is C++ too (the fuzzer reached an assertion's abort in it):
     it runs in a child, and a crash there names the file, exit 2."""

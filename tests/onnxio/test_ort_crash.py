@@ -40,6 +40,7 @@ def _abort(*args: object) -> None:
 
 @pytest.mark.parametrize("crash", [_segfault, _abort], ids=["SIGSEGV", "SIGABRT"])
 @pytest.mark.parametrize("command", ["check", "validate"])
+@pytest.mark.usefixtures("fresh_process")
 def test_any_crash_in_session_creation_is_exit_2(monkeypatch, crash, command: str) -> None:
     monkeypatch.setattr(session, "_cpu_load_error", crash)
     code, _, err = run_main(command, RAW)
@@ -47,6 +48,7 @@ def test_any_crash_in_session_creation_is_exit_2(monkeypatch, crash, command: st
     assert code == 2 and err.count("\n") == 1 and f"ONNX Runtime crashed while loading {RAW} ({name}" in err, err
 
 
+@pytest.mark.usefixtures("fresh_process")
 def test_a_session_creation_that_hangs_is_stopped(monkeypatch) -> None:
     monkeypatch.setattr(session, "_cpu_load_error", lambda *a: time.sleep(60))
     monkeypatch.setattr(isolation, "TIMEOUT_S", 1)
@@ -55,6 +57,7 @@ def test_a_session_creation_that_hangs_is_stopped(monkeypatch) -> None:
     assert code == 2 and "did not finish loading" in err and time.monotonic() - started < 30
 
 
+@pytest.mark.usefixtures("fresh_process")
 def test_a_bug_in_the_child_is_an_internal_error(monkeypatch) -> None:
     monkeypatch.setattr(session, "_cpu_load_error", lambda *a: None.shape)
     assert run_main("check", RAW)[0] == 4
@@ -65,3 +68,42 @@ def test_what_onnxruntime_says_still_comes_back_from_the_child(tmp_path: Path) -
     model = onnx.load(str(RAW))
     model.opset_import[0].version = 99  # ORT refuses it with a message of its own
     assert "opset" in (session.load_error(model.SerializeToString(), str(path)) or "").lower()
+
+
+# ---------------------------------------------------------------- answers kept by what they depend on
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_an_answer_is_given_again_for_the_same_key_and_never_a_crash() -> None:
+    def pid() -> bytes:
+        return str(os.getpid()).encode()
+
+    first = isolation.in_child(pid, key=b"a")
+    assert first != str(os.getpid()).encode()  # computed in a child
+    assert isolation.in_child(pid, key=b"a") == first  # kept: no second child
+    assert isolation.in_child(pid, key=b"b") != first  # another key, another child
+    assert isolation.in_child(pid) != isolation.in_child(pid)  # no key: a child each time
+    with pytest.raises(isolation.Crashed):
+        isolation.in_child(lambda: _abort() or b"", key=b"c")
+    assert isolation.in_child(pid, key=b"c") not in (first, b"")  # a crash was not kept
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_kept_answers_are_bounded(monkeypatch) -> None:
+    monkeypatch.setattr(isolation, "KEPT_ANSWERS", 2)
+    for key in (b"a", b"b", b"a", b"c"):  # "a" used again: "b" is the least recently used
+        isolation.in_child(lambda answer=key: answer, key=key)
+    assert isolation.in_child(lambda: b"new", key=b"a") == b"a"
+    assert isolation.in_child(lambda: b"new", key=b"b") == b"new"
+
+
+@pytest.mark.usefixtures("fresh_process")
+def test_a_graph_is_loaded_and_inferred_once_per_process(monkeypatch) -> None:
+    """check, then repair of the same file: the second asks no child anything (same bytes);
+    the answers are the same as a fresh process's."""
+    forks = []
+    real = isolation._computed
+    monkeypatch.setattr(isolation, "_computed", lambda work: forks.append(1) or real(work))
+    first = run_main("check", RAW, "--json")
+    asked = len(forks)
+    assert asked >= 2 and run_main("check", RAW, "--json") == first and len(forks) == asked
