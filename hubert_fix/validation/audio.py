@@ -76,6 +76,13 @@ def read_audio(path: Path, *, rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.ascontiguousarray(mono)
 
 
+def equal_segments(samples: np.ndarray, longest: int) -> list[np.ndarray]:
+    """``samples`` cut into the fewest equal segments of at most ``longest`` samples (no short tail)."""
+    count = -(-len(samples) // longest)
+    size = -(-len(samples) // count)
+    return [samples[index * size : (index + 1) * size] for index in range(count)]
+
+
 def audio_cases(paths: Sequence[Path], *, rate: int = SAMPLE_RATE) -> Stored:
     """Each file as unpadded batch-1 cases of at most ``MAX_SECONDS`` (outputs to be computed)."""
     stored: Stored = []
@@ -83,10 +90,9 @@ def audio_cases(paths: Sequence[Path], *, rate: int = SAMPLE_RATE) -> Stored:
         samples = read_audio(path, rate=rate)
         if len(samples) < MIN_SECONDS * rate:
             raise UnusableInputError(f"{path}: {len(samples) / rate:.3f} s of audio; at least {MIN_SECONDS} s")
-        count = -(-len(samples) // (MAX_SECONDS * rate))  # equal segments: no short tail
-        size = -(-len(samples) // count)
-        for index in range(count):
-            piece = samples[index * size : (index + 1) * size]
+        pieces = equal_segments(samples, MAX_SECONDS * rate)
+        count = len(pieces)
+        for index, piece in enumerate(pieces):
             part = f", segment {index + 1}/{count}" if count > 1 else ""
             case = Case(f"audio {path.name}{part}", (len(piece),))
             stored.append((case, piece[None, :], np.zeros((1, len(piece)), dtype=bool), None))

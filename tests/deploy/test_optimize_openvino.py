@@ -144,7 +144,7 @@ def test_int8_writes_a_quantized_model_once_it_validates(
     report = json.loads(stdout)  # NNCF's progress never reaches stdout
     assert code == 0, err
     steps = {s["name"]: s for s in report["steps"]}
-    assert steps["int8-static"]["count"] > 0 and "3 audio segment(s)" in steps["int8-static"]["what"]
+    assert steps["int8-static"]["count"] > 0 and "3 audio segment(s) of at most 2 s" in steps["int8-static"]["what"]
     names = [c["name"] for c in report["validation"]["cases"]]
     assert names[-4:-1] == ["audio s0.wav", "audio s1.wav", "audio s2.wav"]  # speech is validated too
     model = ov.Core().read_model(out)
@@ -291,3 +291,23 @@ def test_openvino_failing_or_crashing_in_conversion_is_exit_2(
     code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
     assert code == 2 and "OpenVINO crashed while converting" in err and "SIGABRT" in err, err
     assert _left(tmp_path) == []
+
+
+def test_calibration_is_speech_in_segments_of_at_most_two_seconds(repaired_raw: Path, tmp_path: Path) -> None:
+    """NNCF holds every intermediate tensor of a calibration input at once: a 5 s file is
+    calibrated on as 3 segments of 1.67 s, all of its samples, unpadded."""
+    import numpy as np
+    import onnx
+
+    from hubert_fix.analysis.interface import describe
+    from hubert_fix.validation.audio import audio_cases
+
+    path = tmp_path / "long.wav"
+    soundfile.write(path, speech_like(5, seed=3), 16000)
+    audio = audio_cases([path])
+    face = describe(onnx.load(repaired_raw), str(repaired_raw))
+    feeds = openvino_ir.calibrating(audio, face)
+    sources = [f[face.audio.name] for f in feeds]
+    assert [s.shape for s in sources] == [(1, 26667), (1, 26667), (1, 26666)]
+    assert np.array_equal(np.concatenate([s[0] for s in sources]), audio[0][1][0])
+    assert all(not f[face.mask.name].any() for f in feeds)  # True = padding: none
