@@ -89,7 +89,7 @@ def variant_tables(variants: dict[str, object], runs: int) -> list[str]:
         "Deployment variants, base, batch 1: what `optimize` costs and writes (a variant that misses its "
         "tolerance is not written, and not timed):",
         "",
-        "| variant | `optimize`: time, peak RSS | file |",
+        "| variant | `optimize`: time, peak RSS of its largest process, peak of all its processes (PSS) | file |",
         "| --- | --- | --- |",
     ]
     for label, cost in variants["optimize"].items():
@@ -99,7 +99,7 @@ def variant_tables(variants: dict[str, object], runs: int) -> list[str]:
             if not missed
             else f"not written: {len(missed)} failure(s), first: {missed[0]}"
         )
-        lines.append(f"| {label} | {cost['seconds']} s, {cost['peak_rss_mb']} MB | {what} |")
+        lines.append(f"| {label} | {cost['seconds']} s, {cost['peak_rss_mb']} MB, {cost['tree_pss_mb']} MB | {what} |")
     one = variants["latency"]["1 thread"]
     peak = variants["peak_gflops_1_core"]
     gflop = variants["gflop"]
@@ -145,8 +145,8 @@ def targets(variants: dict[str, object]) -> list[str]:
     ]  # fmt: skip
     best = min(accurate, key=ratio.get) if accurate else None
     default = ratio["OpenVINO default (repaired ONNX)"]
-    rss = {
-        label: cost["peak_rss_mb"] / variants["file_mb"]["ORT fp32 repaired"]
+    rss = {  # the larger of the two: a forked child's work beside its parent counts whole
+        label: max(cost["peak_rss_mb"], cost["tree_pss_mb"]) / variants["file_mb"]["ORT fp32 repaired"]
         for label, cost in variants["optimize"].items()
     }
     rows = [
@@ -159,7 +159,7 @@ def targets(variants: dict[str, object]) -> list[str]:
         ("ORT int8 <= 0.25x", f"{ratio.get('ORT int8')}x", ratio.get("ORT int8", 9) <= 0.25),
         ("`optimize` fp32 <= 0.45x", f"{ratio['ORT fp32 optimized']}x", ratio["ORT fp32 optimized"] <= 0.45),
         (
-            "`optimize` peak RSS <= 3.2x the model file, every precision",
+            "`optimize` peak memory (largest process or all together) <= 3.2x the model file, every precision",
             ", ".join(f"{label} {v:.1f}x" for label, v in rss.items()),
             max(rss.values()) <= 3.2,
         ),

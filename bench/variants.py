@@ -69,9 +69,9 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
     import soundfile
 
     audio = []
-    for seed in range(8):  # 16 s of speech-like calibration audio, in 2 s files
+    for seed in range(8):  # 32 s of speech-like calibration audio in files of 3-5 s, as long as spoken sentences
         audio.append(work / f"speech{seed}.wav")
-        soundfile.write(audio[-1], speech_like(2, seed=seed), SAMPLE_RATE)
+        soundfile.write(audio[-1], speech_like(3 + 2 * seed / 7, seed=seed), SAMPLE_RATE)
     result: dict[str, object] = {"optimize": {}, "missed": {}, "file_mb": {"ORT fp32 repaired": _size_mb(repaired)}}
     written = {}
     for label, (name, flags) in BUILDS.items():
