@@ -117,6 +117,14 @@ def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndar
         model = _quantize(model, calibration)
         quantized = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
     ov.save_model(model, str(staged), compress_to_fp16=False)
+    # on disk before validation maps it: a page the kernel has yet to write cannot be handed
+    # back after the first run (heap.page_out), and OUT gets these bytes
+    for path in (staged, staged.with_suffix(".bin")):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return quantized
 
 

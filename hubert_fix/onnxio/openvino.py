@@ -12,7 +12,8 @@ session creation does: a crash of OpenVINO's C++ there is ``OpenVinoCrash`` (exi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from hubert_fix import interrupts
 from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint, one_line
 from hubert_fix.onnxio import isolation
+from hubert_fix.onnxio.heap import page_out
 from hubert_fix.onnxio.isolation import ChildError, Crashed, in_child
 
 #: OpenVINO's element types for the inference precisions it may choose, as our precision names.
@@ -55,10 +57,15 @@ def message(exc: BaseException) -> str:
 
 
 class OpenVinoSession:
-    """A compiled OpenVINO model that answers ``run`` and ``get_providers`` as an ORT session does."""
+    """A compiled OpenVINO model that answers ``run`` and ``get_providers`` as an ORT session does.
 
-    def __init__(self, compiled: Any) -> None:
+    ``files``: what OpenVINO read the model from; after the first run, once the plugin has
+    converted the weights, the pages of its mappings of them are handed back (``heap.page_out``).
+    """
+
+    def __init__(self, compiled: Any, files: Sequence[str] = ()) -> None:
         self._compiled = compiled
+        self._mapped = list(files)
         chosen = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", ...
         self.inference_precision = PRECISIONS.get(chosen, chosen)
 
@@ -70,6 +77,8 @@ class OpenVinoSession:
             result = self._compiled(feeds)
         except RuntimeError as exc:  # how OpenVINO reports a failed inference
             raise OpenVinoError(message(exc)) from None
+        page_out(self._mapped)
+        self._mapped = []
         return [np.asarray(result[port]) for port in self._compiled.outputs]
 
 
@@ -120,4 +129,5 @@ def create_openvino_session(path: str, name: str, *, precision: str | None = Non
         raise RuntimeError(f"OpenVINO probe for {name} failed: {exc}") from None
     if reply != b"ok":
         raise OpenVinoError(reply[2:].decode(errors="replace"))
-    return OpenVinoSession(_compile(path, precision))
+    weights = [str(Path(path).with_suffix(".bin"))] if path.endswith(".xml") else []  # an IR's; else the ONNX file
+    return OpenVinoSession(_compile(path, precision), [path, *weights])

@@ -10,6 +10,7 @@ elsewhere: the assertions hold for both (the tolerance follows the precision it 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -72,3 +73,59 @@ def test_a_crash_of_openvino_is_exit_2(repaired_raw: Path, monkeypatch: pytest.M
     shutil.copyfile(repaired_raw, model)
     code, _, err = run_main("validate", model, "--runtime", "openvino")
     assert code == 2 and "OpenVINO crashed while compiling" in err and "SIGABRT" in err, err
+
+
+def _mapped_kb(path: Path) -> int | None:
+    """Resident KB of this process's mappings of ``path`` (None: not mapped)."""
+    found, size, inside = False, 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+            inside = len(fields) == 6 and fields[5] == str(path.resolve())
+            found |= inside
+        elif inside and fields[0] == "Rss:":
+            size += int(fields[1])
+    return size if found else None
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only: /proc/self/smaps")
+def test_the_weights_pages_are_handed_back_after_the_first_run(repaired_raw: Path, tmp_path: Path) -> None:
+    """OpenVINO maps an IR's weights file; once the plugin has converted the weights (compile, first
+    run), the pages it read are handed back (heap.page_out), and every later run computes the same bits."""
+    import mmap
+
+    import numpy as np
+    import openvino as ov
+
+    from hubert_fix.analysis.interface import describe
+    from hubert_fix.onnxio.heap import page_out
+    from hubert_fix.onnxio.openvino import create_openvino_session
+
+    def written(path: Path) -> Path:  # on disk: a page the kernel has yet to write is not handed back
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        return path
+
+    probe = tmp_path / "probe.bin"
+    probe.write_bytes(bytes(range(256)) * 4096)
+    written(probe)
+    with probe.open("rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as view:
+        assert sum(view[1::4096]) == len(view) // 4096 and _mapped_kb(probe) > 0  # every page touched
+        page_out([str(probe)])
+        if _mapped_kb(probe) > 0:
+            pytest.skip("this kernel does not take MADV_PAGEOUT (Linux 5.4)")
+        assert view[:256] == bytes(range(256))  # read again from the file
+    xml = tmp_path / "model.xml"
+    ov.save_model(ov.Core().read_model(str(repaired_raw)), str(xml), compress_to_fp16=False)
+    weights = written(xml.with_suffix(".bin"))
+    face = describe(__import__("onnx").load(str(repaired_raw)), str(repaired_raw))
+    source = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32)
+    feeds = face.feeds(source, np.zeros(source.shape, dtype=bool))
+    plain = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    expected = np.array(plain(feeds)[plain.outputs[0]])
+    del plain  # its own mapping of the weights: a page mapped twice is not handed back
+    session = create_openvino_session(str(xml), str(xml), precision="fp32")
+    first = session.run(None, feeds)[0]
+    assert _mapped_kb(weights) in (None, 0)  # handed back (or never mapped)
+    assert np.array_equal(first, expected) and np.array_equal(session.run(None, feeds)[0], expected)
