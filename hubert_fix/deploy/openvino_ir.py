@@ -43,7 +43,7 @@ from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, i
 from hubert_fix.onnxio.isolation import ChildError
 from hubert_fix.onnxio.openvino import HINTS, float_precisions, isolated, message, require_openvino
 from hubert_fix.onnxio.reading import ModelFile
-from hubert_fix.onnxio.writing import discard, process_umask, staging
+from hubert_fix.onnxio.writing import discard, process_umask, staging, synced
 from hubert_fix.validation.audio import equal_segments
 from hubert_fix.validation.report import Reference, Stored, Tolerance
 
@@ -96,6 +96,7 @@ def annotate(staged: Path, final: Path, record: dict[str, object], name: str) ->
         model = ov.Core().read_model(str(staged))
         model.set_rt_info(json.dumps(record, sort_keys=True), ["hubert_fix", "optimize"])
         ov.save_model(model, str(final), compress_to_fp16=False)
+        synced(final, final.with_suffix(".bin"))  # on disk before it is renamed to OUT
         return b""
 
     _isolated(work, name, "saving")
@@ -118,13 +119,8 @@ def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndar
         quantized = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
     ov.save_model(model, str(staged), compress_to_fp16=False)
     # on disk before validation maps it: a page the kernel has yet to write cannot be handed
-    # back after the first run (heap.page_out), and OUT gets these bytes
-    for path in (staged, staged.with_suffix(".bin")):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    # back after the first run (heap.page_out)
+    synced(staged, staged.with_suffix(".bin"))
     return quantized
 
 

@@ -95,6 +95,17 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def synced(*paths: Path) -> None:
+    """Each file on disk (``fsync``): for files a library wrote (OpenVINO's ``save_model``) before
+    they are renamed into place or mapped."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def staging(out: Path) -> Path:
     """A private folder beside OUT (same file system: the final rename is atomic), for files
     written and checked before OUT is; ``discard`` removes it."""
