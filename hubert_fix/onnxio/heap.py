@@ -65,6 +65,8 @@ def page_out(paths: Iterable[str]) -> None:
     only (elsewhere, or on a kernel without the advice, nothing happens)."""
     libc = _libc()
     wanted = {os.path.realpath(path) for path in paths}
+    if libc is None or not wanted:
+        return
     try:
         with open("/proc/self/maps") as maps:
             lines = maps.readlines()
@@ -72,7 +74,7 @@ def page_out(paths: Iterable[str]) -> None:
         return
     for line in lines:
         fields = line.split(maxsplit=5)
-        if libc is None or len(fields) < 6 or fields[5].rstrip("\n") not in wanted or "w" in fields[1]:
+        if len(fields) < 6 or fields[5].rstrip("\n") not in wanted or "w" in fields[1]:
             continue
         low, high = (int(bound, 16) for bound in fields[0].split("-"))
         libc.madvise(ctypes.c_void_p(low), ctypes.c_size_t(high - low), _MADV_PAGEOUT)

@@ -10,7 +10,6 @@ elsewhere: the assertions hold for both (the tolerance follows the precision it 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -95,21 +94,17 @@ def test_the_weights_pages_are_handed_back_after_the_first_run(repaired_raw: Pat
     import mmap
 
     import numpy as np
+    import onnx
     import openvino as ov
 
     from hubert_fix.analysis.interface import describe
     from hubert_fix.onnxio.heap import page_out
     from hubert_fix.onnxio.openvino import create_openvino_session
-
-    def written(path: Path) -> Path:  # on disk: a page the kernel has yet to write is not handed back
-        fd = os.open(path, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        return path
+    from hubert_fix.onnxio.writing import synced
 
     probe = tmp_path / "probe.bin"
     probe.write_bytes(bytes(range(256)) * 4096)
-    written(probe)
+    synced(probe)  # on disk: a page the kernel has yet to write is not handed back
     with probe.open("rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as view:
         assert sum(view[1::4096]) == len(view) // 4096 and _mapped_kb(probe) > 0  # every page touched
         page_out([str(probe)])
@@ -118,8 +113,9 @@ def test_the_weights_pages_are_handed_back_after_the_first_run(repaired_raw: Pat
         assert view[:256] == bytes(range(256))  # read again from the file
     xml = tmp_path / "model.xml"
     ov.save_model(ov.Core().read_model(str(repaired_raw)), str(xml), compress_to_fp16=False)
-    weights = written(xml.with_suffix(".bin"))
-    face = describe(__import__("onnx").load(str(repaired_raw)), str(repaired_raw))
+    weights = xml.with_suffix(".bin")
+    synced(weights)
+    face = describe(onnx.load(str(repaired_raw)), str(repaired_raw))
     source = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32)
     feeds = face.feeds(source, np.zeros(source.shape, dtype=bool))
     plain = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
