@@ -145,7 +145,7 @@ def targets(variants: dict[str, object]) -> list[str]:
     ]  # fmt: skip
     best = min(accurate, key=ratio.get) if accurate else None
     default = ratio["OpenVINO default (repaired ONNX)"]
-    rss = {  # the larger of the two: a forked child's work beside its parent counts whole
+    memory = {  # the larger of the two: a forked child's work beside its parent counts whole
         label: max(cost["peak_rss_mb"], cost["tree_pss_mb"]) / variants["file_mb"]["ORT fp32 repaired"]
         for label, cost in variants["optimize"].items()
     }
@@ -160,8 +160,8 @@ def targets(variants: dict[str, object]) -> list[str]:
         ("`optimize` fp32 <= 0.45x", f"{ratio['ORT fp32 optimized']}x", ratio["ORT fp32 optimized"] <= 0.45),
         (
             "`optimize` peak memory (largest process or all together) <= 3.2x the model file, every precision",
-            ", ".join(f"{label} {v:.1f}x" for label, v in rss.items()),
-            max(rss.values()) <= 3.2,
+            ", ".join(f"{label} {v:.1f}x" for label, v in memory.items()),
+            max(memory.values()) <= 3.2,
         ),
     ]
     return ["| target (base, 10 s, 1 thread) | this run | met |", "| --- | --- | --- |"] + [
