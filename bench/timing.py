@@ -20,7 +20,8 @@ HUBERT_FIX = Path(sys.executable).parent / "hubert-fix"
 # command's or a child's it waited for); a forked child that works while its parent holds
 # memory (optimize's OpenVINO conversion) is seen in the other figure: the largest sum of
 # the PSS (shared pages split among their sharers) of the command's process tree, sampled
-# every 20 ms from /proc (Linux).
+# every 20 ms from /proc (Linux). Both in MB (10^6 bytes; the kernel counts KiB), as the files'
+# sizes are, so that their ratio is the file's multiple.
 _MEASURE = """
 import json, os, subprocess, sys, threading, time
 def tree(root):
@@ -54,8 +55,8 @@ sampler.start()
 _, status, usage = os.wait4(child.pid, 0)
 done.set()
 sampler.join()
-print(json.dumps({"seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-                  "tree_pss_mb": round(peak[0] / 1024, 1), "exit": os.waitstatus_to_exitcode(status)}))
+print(json.dumps({"seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": round(usage.ru_maxrss * 1024 / 1e6, 1),
+                  "tree_pss_mb": round(peak[0] * 1024 / 1e6, 1), "exit": os.waitstatus_to_exitcode(status)}))
 """
 
 

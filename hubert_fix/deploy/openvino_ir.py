@@ -29,6 +29,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from hubert_fix.analysis.interface import Interface
 from hubert_fix.deploy.candidate import first_failure, validate_candidate
 from hubert_fix.deploy.report import OptimizeReport, Step, record
 from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint
+from hubert_fix.onnxio.heap import page_out, release_memory
 from hubert_fix.onnxio.isolation import ChildError
 from hubert_fix.onnxio.openvino import HINTS, float_precisions, isolated, message, require_openvino
 from hubert_fix.onnxio.reading import ModelFile
@@ -53,8 +55,8 @@ MAX_CALIBRATION = 300
 #: NNCF collects its statistics on a model whose every intermediate tensor is an output, all
 #: held at once: about 90 MB per second of audio at HuBERT base. Speech is calibrated on in equal
 #: segments of at most this long. 8 espeak-ng sentences of 3-5 s (24 segments), HuBERT base: the
-#: quantizing child's peak 1502 -> 1280 MB; min frame cosine on the sentences 0.99957 -> 0.99941,
-#: on the other cases 0.99956 -> 0.99958.
+#: quantizing child's peak 1575 -> 1342 MB (before ``_quantize``'s handing back); min frame cosine
+#: on the sentences 0.99957 -> 0.99941, on the other cases 0.99956 -> 0.99958.
 CALIBRATION_SECONDS = 2
 
 
@@ -95,8 +97,7 @@ def annotate(staged: Path, final: Path, record: dict[str, object], name: str) ->
         ov = require_openvino()
         model = ov.Core().read_model(str(staged))
         model.set_rt_info(json.dumps(record, sort_keys=True), ["hubert_fix", "optimize"])
-        ov.save_model(model, str(final), compress_to_fp16=False)
-        synced(final, final.with_suffix(".bin"))  # on disk before it is renamed to OUT
+        _save(model, final)
         return b""
 
     _isolated(work, name, "saving")
@@ -115,23 +116,54 @@ def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndar
     model = ov.Core().read_model(str(source))
     quantized = 0
     if calibration:
-        model = _quantize(model, calibration)
+        # ONNX's weights are read into this process's heap; an IR's are mapped from its file, whose
+        # pages can be handed back once the statistics model is compiled (``_quantize``)
+        floats = staged.with_name("float.xml")
+        _save(model, floats)
+        del model
+        release_memory()
+        model = _quantize(ov.Core().read_model(str(floats)), calibration, floats.with_suffix(".bin"))
         quantized = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
-    ov.save_model(model, str(staged), compress_to_fp16=False)
-    # on disk before validation maps it: a page the kernel has yet to write cannot be handed
-    # back after the first run (heap.page_out)
-    synced(staged, staged.with_suffix(".bin"))
+    _save(model, staged)
     return quantized
 
 
-def _quantize(model: Any, calibration: Sequence[dict[str, np.ndarray]]) -> Any:
+def _save(model: Any, xml: Path) -> None:
+    """``model`` as IR at ``xml`` (and its .bin), on disk (fsync): before it is renamed to OUT, and
+    before it is mapped (a page the kernel has yet to write cannot be handed back: ``heap.page_out``)."""
+    require_openvino().save_model(model, str(xml), compress_to_fp16=False)
+    synced(xml, xml.with_suffix(".bin"))
+
+
+def _quantize(model: Any, calibration: Sequence[dict[str, np.ndarray]], weights: Path) -> Any:
+    """NNCF's static int8 of ``model``, whose float weights OpenVINO maps from ``weights``.
+
+    NNCF compiles a statistics model before it reads the first calibration input; from then
+    on the plugin computes from its own copies of the weights, and NNCF reads ``weights`` again
+    only to build the quantized model, so their pages are handed back at the first input.
+    The result is the same, constant for constant. Measured on HuBERT base (8 espeak-ng sentences,
+    24 segments), PSS at the peak of the quantizing child / of optimize's whole process tree:
+    1343 / 1466 MB with the ONNX read into the heap and torch imported, 1146 / 1268 MB without
+    torch, 947 / 1070 MB (2.8x the file) mapped and handed back.
+    """
+    # NNCF imports torch for its torch backend where torch is installed; its OpenVINO backend does not
+    # use it. Unless this process has torch already, the import is refused (an ImportError, which NNCF
+    # expects): 197 MB and 1.3 s less. The child exits after.
+    sys.modules.setdefault("torch", None)
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    mapped = [str(weights)]
+
+    def feed(item: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if mapped:  # the first input: the statistics model is compiled
+            page_out([mapped.pop()])
+        return item
 
     nncf.set_log_level(logging.ERROR)
     return nncf.quantize(
         model,
-        nncf.Dataset(list(calibration)),
+        nncf.Dataset(list(calibration), feed),
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(calibration),
         ignored_scope=nncf.IgnoredScope(

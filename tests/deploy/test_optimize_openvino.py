@@ -150,6 +150,7 @@ def test_int8_writes_a_quantized_model_once_it_validates(
     model = ov.Core().read_model(out)
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
     assert _record(out)["precision"] == "int8"
+    assert _left(tmp_path) == ["q.bin", "q.xml"]  # the float IR NNCF quantized was staged, and is gone
     (projection,) = [op for op in model.get_ordered_ops() if op.get_friendly_name() == "/post_extract_proj/MatMul"]
     assert projection.input(0).get_source_output().get_node().get_type_name() != "FakeQuantize"  # kept float
 
@@ -311,3 +312,45 @@ def test_calibration_is_speech_in_segments_of_at_most_two_seconds(repaired_raw: 
     assert [s.shape for s in sources] == [(1, 26667), (1, 26667), (1, 26666)]
     assert np.array_equal(np.concatenate([s[0] for s in sources]), audio[0][1][0])
     assert all(not f[face.mask.name].any() for f in feeds)  # True = padding: none
+
+
+_QUANTIZING = """
+import json
+import sys
+from pathlib import Path
+import openvino as ov
+from hubert_fix.analysis.interface import describe
+from hubert_fix.deploy import openvino_ir
+from hubert_fix.onnxio.reading import load_model
+from hubert_fix.validation.audio import audio_cases
+model, wav, staged = map(Path, sys.argv[1:])
+feeds = openvino_ir.calibrating(audio_cases([wav]), describe(load_model(model).proto, model.name))
+events = []
+compile_model = ov.Core.compile_model
+def compiling(core, *args, **kwargs):
+    events.append("compile")
+    return compile_model(core, *args, **kwargs)
+ov.Core.compile_model = compiling
+openvino_ir.page_out = lambda paths: events.append(("page_out", [(Path(p).name, Path(p).is_file()) for p in paths]))
+quantized = openvino_ir._convert(model, staged, feeds)
+print(json.dumps([quantized, events, sys.modules.get("torch") is not None]), file=sys.stderr)
+"""
+
+
+def test_quantizing_hands_back_the_float_weights_once_compiled_and_never_imports_torch(
+    repaired_raw: Path, speech: list[Path], tmp_path: Path
+) -> None:
+    """NNCF's statistics model computes from the plugin's copies of the weights: the float IR's
+    mapped pages are handed back at the first calibration input, after that compilation; and
+    NNCF's import of torch, which its OpenVINO backend does not use, is refused."""
+    import subprocess
+    import sys
+
+    staged = tmp_path / "model.xml"
+    done = subprocess.run(
+        [sys.executable, "-c", _QUANTIZING, repaired_raw, speech[0], staged], capture_output=True, text=True, check=True
+    )
+    quantized, events, torch_imported = json.loads(done.stderr.strip().splitlines()[-1])
+    assert quantized > 0 and staged.is_file() and staged.with_suffix(".bin").is_file()
+    assert events[0] == "compile" and events.count(["page_out", [["float.bin", True]]]) == 1, events
+    assert not torch_imported
