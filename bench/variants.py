@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from floor import measure_floors, products
 from machine import _peak_gflops
 from sizes import SIZES, speech_like
 from timing import HUBERT_FIX, interleaved, timed
@@ -16,27 +17,6 @@ from hubert_fix.analysis.convstack import SAMPLE_RATE
 from hubert_fix.errors import HubertFixError
 from hubert_fix.exporter import loading, modules  # first: it imports fairseq without fairseq's DEBUG logging
 from hubert_fix.onnxio.session import CPU, create_session
-
-
-def _flops(config: dict[str, object], samples: int) -> int:
-    """FLOPs (2 per multiply-add) of HuBERT's convs, projections and attention for one utterance.
-
-    From the fairseq config: the conv feature extractor, post_extract_proj, the
-    positional conv, and per layer the q/k/v/out projections, the FFN and the two
-    attention products. Norms, activations and softmax (under 2% here) are not counted.
-    """
-    layers = eval(str(config["conv_feature_layers"]))  # fairseq's own format: a Python list literal
-    flops, length, channels = 0, samples, 1
-    for out_channels, kernel, stride in layers:
-        length = (length - kernel) // stride + 1
-        flops += 2 * out_channels * channels * kernel * length
-        channels = out_channels
-    width, ffn = int(config["encoder_embed_dim"]), int(config["encoder_ffn_embed_dim"])
-    flops += 2 * length * channels * width  # post_extract_proj
-    flops += 2 * length * width * (width // int(config["conv_pos_groups"])) * int(config["conv_pos"])
-    per_layer = 2 * length * (4 * width * width + 2 * width * ffn) + 2 * 2 * length * length * width
-    return flops + int(config["encoder_layers"]) * per_layer
-
 
 CHUNKS = {"10 s": 10 * SAMPLE_RATE, "1 s": SAMPLE_RATE, "0.5 s": SAMPLE_RATE // 2}
 #: What ``optimize`` writes for each variant (OUT name, flags; OpenVINO int8 adds the calibration audio).
@@ -88,7 +68,9 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
             result["missed"][label] = failures
     model = loading.load_checkpoint(checkpoint)
     config = dict(SIZES["base"][1])
-    result["gflop"] = {chunk: round(_flops(config, samples) / 1e9, 2) for chunk, samples in CHUNKS.items()}
+    result["gflop"] = {
+        chunk: round(sum(p.flops for p in products(config, samples)) / 1e9, 2) for chunk, samples in CHUNKS.items()
+    }
     core = ov.Core()
     latency: dict[str, object] = {}
     accuracy: dict[str, object] = {}
@@ -146,4 +128,5 @@ def measure_variants(checkpoint: Path, repaired: Path, work: Path, runs: int) ->
         latency["CUDA"] = None  # no GPU really ran: the fp16 model was validated on CPU only
     result["latency"] = latency
     result["peak_gflops_1_core"] = _peak_gflops()
+    result["floor"] = measure_floors(config, CHUNKS["10 s"], runs)
     return result
