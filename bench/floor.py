@@ -4,8 +4,9 @@ each precision it offers and, for a conv, both as a convolution and as its im2co
 the fastest taken; and nothing else costing time (no norm, activation, softmax, layout change
 or quantization of activations between them).
 
-A deployed model cannot run faster than its runtime's floor; a latency target below the
-floor is out of reach on this CPU with that runtime, whatever the graph.
+A model that computes these products with these kernels cannot run faster than its runtime's
+floor on this CPU, whatever else its graph does; a latency target below the floor needs
+another kind of kernel (a fused one, a lower precision than int8) or another CPU.
 """
 
 from __future__ import annotations

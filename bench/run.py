@@ -23,8 +23,10 @@ measures on this machine, in this one run:
    OpenVINO's own default on the repaired ONNX (``compile_model(repaired.onnx, "CPU")``),
    measured in turn within each round so that load changes hit all alike; frame cosines
    against PyTorch fp32 on 10 s of speech-like audio; the FLOP count, GFLOP/s and the
-   share of one core's FMA peak at the nominal clock; the CPU's model and flags; and the
-   targets of issue 19. ORT fp16 is timed on CUDA only where it really runs.
+   share of one core's FMA peak at the nominal clock; the floor under each runtime
+   (``floor.py``: every product of the model on the runtime's own kernels alone); the CPU's
+   model and flags; and the targets of issues 19 and 30. ORT fp16 is timed on CUDA only where
+   it really runs.
 
 Writes ``results.json`` and ``results.md`` into ``--out`` (default: a new folder in the temp
 folder), with the date, the command and the CPU; ``--publish`` writes them into bench/results

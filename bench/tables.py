@@ -143,8 +143,8 @@ def floor_table(variants: dict[str, object]) -> list[str]:
         "The floor under each runtime, 10 s, 1 thread: every product of the model (convs, projections, "
         "FFNs, attention's two products) timed alone on the runtime's own kernels, in every precision it "
         "offers and, for a conv, as a convolution and as its im2col product, the fastest taken; nothing "
-        "else costs time (no norm, activation, softmax or quantization of activations). No variant on "
-        "that runtime can be faster on this CPU:",
+        "else costs time (no norm, activation, softmax or quantization of activations). A variant that "
+        "computes these products with these kernels cannot be faster on this CPU:",
         "",
         "| runtime (kernels) | floor | x PyTorch eager |",
         "| --- | --- | --- |",
