@@ -53,7 +53,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 #: NNCF's default calibration subset: more segments are not read.
 MAX_CALIBRATION = 300
 #: NNCF collects its statistics on a model whose every intermediate tensor is an output, all
-#: held at once: about 90 MB per second of audio at HuBERT base. Speech is calibrated on in equal
+#: held at once: about 95 MB per second of audio at HuBERT base. Speech is calibrated on in equal
 #: segments of at most this long. 8 espeak-ng sentences of 3-5 s (24 segments), HuBERT base: the
 #: quantizing child's peak 1575 -> 1342 MB (before ``_quantize``'s handing back); min frame cosine
 #: on the sentences 0.99957 -> 0.99941, on the other cases 0.99956 -> 0.99958.

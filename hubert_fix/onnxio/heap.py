@@ -6,9 +6,10 @@ at first, but raises that threshold to the size of each such block freed (up to 
 after which activations come from the heap and stay in it when freed, and the heap grows
 past what is live. Fixed at 1 MiB, every activation of that size is unmapped when freed.
 Measured at base on an AMD EPYC with both cores busy (peak RSS of the whole process, as
-``bench/run.py`` measures it for each precision): ``optimize`` fp32 1057-1244 MB with
-glibc's default against 877-887 MB (2.3x the file) at 1 MiB, CPU time 56-61 s against
-62-68 s; at 4 MiB 1099 MB, at 16 MiB 1223-1295 MB (the reference session's peak). So
+``bench/run.py`` measures it for each precision; MB of 10^6 bytes): ``optimize`` fp32
+1108-1304 MB with glibc's default against 920-930 MB (2.4-2.5x the file) at 1 MiB, CPU
+time 56-61 s against 62-68 s; at 4 MiB 1152 MB, at 16 MiB 1282-1358 MB (the reference
+session's peak). So
 1 MiB: the peak becomes what is live, for about a tenth more CPU time in validation.
 Neither call changes what is computed (allocation only: the outputs are bit-identical,
 ``tests/onnxio/test_session.py``); on a C library other than glibc both do nothing.
@@ -16,7 +17,7 @@ Neither call changes what is computed (allocation only: the outputs are bit-iden
 OpenVINO maps an IR's weights file into memory and its CPU plugin, once it has converted
 and repacked the weights (at compile time and the first inference), reads little of it
 again, but the pages it read stay in the process: ``page_out`` hands them back (at base,
-bf16: a bare compile plus the largest case 1077 MB, 735 MB with the pages handed back
+bf16: a bare compile plus the largest case 1129 MB, 771 MB with the pages handed back
 after the first inference, bit-identical outputs).
 """
 

@@ -147,7 +147,7 @@ def create_session(
             f"use {argument('device', 'cpu')} or auto"
         )
     # ONNX Runtime fell back to its CPU provider alone: the session is a CPU session already
-    # (a second one would hold the weights twice while it is created: 450 MB more at base in fp16)
+    # (a second one would hold the weights twice while it is created: 472 MB more at base in fp16)
     log.info("CUDA is not usable here; validating on CPU")
     return session
 

@@ -236,10 +236,15 @@ def _check_raw() -> subprocess.Popen[str]:
 
 @pytest.fixture(scope="module")
 def check_takes() -> float:
-    """How long an uninterrupted ``check`` runs here, start-up included (seconds)."""
-    started = time.monotonic()
-    assert _check_raw().wait(timeout=120) == 1
-    return time.monotonic() - started
+    """How long an uninterrupted ``check`` runs here, start-up included (seconds): the faster of
+    two runs, so that a first run slowed by a cold cache or load does not put the later shares of
+    it past the end of a run (the test then skips)."""
+    took = []
+    for _ in range(2):
+        started = time.monotonic()
+        assert _check_raw().wait(timeout=120) == 1
+        took.append(time.monotonic() - started)
+    return min(took)
 
 
 @pytest.mark.parametrize("moment", [0.05, 0.2, 0.4, 0.6, 0.8])
