@@ -140,11 +140,13 @@ def floor_table(variants: dict[str, object]) -> list[str]:
     eager = variants["latency"]["1 thread"]["10 s"]["PyTorch eager fp32"]["median_ms"]
     floor = variants["floor"]
     lines = [
-        "The floor under each runtime, 10 s, 1 thread: every product of the model (convs, projections, "
-        "FFNs, attention's two products) timed alone on the runtime's own kernels, in every precision it "
-        "offers and, for a conv, as a convolution and as its im2col product, the fastest taken; nothing "
-        "else costs time (no norm, activation, softmax or quantization of activations). A variant that "
-        "computes these products with these kernels cannot be faster on this CPU:",
+        "The floor under each runtime, 10 s, 1 thread (`bench/floor.py`, in a process of its own): every "
+        "product of the model (convs, projections, FFNs, attention's two products) timed alone on the "
+        "runtime's own kernels, its operands in place, in every precision the runtime offers and, for a "
+        "conv, as a convolution and as its im2col product, the fastest taken; nothing else costs time (no "
+        "norm, activation, softmax or quantization of activations). A variant that computes these products "
+        "with these kernels can come near its runtime's floor, not far under it (in a graph a runtime can "
+        "also keep its own layouts between ops and fuse what follows a product, which a lone product cannot):",
         "",
         "| runtime (kernels) | floor | x PyTorch eager |",
         "| --- | --- | --- |",

@@ -96,8 +96,8 @@ def test_the_floor_times_the_model_s_own_products() -> None:
     import openvino as ov
 
     def shape(make, product, form: str) -> list[int]:
-        result = make(product, floor._operands(product, form), form)()  # ORT: a list; OpenVINO: a dict
-        (out,) = result.values() if hasattr(result, "values") else result
+        result = make(product, floor._operands(product, form), form)()  # ORT: the array; OpenVINO: a dict
+        (out,) = result.values() if hasattr(result, "values") else [result]
         return list(out.shape)
 
     for make in (floor._onnxruntime("fp32"), floor._openvino(ov, "int8")):
