@@ -70,7 +70,8 @@ def products(config: dict[str, object], samples: int) -> list[Product]:
 
 def measure_floors_alone(config: dict[str, object], samples: int, runs: int) -> dict[str, object]:
     """``measure_floors`` in a fresh process: no other runtime's threads or buffers beside it (in
-    bench/run.py's process, after the latency rounds, the same products took up to 45% longer)."""
+    bench/run.py's process, after the latency rounds, attention's products took up to 2.3 times as
+    long, and OpenVINO's floor came out 28% higher)."""
     done = subprocess.run(
         [sys.executable, __file__, json.dumps(config), str(samples), str(runs)], capture_output=True, text=True
     )
