@@ -29,6 +29,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ import numpy as np
 from hubert_fix.analysis.interface import Interface
 from hubert_fix.deploy.candidate import first_failure, validate_candidate
 from hubert_fix.deploy.report import OptimizeReport, Step, record
-from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint
+from hubert_fix.errors import MissingExtraError, UnusableInputError, argument, install_hint, one_line
 from hubert_fix.onnxio.heap import page_out, release_memory
 from hubert_fix.onnxio.isolation import ChildError
 from hubert_fix.onnxio.openvino import HINTS, float_precisions, isolated, message, require_openvino
@@ -87,7 +88,11 @@ def convert(source: Path, staged: Path, *, calibration: Sequence[dict[str, np.nd
     """Write ``source`` (ONNX) as IR to ``staged``, quantized when ``calibration`` is given;
     the number of quantized operations."""
     require_openvino()
-    return int(_isolated(lambda: str(_convert(source, staged, calibration)).encode(), name, "converting"))
+
+    def work() -> bytes:
+        return str(_convert(source, staged, calibration)).encode()
+
+    return int(_isolated(work, name, "converting", staged.parent))
 
 
 def annotate(staged: Path, final: Path, record: dict[str, object], name: str) -> None:
@@ -100,7 +105,7 @@ def annotate(staged: Path, final: Path, record: dict[str, object], name: str) ->
         _save(model, final)
         return b""
 
-    _isolated(work, name, "saving")
+    _isolated(work, name, "saving", final.parent)
 
 
 def commit(staged: Path, out: Path) -> None:
@@ -130,8 +135,16 @@ def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndar
 
 def _save(model: Any, xml: Path) -> None:
     """``model`` as IR at ``xml`` (and its .bin), on disk (fsync): before it is renamed to OUT, and
-    before it is mapped (a page the kernel has yet to write cannot be handed back: ``heap.page_out``)."""
-    require_openvino().save_model(model, str(xml), compress_to_fp16=False)
+    before it is mapped (a page the kernel has yet to write cannot be handed back: ``heap.page_out``).
+
+    OSError when it cannot be written: OpenVINO's own error says only "iostream error" when the
+    disk is full, which must not read as a verdict on the model.
+    """
+    try:
+        require_openvino().save_model(model, str(xml), compress_to_fp16=False)
+    except RuntimeError as exc:
+        free = shutil.disk_usage(xml.parent).free / 1e6
+        raise OSError(f"OpenVINO's save_model failed ({message(exc)}) with {free:.1f} MB free there") from None
     synced(xml, xml.with_suffix(".bin"))
 
 
@@ -234,10 +247,14 @@ def _source(op: Any, index: int) -> Any:
     return node
 
 
-def _isolated(work: Callable[[], bytes], name: str, doing: str) -> bytes:
+def _isolated(work: Callable[[], bytes], name: str, doing: str, folder: Path) -> bytes:
+    """``work`` in a child; its errors as one line: writing into ``folder`` failed (the disk, not the
+    model: ``_save``), or OpenVINO failed ``doing`` the model ``name``."""
     try:
         return isolated(work, name, doing)
     except ChildError as exc:
+        if exc.kind == "OSError":
+            raise UnusableInputError(f"{folder}: cannot write: {one_line(str(exc).partition(': ')[2])}") from None
         if exc.kind == "RuntimeError":  # OpenVINO's and NNCF's own errors
             raise UnusableInputError(
                 f"{name}: OpenVINO failed {doing} it: {message(str(exc).partition(': ')[2])}"

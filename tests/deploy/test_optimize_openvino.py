@@ -294,6 +294,23 @@ def test_openvino_failing_or_crashing_in_conversion_is_exit_2(
     assert _left(tmp_path) == []
 
 
+def test_an_ir_that_cannot_be_written_is_the_disk_not_the_model(
+    repaired_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenVINO's save_model says only "iostream error" when the disk is full (seen on a full
+    tmpfs): the line names the folder it wrote into and the room left there, not the model."""
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(ov, "save_model", full)  # the forked child inherits it
+    code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / '.m.xml.'}" in err and ": cannot write: OpenVINO's save_model failed (basic_ios" in err
+    assert "MB free there" in err and "converting" not in err and str(repaired_raw) not in err
+    assert _left(tmp_path) == []
+
+
 def test_calibration_is_speech_in_segments_of_at_most_two_seconds(repaired_raw: Path, tmp_path: Path) -> None:
     """NNCF holds every intermediate tensor of a calibration input at once: a 5 s file is
     calibrated on as 3 segments of 1.67 s, all of its samples, unpadded."""
