@@ -37,7 +37,7 @@ from hubert_fix.deploy.conv_int8 import conv_int8, measure_silence
 from hubert_fix.deploy.conv_rewrites import conv_as_2d
 from hubert_fix.deploy.half import to_half
 from hubert_fix.deploy.names import Names
-from hubert_fix.deploy.quantize import quantize
+from hubert_fix.deploy.quantize import feature_projections, quantize
 from hubert_fix.deploy.report import OptimizeReport, Step, record
 from hubert_fix.deploy.target import checked_precision, refuse_unfit
 from hubert_fix.errors import UnrepairableError
@@ -153,6 +153,7 @@ def _rewritten(loaded: ModelFile, report: OptimizeReport, face: Interface, *, ro
     precision, name = report.precision, report.model
     started = time.perf_counter()
     silence = measure_silence(loaded, face, name) if rows else {}  # before any rewrite changes the graph
+    kept = feature_projections(loaded.proto.graph, face.audio.name) if precision == "int8" else frozenset()
     weights = Weights(loaded)
     names = Names(loaded.proto.graph)
     report.steps = []
@@ -163,8 +164,9 @@ def _rewritten(loaded: ModelFile, report: OptimizeReport, face: Interface, *, ro
         Step("conv-as-2d", len(conv_as_2d(weights, names)), "1-D convolutions run as 2-D (NCHWc on CPU)")
     )
     if precision == "int8":
-        matmuls, convs = quantize(weights, names)
+        matmuls, convs = quantize(weights, names, keep=kept)
         report.steps.append(Step("int8-matmul", len(matmuls), "MatMuls on int8 weights and activations"))
+        report.steps.append(Step("float-feature-projection", len(kept), "the MatMul reading the conv features, float"))
         report.steps.append(Step("int8-conv-weights", len(convs), "Conv weights stored in int8, computed in float32"))
     elif precision == "fp16":
         report.steps.append(Step("fp16", to_half(weights, names), "ops now in float16"))

@@ -11,7 +11,7 @@ tensor). In standard ONNX ops::
 
 the form ONNX Runtime's CPU provider fuses into its DynamicQuantizeMatMul kernel.
 Attention's activation x activation products stay in float: they have no constant
-operand.
+operand. So does the feature projection (``feature_projections``), as it does for OpenVINO.
 
 Large Conv weights are stored in int8 the same way (per output channel) and expanded by a
 ``DequantizeLinear`` in front of the Conv, which still computes in float32: that makes
@@ -39,9 +39,10 @@ MIN_ELEMENTS = 1024
 MIN_CONV_ELEMENTS = 1 << 21
 
 
-def quantize(weights: Weights, names: Names) -> tuple[list[str], list[str]]:
+def quantize(weights: Weights, names: Names, *, keep: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """Quantize in place (the float weights left unread: ``Weights.drop_unused``); the names of
-    the MatMul/Gemm nodes and of the Conv nodes converted."""
+    the MatMul/Gemm nodes and of the Conv nodes converted. ``keep``: the outputs of MatMul/Gemm
+    nodes left in float."""
     graph = weights.graph
     shared: dict[str, tuple[str, str, str]] = {}  # input tensor -> its DynamicQuantizeLinear outputs
     converted, convs, nodes = [], [], []
@@ -51,7 +52,7 @@ def quantize(weights: Weights, names: Names) -> tuple[list[str], list[str]]:
             nodes.append(node)
             convs.append(node.name)
             continue
-        plan = _plan(node, weights)
+        plan = None if node.output[0] in keep else _plan(node, weights)
         if plan is None:
             nodes.append(node)
             continue
@@ -87,6 +88,33 @@ def quantize(weights: Weights, names: Names) -> tuple[list[str], list[str]]:
     del graph.node[:]
     graph.node.extend(nodes)
     return converted, convs
+
+
+def feature_projections(graph: onnx.GraphProto, audio: str) -> frozenset[str]:
+    """The outputs of the MatMul/Gemm nodes the ``audio`` input reaches with no MatMul before them:
+    the projection of the convolutions' features (fairseq's ``post_extract_proj``, transformers'
+    ``feature_projection``), found by structure. Shape arithmetic is not followed (the padding
+    mask's lengths read the features' shape).
+
+    Measured on HuBERT base, ``optimize --int8``: with this projection in int8 (one activation
+    scale for the whole LayerNorm'd feature tensor) the worst frame on 8 espeak-ng sentences was
+    0.99728; kept float, 0.99852, and 10 s ran in 697.1 against 696.0 ms (1 thread).
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    reached, todo, found = {audio}, [audio], set()
+    while todo:
+        tensor = todo.pop()
+        for node in consumers.get(tensor, ()):
+            if node.op_type in ("MatMul", "Gemm"):
+                if node.input[0] == tensor:
+                    found.add(node.output[0])
+            elif node.op_type != "Shape":
+                todo.extend(output for output in node.output if output not in reached)
+                reached.update(node.output)
+    return frozenset(found)
 
 
 def _symmetric(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -124,13 +124,34 @@ def test_int8_on_a_real_width_model(small: Path, tmp_path: Path) -> None:
     print("int8 mean frame cosines:", sorted(c["mean_frame_cosine"] for c in cases))
     assert cases and all(c["mean_frame_cosine"] >= ANY_CPU_INT8_TOLERANCE.min_mean_frame_cosine for c in cases)
     model = onnx.load(out)
-    assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) >= 12  # q, k, v, out, 2 FFN per layer + proj
-    assert not [
-        n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in {t.name for t in model.graph.initializer}
-    ]
+    assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) >= 12  # q, k, v, out, 2 FFN per layer
+    weighted = {t.name for t in model.graph.initializer}
+    float_matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weighted]
+    assert float_matmuls == ["/post_extract_proj/MatMul"]  # the feature projection stays float (quantize.py)
+    assert {step["name"]: step["count"] for step in report["steps"]}["float-feature-projection"] == 1
     assert _ports(out) == _ports(small)
     assert hubert_fix.optimize(out, again, precision="int8", tolerance=ANY_CPU_INT8_TOLERANCE).ok
     assert _graph_bytes(again) == _graph_bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "projection"),
+    [
+        ("hubert_base_tiny.raw.onnx", "/post_extract_proj/MatMul"),
+        ("hf_wav2vec2_conformer.onnx", "/model/feature_projection/projection/MatMul"),  # convs in its layers too
+        ("torchaudio_hubert.dynamo.onnx", "node_MatMul_120"),  # no names to go by
+    ],
+)
+def test_the_feature_projection_is_found_by_structure(fixture: str, projection: str) -> None:
+    """The MatMul the audio reaches first, and only it: a conformer's layers hold convolutions
+    of their own (ungrouped pointwise ones), which the projection's search must not take for
+    the feature extractor's."""
+    from hubert_fix.analysis.interface import describe
+    from hubert_fix.deploy.quantize import feature_projections
+
+    model = onnx.load(FIXTURES / fixture)
+    found = feature_projections(model.graph, describe(model, fixture).audio.name)
+    assert [n.name for n in model.graph.node if n.output[0] in found] == [projection]
 
 
 def test_int8_against_the_checkpoint(small: Path, tmp_path: Path) -> None:
