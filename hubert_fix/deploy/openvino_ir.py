@@ -84,13 +84,13 @@ def choose(precision: str | None) -> str:
     return precision
 
 
-def convert(source: Path, staged: Path, *, calibration: Sequence[dict[str, np.ndarray]], name: str) -> int:
-    """Write ``source`` (ONNX) as IR to ``staged``, quantized when ``calibration`` is given;
-    the number of quantized operations."""
+def convert(source: Path, staged: Path, *, calibration: Sequence[dict[str, np.ndarray]], audio: str, name: str) -> int:
+    """Write ``source`` (ONNX) as IR to ``staged``, quantized when ``calibration`` is given (``audio``:
+    the model's audio input); the number of quantized operations."""
     require_openvino()
 
     def work() -> bytes:
-        return str(_convert(source, staged, calibration)).encode()
+        return str(_convert(source, staged, calibration, audio)).encode()
 
     return int(_isolated(work, name, "converting", staged.parent))
 
@@ -115,7 +115,7 @@ def commit(staged: Path, out: Path) -> None:
         os.replace(staged.with_suffix(suffix), out.with_suffix(suffix))
 
 
-def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndarray]]) -> int:
+def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndarray]], audio: str) -> int:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # NNCF's progress bars: never on our stdout (--json)
     ov = require_openvino()
     model = ov.Core().read_model(str(source))
@@ -127,7 +127,7 @@ def _convert(source: Path, staged: Path, calibration: Sequence[dict[str, np.ndar
         _save(model, floats)
         del model
         release_memory()
-        model = _quantize(ov.Core().read_model(str(floats)), calibration, floats.with_suffix(".bin"))
+        model = _quantize(ov.Core().read_model(str(floats)), calibration, floats.with_suffix(".bin"), audio)
         quantized = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
     _save(model, staged)
     return quantized
@@ -148,8 +148,9 @@ def _save(model: Any, xml: Path) -> None:
     synced(xml, xml.with_suffix(".bin"))
 
 
-def _quantize(model: Any, calibration: Sequence[dict[str, np.ndarray]], weights: Path) -> Any:
-    """NNCF's static int8 of ``model``, whose float weights OpenVINO maps from ``weights``.
+def _quantize(model: Any, calibration: Sequence[dict[str, np.ndarray]], weights: Path, audio: str) -> Any:
+    """NNCF's static int8 of ``model`` (``audio``: its audio input), whose float weights OpenVINO
+    maps from ``weights``.
 
     NNCF compiles a statistics model before it reads the first calibration input; from then
     on the plugin computes from its own copies of the weights, and NNCF reads ``weights`` again
@@ -180,7 +181,7 @@ def _quantize(model: Any, calibration: Sequence[dict[str, np.ndarray]], weights:
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(calibration),
         ignored_scope=nncf.IgnoredScope(
-            names=attention_outputs(model) + feature_projections(model), types=["Convolution"], validate=False
+            names=attention_outputs(model) + feature_projections(model, audio), types=["Convolution"], validate=False
         ),
         advanced_parameters=AdvancedQuantizationParameters(
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
@@ -209,34 +210,30 @@ def attention_outputs(model: Any) -> list[str]:
     return names
 
 
-def feature_projections(model: Any) -> list[str]:
-    """The MatMuls with constant weights that read the convolutions' features with no MatMul between:
-    fairseq's ``post_extract_proj``, transformers' ``feature_projection``, found by structure.
+def feature_projections(model: Any, audio: str) -> list[str]:
+    """The MatMuls with constant weights that the ``audio`` input reaches with no MatMul before them:
+    the projection of the convolutions' features (fairseq's ``post_extract_proj``, transformers'
+    ``feature_projection``), found by structure, by the rule ``quantize.feature_projections``
+    follows for ONNX Runtime. Shape arithmetic (ShapeOf) is not followed: the padding mask's
+    lengths read the features' shape. (Searching back from each MatMul for a Convolution took a
+    conformer's layers too: their pointwise convolutions.)
 
     Measured on HuBERT base (docs/deployment.md): with this projection in int8 (its input one
     per-tensor range), the worst frame of 10 s of noise fell to cosine 0.9987; kept in float, 0.9997.
-    Shape arithmetic (ShapeOf) is not followed: the padding mask's lengths read the features' shape.
     """
-    names = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "MatMul" and _source(op, 1).get_type_name() == "Constant" and _reads_convolution(op):
-            names.append(op.get_friendly_name())
-    return names
-
-
-def _reads_convolution(matmul: Any) -> bool:
-    """Whether a Convolution computes ``matmul``'s first input through ops other than MatMul and ShapeOf."""
-    stack, seen = [matmul.input(0).get_source_output().get_node()], set()
-    while stack:
-        node = stack.pop()
-        kind = node.get_type_name()
-        if kind == "Convolution":
-            return True
-        if kind in ("MatMul", "ShapeOf", "Constant", "Parameter") or node.get_friendly_name() in seen:
-            continue
-        seen.add(node.get_friendly_name())
-        stack.extend(port.get_source_output().get_node() for port in node.inputs())
-    return False
+    (start,) = [parameter for parameter in model.get_parameters() if audio in parameter.output(0).get_names()]
+    todo, seen, found = [start], set(), set()
+    while todo:
+        for output in todo.pop().outputs():
+            for target in output.get_target_inputs():
+                node = target.get_node()
+                if node.get_type_name() == "MatMul":
+                    if target.get_index() == 0 and _source(node, 1).get_type_name() == "Constant":
+                        found.add(node.get_friendly_name())
+                elif node.get_type_name() != "ShapeOf" and node.get_friendly_name() not in seen:
+                    seen.add(node.get_friendly_name())
+                    todo.append(node)
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in found]
 
 
 def _source(op: Any, index: int) -> Any:
@@ -296,7 +293,7 @@ def for_openvino(
         calibration = calibrating(audio, face) if report.precision == "int8" else []
         say(f"converting to OpenVINO IR ({report.precision})")
         started = time.perf_counter()
-        quantized = convert(loaded.source, staged, calibration=calibration, name=name)
+        quantized = convert(loaded.source, staged, calibration=calibration, audio=face.audio.name, name=name)
         report.steps.append(Step("openvino-ir", 1, "converted by OpenVINO's ONNX front end, weights in fp32"))
         if calibration:
             report.steps.append(

@@ -233,13 +233,19 @@ def test_attention_output_projections_are_found_by_structure(fixture: str) -> No
         ("hf_wavlm.onnx", "/model/feature_projection/projection/MatMul"),
         ("hf_sew.onnx", "/model/feature_projection/MatMul"),
         ("torchaudio_hubert.onnx", "/model/encoder/feature_projection/projection/MatMul"),
+        ("hf_wav2vec2_conformer.onnx", "/model/feature_projection/projection/MatMul"),  # convs in its layers too
     ],
 )
 def test_the_feature_projection_is_found_by_structure(fixture: str, name: str) -> None:
-    """The one MatMul reading the convolutions' features: not the layers', whose padding mask reads the features' shape."""
+    """The one MatMul reading the convolutions' features: not the layers', whose padding mask reads
+    the features' shape, nor, in a conformer, those after its layers' pointwise convolutions."""
+    import onnx
     from conftest import FIXTURES
 
-    assert openvino_ir.feature_projections(ov.Core().read_model(FIXTURES / fixture)) == [name]
+    from hubert_fix.analysis.interface import describe
+
+    audio = describe(onnx.load(FIXTURES / fixture), fixture).audio.name
+    assert openvino_ir.feature_projections(ov.Core().read_model(FIXTURES / fixture), audio) == [name]
 
 
 def test_int8_without_nncf_names_the_extra(
@@ -280,7 +286,7 @@ def test_openvino_failing_or_crashing_in_conversion_is_exit_2(
 ) -> None:
     import os
 
-    def refuse(source: Path, staged: Path, calibration: object) -> int:
+    def refuse(source: Path, staged: Path, calibration: object, audio: str) -> int:
         raise RuntimeError(
             "Exception from src/frontends/onnx/frontend/src/core/graph.cpp:1: OpenVINO does not support X"
         )
@@ -288,7 +294,7 @@ def test_openvino_failing_or_crashing_in_conversion_is_exit_2(
     monkeypatch.setattr(openvino_ir, "_convert", refuse)
     code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
     assert code == 2 and "OpenVINO failed converting it: OpenVINO does not support X" in err and "src/" not in err
-    monkeypatch.setattr(openvino_ir, "_convert", lambda source, staged, calibration: os.abort())
+    monkeypatch.setattr(openvino_ir, "_convert", lambda source, staged, calibration, audio: os.abort())
     code, _, err = run_main("optimize", repaired_raw, "--runtime", "openvino", "-o", tmp_path / "m.xml", "--quick")
     assert code == 2 and "OpenVINO crashed while converting" in err and "SIGABRT" in err, err
     assert _left(tmp_path) == []
@@ -341,7 +347,8 @@ from hubert_fix.deploy import openvino_ir
 from hubert_fix.onnxio.reading import load_model
 from hubert_fix.validation.audio import audio_cases
 model, wav, staged = map(Path, sys.argv[1:])
-feeds = openvino_ir.calibrating(audio_cases([wav]), describe(load_model(model).proto, model.name))
+face = describe(load_model(model).proto, model.name)
+feeds = openvino_ir.calibrating(audio_cases([wav]), face)
 events = []
 compile_model = ov.Core.compile_model
 def compiling(core, *args, **kwargs):
@@ -349,7 +356,7 @@ def compiling(core, *args, **kwargs):
     return compile_model(core, *args, **kwargs)
 ov.Core.compile_model = compiling
 openvino_ir.page_out = lambda paths: events.append(("page_out", [(Path(p).name, Path(p).is_file()) for p in paths]))
-quantized = openvino_ir._convert(model, staged, feeds)
+quantized = openvino_ir._convert(model, staged, feeds, face.audio.name)
 print(json.dumps([quantized, events, sys.modules.get("torch") is not None]), file=sys.stderr)
 """
 
