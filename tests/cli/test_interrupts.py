@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -247,15 +248,20 @@ def check_takes() -> float:
     return min(took)
 
 
-@pytest.mark.parametrize("moment", [0.05, 0.2, 0.4, 0.6, 0.8])
+@pytest.mark.parametrize("moment", [0.1, 0.25, 0.45, 0.65, 0.8])
 def test_ctrl_c_at_any_moment_is_130_and_one_line(check_takes: float, moment: float) -> None:
     """From start-up (the imports, about half the run) into the command itself: at a share
-    of the time an uninterrupted run takes on this machine."""
+    of the time an uninterrupted run takes on this machine. Only two outcomes skip: the run
+    ended before the signal, or the signal came before hubert-fix's first line ran (the
+    interpreter's own start-up answers with its traceback: docs/commands.md); a traceback
+    through hubert-fix's own code fails."""
     process = _check_raw()
     time.sleep(moment * check_takes)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    if process.returncode in (0, 1):  # finished before the signal: nothing to see
+    if "Traceback" in err and not re.search(r'File "[^"]*/hubert_fix/', err):
+        pytest.skip(f"the interrupt at {moment * check_takes:.3f} s came inside the interpreter's start-up")
+    if process.returncode in (0, 1) and "Traceback" not in err:  # finished before the signal: nothing to see
         pytest.skip(f"check ended within {moment * check_takes:.2f} s")
     assert process.returncode == 130 and len(err.strip().splitlines()) == 1 and "interrupted" in err, err
 
