@@ -93,8 +93,9 @@ def quantize(weights: Weights, names: Names, *, keep: frozenset[str] = frozenset
 def feature_projections(graph: onnx.GraphProto, audio: str) -> frozenset[str]:
     """The outputs of the MatMul/Gemm nodes the ``audio`` input reaches with no MatMul before them:
     the projection of the convolutions' features (fairseq's ``post_extract_proj``, transformers'
-    ``feature_projection``), found by structure. Shape arithmetic is not followed (the padding
-    mask's lengths read the features' shape).
+    ``feature_projection``), found by structure, as ``openvino_ir.feature_projections`` finds it in
+    an OpenVINO model. Shape arithmetic is not followed (the padding mask's lengths read the
+    features' shape).
 
     Measured on HuBERT base, ``optimize --int8``: with this projection in int8 (one activation
     scale for the whole LayerNorm'd feature tensor) the worst frame on 8 espeak-ng sentences was
