@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hubert_fix.onnxio.openvino import HINTS, float_precisions
+
 
 @dataclass(frozen=True)
 class Product:
@@ -86,15 +88,12 @@ def measure_floors(config: dict[str, object], samples: int, runs: int) -> dict[s
     and form there."""
     import openvino as ov
 
-    precisions = [
-        "int8",
-        "f32",
-        *(["bf16"] if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else []),
-    ]
-    kernels = {f"OpenVINO {p}": _openvino(ov, p) for p in precisions}
+    # int8, then the float precisions this CPU computes in, labelled by OpenVINO's names (f32, bf16)
+    kernels = {f"OpenVINO {HINTS.get(p, p)}": _openvino(ov, p) for p in ["int8", *reversed(float_precisions())]}
     kernels |= {"ORT int8": _onnxruntime("int8"), "ORT fp32": _onnxruntime("fp32")}
+    found = products(config, samples)
     timed: dict[str, dict[str, dict[str, float]]] = {}
-    for product in products(config, samples):
+    for product in found:
         forms = ["product", "convolution"] if product.conv else ["product"]
         timed[product.what] = {
             label: {form: _fastest_ms(make(product, _operands(product, form), form), runs) for form in forms}
@@ -105,7 +104,7 @@ def measure_floors(config: dict[str, object], samples: int, runs: int) -> dict[s
         "ONNX Runtime int8": ["ORT int8", "ORT fp32"],
         "ONNX Runtime fp32": ["ORT fp32"],
     }
-    counts = {p.what: p.count for p in products(config, samples)}
+    counts = {p.what: p.count for p in found}
     floors = {
         runtime: round(sum(counts[what] * min(min(by[k].values()) for k in allowed) for what, by in timed.items()), 1)
         for runtime, allowed in runtimes.items()
@@ -149,7 +148,7 @@ def _int8(weight: np.ndarray, over: tuple[int, ...]) -> tuple[np.ndarray, np.nda
 
 def _openvino(ov, precision: str):
     """OpenVINO's CPU plugin: int8 as NNCF writes it (FakeQuantize on activations, int8 weights
-    per output channel), or float in ``precision``."""
+    per output channel), or float in ``precision`` (fp32, bf16)."""
     import openvino.opset13 as ops
 
     def fake_quantize(node, low: float, high: float):
@@ -179,7 +178,7 @@ def _openvino(ov, precision: str):
         else:
             convolve = ops.group_convolution if product.batch > 1 else ops.convolution
             output = convolve(x, other, [product.conv[1]], [0], [0], [1])
-        hint = "bf16" if precision == "bf16" else "f32"
+        hint = HINTS.get(precision, HINTS["fp32"])  # int8: its float parts in fp32
         compiled = ov.Core().compile_model(
             ov.Model([output], parameters), "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": hint}
         )
